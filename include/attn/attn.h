@@ -1,0 +1,400 @@
+/*
+ * libattn: multi-head self- and cross-attention layers for C programs.
+ *
+ * The public API. Everything here uses the prefix attn_ / ATTN_.
+ *
+ * Conventions
+ * -----------
+ * - Tensors are row-major and batch first: a sequence batch is [B, L, E],
+ *   contiguous, float32.
+ * - Sizes are int64_t so that negative values can be detected and reported.
+ * - Every fallible function returns an attn_status. ATTN_OK is zero. On any
+ *   other value the call has changed nothing: outputs, layers and caches are
+ *   left exactly as they were. attn_last_error() then gives a message that
+ *   says what exactly was wrong.
+ * - Structs that may grow start with their own size (struct_size) and are
+ *   filled with defaults by an attn_*_init() function. New fields are only
+ *   ever appended. Structs are always passed by pointer.
+ * - Destroy functions accept NULL.
+ *
+ * Thread safety
+ * -------------
+ * The library has no global mutable state apart from the per-thread error
+ * message. A layer whose weights are set is read-only during forward calls:
+ * any number of threads may call attn_forward() / attn_self_forward() on the
+ * same layer at once. Functions that change a layer (weight setters,
+ * attn_layer_init_weights()) must not run concurrently with any other call on
+ * that layer. Scratch buffers passed in by callers belong to one call at a
+ * time.
+ */
+#ifndef ATTN_ATTN_H
+#define ATTN_ATTN_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Export macro: the library is built with hidden visibility and only the
+ * functions marked ATTN_API are exported. */
+#if defined(ATTN_STATIC_DEFINE)
+#define ATTN_API
+#elif defined(_WIN32)
+#ifdef ATTN_BUILDING
+#define ATTN_API __declspec(dllexport)
+#else
+#define ATTN_API __declspec(dllimport)
+#endif
+#elif defined(__GNUC__) && __GNUC__ >= 4
+#define ATTN_API __attribute__((visibility("default")))
+#else
+#define ATTN_API
+#endif
+
+/* ------------------------------------------------------------------------ */
+/* Version                                                                   */
+/* ------------------------------------------------------------------------ */
+
+#define ATTN_VERSION_MAJOR 0
+#define ATTN_VERSION_MINOR 1
+#define ATTN_VERSION_PATCH 0
+/** MAJOR * 10000 + MINOR * 100 + PATCH, e.g. 100 for 0.1.0. */
+#define ATTN_VERSION_NUMBER                                                    \
+  (ATTN_VERSION_MAJOR * 10000 + ATTN_VERSION_MINOR * 100 + ATTN_VERSION_PATCH)
+#define ATTN_VERSION_STRING "0.1.0"
+
+/** Version number of the library actually loaded, same encoding as
+ * ATTN_VERSION_NUMBER. Compare the two to detect a header/library mismatch.
+ * Thread-safe. */
+ATTN_API unsigned attn_version_number(void);
+
+/** Version string of the library actually loaded ("0.1.0"). Static storage;
+ * never free it. Thread-safe. */
+ATTN_API const char *attn_version_string(void);
+
+/* ------------------------------------------------------------------------ */
+/* Status codes                                                              */
+/* ------------------------------------------------------------------------ */
+
+/** Status of a fallible call. Values are append-only and never renumbered. */
+typedef int32_t attn_status;
+
+#define ATTN_OK 0
+/** A required pointer argument was NULL. */
+#define ATTN_ERR_NULL_POINTER 1
+/** A struct's struct_size is smaller than the first release of that struct
+ * or larger than this library knows and the extra part is not all zero. */
+#define ATTN_ERR_STRUCT_SIZE 2
+/** A size is zero, negative or inconsistent (e.g. embed_dim not divisible by
+ * num_heads, batch 0). */
+#define ATTN_ERR_BAD_SIZE 3
+/** A size computation would overflow (tensor element counts, byte counts). */
+#define ATTN_ERR_OVERFLOW 4
+/** A weight array has the wrong number of elements for the layer. */
+#define ATTN_ERR_WEIGHT_SIZE 5
+/** The weight asked for does not exist in this layer's layout (packed
+ * in_proj when kdim/vdim differ from embed_dim, a bias when bias is off, an
+ * unknown weight id). */
+#define ATTN_ERR_WEIGHT_LAYOUT 6
+/** A forward call was made before every weight of the layer was set. */
+#define ATTN_ERR_WEIGHTS_NOT_SET 7
+/** A mask descriptor is invalid (unknown causal mode, key length out of
+ * range, negative bias stride, ...). */
+#define ATTN_ERR_BAD_MASK 8
+/** An option value is out of range (unknown enum value, bad thread count). */
+#define ATTN_ERR_BAD_OPTION 9
+/** Input data (weights, sequences, mask bias) contain NaN or infinity where
+ * only finite values are allowed. */
+#define ATTN_ERR_NOT_FINITE 10
+/** Memory allocation failed. */
+#define ATTN_ERR_NO_MEMORY 11
+/** The caller's scratch buffer is smaller than the call needs. */
+#define ATTN_ERR_SCRATCH_TOO_SMALL 12
+/** A file could not be opened, read or written. */
+#define ATTN_ERR_IO 13
+/** A file is not in the expected format (corrupt, truncated, bad header). */
+#define ATTN_ERR_FILE_FORMAT 14
+/** A tensor the layer needs is missing from a weight file. */
+#define ATTN_ERR_TENSOR_MISSING 15
+/** A tensor in a weight file has a data type the library cannot use. */
+#define ATTN_ERR_TENSOR_DTYPE 16
+/** A tensor in a weight file has the wrong shape for the layer. */
+#define ATTN_ERR_TENSOR_SHAPE 17
+/** A cache or memory object has no room for the requested tokens. */
+#define ATTN_ERR_CAPACITY 18
+/** An object was used with a layer it was not made for. */
+#define ATTN_ERR_MISMATCH 19
+
+/** Short English name of a status ("embed_dim/num_heads/size is invalid",
+ * ...). Static storage; unknown values give "unknown status". Thread-safe. */
+ATTN_API const char *attn_status_string(attn_status status);
+
+/** Detail message of the last failed call made by the calling thread, e.g.
+ * "embed_dim 510 is not divisible by num_heads 8". Empty string if no call
+ * has failed on this thread. The pointer is valid until the next libattn
+ * call on the same thread. Successful calls leave the message unchanged. */
+ATTN_API const char *attn_last_error(void);
+
+/* ------------------------------------------------------------------------ */
+/* Layer configuration                                                       */
+/* ------------------------------------------------------------------------ */
+
+/** Configuration of a multi-head attention layer, as the arguments of
+ * torch.nn.MultiheadAttention. Fill with attn_config_init(), then set the
+ * fields you need. */
+typedef struct attn_config {
+  /** sizeof(attn_config) as compiled by the caller; set by attn_config_init. */
+  size_t struct_size;
+  /** Model width E (query width and output width). Default 0: must be set. */
+  int64_t embed_dim;
+  /** Number of heads H; must divide embed_dim. Default 1. */
+  int64_t num_heads;
+  /** Width of key inputs; 0 (default) means embed_dim. */
+  int64_t kdim;
+  /** Width of value inputs; 0 (default) means embed_dim. */
+  int64_t vdim;
+  /** Nonzero (default): projections have biases, as torch's bias=True. */
+  int32_t bias;
+  /** Default number of threads for forward calls; 0 (default) = all cores
+   * of the machine, 1 = run in the calling thread only. */
+  int32_t num_threads;
+  /** Score scale; 0 (default) means 1/sqrt(embed_dim / num_heads). */
+  double scale;
+  /** Number of key/value heads for grouped-query attention; must divide
+   * num_heads. 0 (default) means num_heads (ordinary multi-head attention).
+   * K and V projections then have num_kv_heads * head_dim outputs. */
+  int64_t num_kv_heads;
+} attn_config;
+
+/** Fills cfg with defaults and sets cfg->struct_size. Does nothing when cfg
+ * is NULL. Thread-safe. */
+ATTN_API void attn_config_init(attn_config *cfg);
+
+/* ------------------------------------------------------------------------ */
+/* Layers                                                                    */
+/* ------------------------------------------------------------------------ */
+
+/** Opaque multi-head attention layer: configuration plus weights. */
+typedef struct attn_layer attn_layer;
+
+/** Creates a layer. Its weights are not set: set them with the weight
+ * setters, attn_layer_init_weights() or a weight file before calling
+ * forward. On success *out owns a new layer, to be freed with
+ * attn_layer_destroy(). On failure *out is left unchanged.
+ * Errors: ATTN_ERR_NULL_POINTER, ATTN_ERR_STRUCT_SIZE, ATTN_ERR_BAD_SIZE,
+ * ATTN_ERR_BAD_OPTION, ATTN_ERR_OVERFLOW, ATTN_ERR_NO_MEMORY. Thread-safe. */
+ATTN_API attn_status attn_layer_create(const attn_config *cfg,
+                                       attn_layer **out);
+
+/** Frees a layer and everything it owns. NULL is allowed. The layer must
+ * not be in use by another thread. */
+ATTN_API void attn_layer_destroy(attn_layer *layer);
+
+/** Copies the layer's effective configuration (kdim, vdim, scale and
+ * num_kv_heads resolved to their actual values) into *cfg. cfg->struct_size
+ * must be set by the caller (attn_config_init does that); only the fields
+ * that fit are written. Errors: ATTN_ERR_NULL_POINTER, ATTN_ERR_STRUCT_SIZE.
+ */
+ATTN_API attn_status attn_layer_get_config(const attn_layer *layer,
+                                           attn_config *cfg);
+
+/* Weight identifiers, in torch.nn.MultiheadAttention's layout: every matrix
+ * is stored [out_features, in_features] row-major and applied as
+ * y = x * W^T + b. Let E = embed_dim, KV = num_kv_heads * head_dim (= E
+ * unless grouped-query attention is used). Values are append-only. */
+typedef int32_t attn_weight_id;
+/** Packed in_proj_weight [E + 2*KV, E]: rows Q, then K, then V. Only when
+ * kdim == vdim == embed_dim. */
+#define ATTN_W_IN_PROJ 0
+/** Packed in_proj_bias [E + 2*KV]. Only when bias is on. */
+#define ATTN_B_IN_PROJ 1
+/** q_proj_weight [E, E]. */
+#define ATTN_W_Q 2
+/** k_proj_weight [KV, kdim]. */
+#define ATTN_W_K 3
+/** v_proj_weight [KV, vdim]. */
+#define ATTN_W_V 4
+/** out_proj.weight [E, E]. */
+#define ATTN_W_OUT 5
+/** out_proj.bias [E]. Only when bias is on. */
+#define ATTN_B_OUT 6
+/** Query bias [E], the first part of in_proj_bias. Only when bias is on. */
+#define ATTN_B_Q 7
+/** Key bias [KV], the middle part of in_proj_bias. Only when bias is on. */
+#define ATTN_B_K 8
+/** Value bias [KV], the last part of in_proj_bias. Only when bias is on. */
+#define ATTN_B_V 9
+
+/** Number of float elements of weight `which` for this layer in *count.
+ * Errors: ATTN_ERR_NULL_POINTER, ATTN_ERR_WEIGHT_LAYOUT. Thread-safe. */
+ATTN_API attn_status attn_layer_weight_count(const attn_layer *layer,
+                                             attn_weight_id which,
+                                             int64_t *count);
+
+/** Copies `count` floats from `data` into weight `which`. count must equal
+ * attn_layer_weight_count(). The data must be finite. The layer keeps its
+ * own copy; the caller keeps ownership of data. Not to be called while any
+ * other thread uses the layer. Errors: ATTN_ERR_NULL_POINTER,
+ * ATTN_ERR_WEIGHT_LAYOUT, ATTN_ERR_WEIGHT_SIZE, ATTN_ERR_NOT_FINITE. */
+ATTN_API attn_status attn_layer_set_weight(attn_layer *layer,
+                                           attn_weight_id which,
+                                           const float *data, int64_t count);
+
+/** Copies weight `which` into data (count floats, which must equal
+ * attn_layer_weight_count()). A weight never set reads as zeros.
+ * Errors: as attn_layer_set_weight() but ATTN_ERR_NOT_FINITE. Thread-safe
+ * against concurrent forward calls. */
+ATTN_API attn_status attn_layer_get_weight(const attn_layer *layer,
+                                           attn_weight_id which, float *data,
+                                           int64_t count);
+
+/** Initialises every weight as torch.nn.MultiheadAttention does:
+ * xavier-uniform in_proj (the packed matrix as one when kdim == vdim ==
+ * embed_dim, each of q/k/v_proj_weight otherwise), out_proj weight uniform in
+ * +-1/sqrt(E) (torch's Linear default), every bias zero. The values come from
+ * a generator seeded with `seed`: the same seed gives the same weights on
+ * every machine (they do not match torch's random stream). Not to be called
+ * while any other thread uses the layer. Errors: ATTN_ERR_NULL_POINTER. */
+ATTN_API attn_status attn_layer_init_weights(attn_layer *layer, uint64_t seed);
+
+/* ------------------------------------------------------------------------ */
+/* Masks                                                                     */
+/* ------------------------------------------------------------------------ */
+
+/* Causal modes. Values are append-only. */
+/** No causal mask. */
+#define ATTN_CAUSAL_NONE 0
+/** Query i may attend to keys j <= i (aligned to the top-left corner of the
+ * Lq x Lk score matrix, torch's is_causal / triu(diagonal=1) convention). */
+#define ATTN_CAUSAL_TOP_LEFT 1
+/** Query i may attend to keys j <= i + (n - Lq), where n is the row's key
+ * count (key_lengths[b] if given, else Lk): the last query sees every key.
+ * This is the convention for queries that continue a sequence (decoding
+ * with a cache). With Lq == Lk and no key lengths both modes agree. */
+#define ATTN_CAUSAL_BOTTOM_RIGHT 2
+
+/* What a query row with no key left to attend to produces. */
+/** Zeros in the attention output (before the output projection, so the
+ * layer output is out_proj's bias) and zero attention weights. Default. */
+#define ATTN_EMPTY_ROW_ZERO 0
+/** NaN in the attention output and weights, as PyTorch produces. */
+#define ATTN_EMPTY_ROW_NAN 1
+
+/** Mask descriptor. Every part is optional and they combine: a key is
+ * hidden from a query if any part hides it; the additive bias is then added
+ * to the scores of the keys still visible. Fill with attn_mask_init(). */
+typedef struct attn_mask {
+  /** sizeof(attn_mask) as compiled by the caller; set by attn_mask_init. */
+  size_t struct_size;
+  /** ATTN_CAUSAL_NONE (default), ATTN_CAUSAL_TOP_LEFT or
+   * ATTN_CAUSAL_BOTTOM_RIGHT. */
+  int32_t causal;
+  /** ATTN_EMPTY_ROW_ZERO (default) or ATTN_EMPTY_ROW_NAN. */
+  int32_t empty_rows;
+  /** [B] number of valid keys per batch row (keys j >= key_lengths[b] are
+   * hidden); each in [0, Lk]. NULL (default) = all Lk keys. */
+  const int64_t *key_lengths;
+  /** [B, Lk] bytes, nonzero = hide that key (torch's key_padding_mask).
+   * NULL (default) = none. */
+  const uint8_t *key_padding;
+  /** Additive float bias added to the scaled scores:
+   * bias[b*bias_stride_b + h*bias_stride_h + i*bias_stride_q + j] for batch
+   * b, head h, query i, key j. Strides are in elements, >= 0; a zero stride
+   * broadcasts. [Lq,Lk]: strides (0, 0, Lk); [B,Lq,Lk]: (Lq*Lk, 0, Lk);
+   * [B,H,Lq,Lk]: (H*Lq*Lk, Lq*Lk, Lk). Values may be -infinity (hides the
+   * key) but not NaN or +infinity. NULL (default) = none. */
+  const float *bias;
+  int64_t bias_stride_b;
+  int64_t bias_stride_h;
+  int64_t bias_stride_q;
+  /** Sliding window: when > 0, query i only sees keys j with
+   * p - j < window, where p is the query's position among the keys:
+   * p = i + (n - Lq) under ATTN_CAUSAL_BOTTOM_RIGHT (n as there), p = i
+   * otherwise. 0 (default) = no window. Usually combined with a causal mode;
+   * without one the window only limits how far back a query looks. Must not
+   * be negative. */
+  int64_t window;
+} attn_mask;
+
+/** Fills mask with "no masking" and sets mask->struct_size. Does nothing
+ * when mask is NULL. Thread-safe. */
+ATTN_API void attn_mask_init(attn_mask *mask);
+
+/* ------------------------------------------------------------------------ */
+/* Forward                                                                   */
+/* ------------------------------------------------------------------------ */
+
+/* Attention weight output modes. Values are append-only. */
+/** Per head: [B, H, Lq, Lk]. */
+#define ATTN_WEIGHTS_PER_HEAD 0
+/** Averaged over heads: [B, Lq, Lk] (torch's average_attn_weights=True). */
+#define ATTN_WEIGHTS_AVERAGE 1
+
+/** Optional per-call settings. Fill with attn_options_init(). */
+typedef struct attn_options {
+  /** sizeof(attn_options) as compiled by the caller. */
+  size_t struct_size;
+  /** If not NULL, receives the attention probabilities in the layout chosen
+   * by weights_mode. Default NULL. */
+  float *attn_weights;
+  /** ATTN_WEIGHTS_PER_HEAD (default) or ATTN_WEIGHTS_AVERAGE. */
+  int32_t weights_mode;
+  /** Threads for this call: 0 (default) = the layer's num_threads, else the
+   * number of threads (1 = the calling thread only). */
+  int32_t num_threads;
+  /** Caller-provided scratch memory of scratch_size bytes, at least the
+   * size attn_forward_scratch_size() reports, any alignment. The call then
+   * allocates nothing. NULL (default) = the library allocates. */
+  void *scratch;
+  size_t scratch_size;
+} attn_options;
+
+/** Fills opts with defaults and sets opts->struct_size. Does nothing when
+ * opts is NULL. Thread-safe. */
+ATTN_API void attn_options_init(attn_options *opts);
+
+/** Multi-head attention forward pass (cross-attention in general):
+ *   query [B, Lq, E], key [B, Lk, kdim], value [B, Lk, vdim] -> out [B, Lq, E].
+ * key and value may be the same pointer (then, if kdim == vdim, K and V are
+ * projected in one product); query, key and value may all be the same
+ * pointer for self-attention (one fused Q/K/V product, needs Lq == Lk).
+ * mask and opts may be NULL. out must not overlap the inputs.
+ * Inputs must be finite. On failure out and opts->attn_weights are left
+ * unchanged.
+ * Errors: ATTN_ERR_NULL_POINTER, ATTN_ERR_STRUCT_SIZE, ATTN_ERR_BAD_SIZE,
+ * ATTN_ERR_OVERFLOW, ATTN_ERR_WEIGHTS_NOT_SET, ATTN_ERR_BAD_MASK,
+ * ATTN_ERR_BAD_OPTION, ATTN_ERR_NOT_FINITE, ATTN_ERR_NO_MEMORY,
+ * ATTN_ERR_SCRATCH_TOO_SMALL.
+ * Thread-safe: any number of threads may run forward on one layer at once,
+ * each with its own out, attn_weights and scratch. */
+ATTN_API attn_status attn_forward(const attn_layer *layer, int64_t batch,
+                                  int64_t len_q, int64_t len_k,
+                                  const float *query, const float *key,
+                                  const float *value, const attn_mask *mask,
+                                  const attn_options *opts, float *out);
+
+/** Self-attention: attn_forward(layer, batch, len, len, x, x, x, mask, opts,
+ * out). Needs kdim == vdim == embed_dim. */
+ATTN_API attn_status attn_self_forward(const attn_layer *layer, int64_t batch,
+                                       int64_t len, const float *x,
+                                       const attn_mask *mask,
+                                       const attn_options *opts, float *out);
+
+/** Bytes of scratch memory that attn_forward() / attn_self_forward() need
+ * for these sizes and options (opts may be NULL; only attn_weights,
+ * weights_mode and num_threads matter). Thread-safe.
+ * Errors: ATTN_ERR_NULL_POINTER, ATTN_ERR_STRUCT_SIZE, ATTN_ERR_BAD_SIZE,
+ * ATTN_ERR_OVERFLOW, ATTN_ERR_BAD_OPTION. */
+ATTN_API attn_status attn_forward_scratch_size(const attn_layer *layer,
+                                               int64_t batch, int64_t len_q,
+                                               int64_t len_k,
+                                               const attn_options *opts,
+                                               size_t *bytes);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* ATTN_ATTN_H */
