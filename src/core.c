@@ -46,8 +46,9 @@ static void run_head(const attn_core *c, int64_t b, int64_t h, int64_t i0,
   int64_t *lo = (int64_t *)(void *)(l + qb), *hi = lo + qb;
 
   const float *qp = c->q + (b * c->len_q + i0) * c->ldq + h * hd;
-  const float *kp = c->k + b * c->len_k * c->ldk + g * hd;
-  const float *vp = c->v + b * c->len_k * c->ldv + g * hd;
+  int64_t kv_rows = c->kv_rows ? c->kv_rows : c->len_k;
+  const float *kp = c->k + b * kv_rows * c->ldk + g * hd;
+  const float *vp = c->v + b * kv_rows * c->ldv + g * hd;
   const uint8_t *pad = mk->key_padding ? mk->key_padding + b * c->len_k : NULL;
   const float *bias = mk->bias
                           ? mk->bias + b * mk->bias_stride_b +

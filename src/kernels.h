@@ -59,6 +59,9 @@ typedef struct {
   const float *k; /* [batch*len_k, ldk], kv head g at column g*head_dim */
   const float *v;
   int64_t ldq, ldk, ldv;
+  /* Rows per batch row in k and v (>= len_k; a cache's capacity). 0 means
+   * len_k. */
+  int64_t kv_rows;
   float *ctx; /* may be q: each item overwrites only the Q block it read */
   int64_t ldctx;
   float *weights; /* NULL or the caller's attention weight output */

@@ -393,6 +393,18 @@ ATTN_API attn_status attn_forward_scratch_size(const attn_layer *layer,
                                                const attn_options *opts,
                                                size_t *bytes);
 
+/* ------------------------------------------------------------------------ */
+/* Weight files (safetensors)                                                */
+/* ------------------------------------------------------------------------ */
+
+/* ATTN-SECTION: weight files */
+
+/* ------------------------------------------------------------------------ */
+/* Incremental decoding                                                      */
+/* ------------------------------------------------------------------------ */
+
+/* ATTN-SECTION: decoding */
+
 #ifdef __cplusplus
 }
 #endif

@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Warnings-as-errors build and the CMocka suite, then the same suite under
+# AddressSanitizer and UBSan.
+set -euo pipefail
+bash scripts/deps.sh
+cmake -S . -B build/ci -DCMAKE_BUILD_TYPE=Release -DATTN_WERROR=ON
+cmake --build build/ci -j"$(nproc)"
+ctest --test-dir build/ci --output-on-failure -j2
+cmake -S . -B build/asan -DCMAKE_BUILD_TYPE=Debug -DATTN_WERROR=ON \
+  -DATTN_SANITIZE=ON -DATTN_BUILD_BENCH=OFF
+cmake --build build/asan -j"$(nproc)"
+ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 \
+  ctest --test-dir build/asan --output-on-failure -j2
