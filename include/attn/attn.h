@@ -397,7 +397,113 @@ ATTN_API attn_status attn_forward_scratch_size(const attn_layer *layer,
 /* Weight files (safetensors)                                                */
 /* ------------------------------------------------------------------------ */
 
-/* ATTN-SECTION: weight files */
+/* Weight files in the safetensors format: an 8-byte little-endian header
+ * length N, N bytes of JSON header mapping tensor names to
+ * {"dtype", "shape", "data_offsets"}, then the raw little-endian tensor data.
+ * A layer's tensors are found by name: an optional prefix (the module's path
+ * in the model, e.g. "decoder.layers.0.self_attn.") followed by the names of
+ * one of these naming schemes. */
+
+/** Naming scheme of torch.nn.MultiheadAttention's state_dict:
+ * in_proj_weight [E + 2*KV, E] when kdim == vdim == embed_dim, else
+ * q_proj_weight [E, E], k_proj_weight [KV, kdim], v_proj_weight [KV, vdim];
+ * in_proj_bias [E + 2*KV] (packed in both cases, as torch stores it);
+ * out_proj.weight [E, E], out_proj.bias [E]. */
+#define ATTN_NAMES_TORCH 0
+/** Hugging Face naming scheme with the output projection called out_proj
+ * (BART, Whisper, ...): q_proj.weight [E, E], k_proj.weight [KV, kdim],
+ * v_proj.weight [KV, vdim], out_proj.weight [E, E], and q_proj.bias [E],
+ * k_proj.bias [KV], v_proj.bias [KV], out_proj.bias [E]. */
+#define ATTN_NAMES_HF 1
+/** Hugging Face naming scheme with the output projection called o_proj
+ * (Llama, Mistral, Qwen, ...): as ATTN_NAMES_HF with o_proj.weight and
+ * o_proj.bias in place of out_proj.weight and out_proj.bias. Only used when
+ * saving; loading accepts either name. */
+#define ATTN_NAMES_HF_O_PROJ 2
+
+/** Largest JSON header a weight file may have, in bytes (100 MB, the limit
+ * of the reference safetensors implementation). Longer headers are
+ * rejected with ATTN_ERR_FILE_FORMAT before anything is allocated. */
+#define ATTN_SAFETENSORS_MAX_HEADER 100000000
+
+/** Loads every weight of the layer from the safetensors file at path.
+ *
+ * The tensors are looked up as prefix + name (prefix NULL or "" for none)
+ * and the naming scheme (ATTN_NAMES_TORCH or Hugging Face with o_proj or
+ * out_proj) is detected from the names present; other tensors in the file
+ * are ignored, as is the optional "__metadata__" entry. F32 tensors are
+ * loaded as they are, F16 and BF16 tensors are converted exactly to float.
+ * With bias on, every bias must be in the file; with bias off, no bias may
+ * be (ATTN_ERR_WEIGHT_LAYOUT: the layer would silently drop it).
+ *
+ * The whole header is validated first (every entry's dtype, shape and
+ * data_offsets, which must lie inside the file, not overlap and cover the
+ * data section without gaps, as the format requires), then the layer's
+ * tensors are read, converted and checked to be finite, and only then copied
+ * into the layer: on any failure the layer is left exactly as it was. Only
+ * the header and the layer's own tensors are read, so loading one layer from
+ * a large model file is cheap.
+ *
+ * Errors: ATTN_ERR_NULL_POINTER (layer or path), ATTN_ERR_IO (cannot open or
+ * read the file, not a regular file), ATTN_ERR_FILE_FORMAT (truncated or
+ * corrupt file, header length 0, larger than the file or than
+ * ATTN_SAFETENSORS_MAX_HEADER, header not a JSON object, bad entries,
+ * data_offsets reversed, outside the data, overlapping, leaving gaps or not
+ * matching dtype and shape, duplicate names, names of both schemes under
+ * the prefix), ATTN_ERR_TENSOR_MISSING (the message names the tensor),
+ * ATTN_ERR_TENSOR_DTYPE (a needed tensor is not F32, F16 or BF16),
+ * ATTN_ERR_TENSOR_SHAPE (the message names the tensor, its shape and the
+ * expected shape), ATTN_ERR_WEIGHT_LAYOUT (packed in_proj_weight for a layer
+ * with kdim or vdim != embed_dim, a bias for a layer with bias off, torch's
+ * bias_k/bias_v which the library does not support), ATTN_ERR_NOT_FINITE
+ * (a needed tensor holds NaN or infinity), ATTN_ERR_NO_MEMORY.
+ *
+ * Threading: changes the layer, so it must not run concurrently with any
+ * other call on the same layer. Loading into different layers from several
+ * threads at once is fine. */
+ATTN_API attn_status attn_layer_load_safetensors(attn_layer *layer,
+                                                 const char *path,
+                                                 const char *prefix);
+
+/** As attn_layer_load_safetensors(), from the size bytes of a whole
+ * safetensors file at data (for embedded users, archives and fuzzing). data
+ * needs no particular alignment and is only read; the caller keeps
+ * ownership. Errors: as attn_layer_load_safetensors() but ATTN_ERR_IO
+ * (ATTN_ERR_NULL_POINTER when layer or data is NULL). */
+ATTN_API attn_status attn_layer_load_safetensors_mem(attn_layer *layer,
+                                                     const void *data,
+                                                     size_t size,
+                                                     const char *prefix);
+
+/** Saves every weight of the layer to a safetensors file at path, as F32
+ * little-endian data aligned to 8 bytes in the file, under prefix + the
+ * names of `naming` (ATTN_NAMES_TORCH, ATTN_NAMES_HF or
+ * ATTN_NAMES_HF_O_PROJ; prefix NULL or "" for none). The header's
+ * "__metadata__" is {"format":"pt"}.
+ *
+ * With ATTN_NAMES_TORCH the file holds what torch's state_dict holds: the
+ * packed in_proj_weight when kdim == vdim == embed_dim, else q_proj_weight,
+ * k_proj_weight and v_proj_weight; the packed in_proj_bias either way (when
+ * bias is on). Biases are written only when bias is on.
+ *
+ * The file is written to a temporary file in the same directory, flushed to
+ * disk and renamed over path, so path holds either its old content or the
+ * whole new file, never a partial one; on failure the temporary file is
+ * removed and path is untouched. A file written here loads back bit for bit
+ * with attn_layer_load_safetensors().
+ *
+ * Errors: ATTN_ERR_NULL_POINTER (layer or path), ATTN_ERR_BAD_OPTION
+ * (unknown naming, prefix not valid UTF-8), ATTN_ERR_WEIGHTS_NOT_SET (a
+ * weight the file would hold has never been set), ATTN_ERR_IO (cannot
+ * create, write, flush or rename the file; the message has the system's
+ * reason), ATTN_ERR_OVERFLOW, ATTN_ERR_NO_MEMORY.
+ *
+ * Threading: only reads the layer, so it may run while other threads call
+ * forward on the same layer; not while the layer's weights are changed. */
+ATTN_API attn_status attn_layer_save_safetensors(const attn_layer *layer,
+                                                 const char *path,
+                                                 const char *prefix,
+                                                 int32_t naming);
 
 /* ------------------------------------------------------------------------ */
 /* Incremental decoding                                                      */
