@@ -1,4 +1,5 @@
-/*
+/**
+ * @file
  * libattn: multi-head self- and cross-attention layers for C programs.
  *
  * The public API. Everything here uses the prefix attn_ / ATTN_.
@@ -37,7 +38,8 @@
 extern "C" {
 #endif
 
-/* Export macro: the library is built with hidden visibility and only the
+/** @def ATTN_API
+ * Export macro: the library is built with hidden visibility and only the
  * functions marked ATTN_API are exported. */
 #if defined(ATTN_STATIC_DEFINE)
 #define ATTN_API
@@ -57,12 +59,16 @@ extern "C" {
 /* Version                                                                   */
 /* ------------------------------------------------------------------------ */
 
+/** Major version of this header. */
 #define ATTN_VERSION_MAJOR 0
+/** Minor version of this header. */
 #define ATTN_VERSION_MINOR 1
+/** Patch version of this header. */
 #define ATTN_VERSION_PATCH 0
 /** MAJOR * 10000 + MINOR * 100 + PATCH, e.g. 100 for 0.1.0. */
 #define ATTN_VERSION_NUMBER                                                    \
   (ATTN_VERSION_MAJOR * 10000 + ATTN_VERSION_MINOR * 100 + ATTN_VERSION_PATCH)
+/** Version of this header as a string, "MAJOR.MINOR.PATCH". */
 #define ATTN_VERSION_STRING "0.1.0"
 
 /** Version number of the library actually loaded, same encoding as
@@ -81,6 +87,7 @@ ATTN_API const char *attn_version_string(void);
 /** Status of a fallible call. Values are append-only and never renumbered. */
 typedef int32_t attn_status;
 
+/** Success. */
 #define ATTN_OK 0
 /** A required pointer argument was NULL. */
 #define ATTN_ERR_NULL_POINTER 1
@@ -196,11 +203,12 @@ ATTN_API void attn_layer_destroy(attn_layer *layer);
  * num_kv_heads resolved to their actual values) into *cfg. cfg->struct_size
  * must be set by the caller (attn_config_init does that); only the fields
  * that fit are written. Errors: ATTN_ERR_NULL_POINTER, ATTN_ERR_STRUCT_SIZE.
+ * Thread-safe: only reads the layer.
  */
 ATTN_API attn_status attn_layer_get_config(const attn_layer *layer,
                                            attn_config *cfg);
 
-/* Weight identifiers, in torch.nn.MultiheadAttention's layout: every matrix
+/** Weight identifiers, in torch.nn.MultiheadAttention's layout: every matrix
  * is stored [out_features, in_features] row-major and applied as
  * y = x * W^T + b. Let E = embed_dim, KV = num_kv_heads * head_dim (= E
  * unless grouped-query attention is used). Values are append-only. */
@@ -306,8 +314,11 @@ typedef struct attn_mask {
    * [B,H,Lq,Lk]: (H*Lq*Lk, Lq*Lk, Lk). Values may be -infinity (hides the
    * key) but not NaN or +infinity. NULL (default) = none. */
   const float *bias;
+  /** Stride of bias between batch rows, in elements (see bias). */
   int64_t bias_stride_b;
+  /** Stride of bias between heads, in elements (see bias). */
   int64_t bias_stride_h;
+  /** Stride of bias between query rows, in elements (see bias). */
   int64_t bias_stride_q;
   /** Sliding window: when > 0, query i only sees keys j with
    * p - j < window, where p is the query's position among the keys:
@@ -348,6 +359,7 @@ typedef struct attn_options {
    * size attn_forward_scratch_size() reports, any alignment. The call then
    * allocates nothing. NULL (default) = the library allocates. */
   void *scratch;
+  /** Size of scratch in bytes; ignored when scratch is NULL. */
   size_t scratch_size;
 } attn_options;
 
@@ -376,7 +388,8 @@ ATTN_API attn_status attn_forward(const attn_layer *layer, int64_t batch,
                                   const attn_options *opts, float *out);
 
 /** Self-attention: attn_forward(layer, batch, len, len, x, x, x, mask, opts,
- * out). Needs kdim == vdim == embed_dim. */
+ * out). Needs kdim == vdim == embed_dim. Returns, owns and may be called
+ * from several threads exactly as attn_forward(). */
 ATTN_API attn_status attn_self_forward(const attn_layer *layer, int64_t batch,
                                        int64_t len, const float *x,
                                        const attn_mask *mask,
