@@ -1,0 +1,512 @@
+"""attn.MultiheadAttention: a libattn layer behind torch's interface."""
+
+import ctypes
+import os
+import threading
+import weakref
+from contextlib import contextmanager
+
+import numpy as np
+
+from . import _lib, _mask
+from ._lib import C, check
+
+_F32 = np.dtype(np.float32)
+
+_EMPTY_ROWS = {"zero": _lib.EMPTY_ROW_ZERO, "nan": _lib.EMPTY_ROW_NAN}
+_NAMING = {"torch": _lib.NAMES_TORCH, "hf": _lib.NAMES_HF}
+
+# torch's state_dict names -> weight ids of the C API.
+_WEIGHT_IDS = {
+    "in_proj_weight": _lib.W_IN_PROJ,
+    "q_proj_weight": _lib.W_Q,
+    "k_proj_weight": _lib.W_K,
+    "v_proj_weight": _lib.W_V,
+    "in_proj_bias": _lib.B_IN_PROJ,
+    "out_proj.weight": _lib.W_OUT,
+    "out_proj.bias": _lib.B_OUT,
+}
+
+
+def as_float32(x):
+    """x as a C-contiguous float32 ndarray: x itself when it already is one,
+    otherwise one converted copy. Anything np.asarray takes is accepted (CPU
+    torch tensors included)."""
+    if isinstance(x, np.ndarray) and x.dtype == _F32 and x.flags.c_contiguous:
+        return x
+    return np.ascontiguousarray(x, dtype=_F32)
+
+
+class _ReadWriteLock:
+    """Many forward calls at once, or one weight change alone: the C layer
+    is read-only during forward and must not change under it."""
+
+    def __init__(self):
+        self._cond = threading.Condition(threading.Lock())
+        self._readers = 0
+        self._writing = False
+
+    @contextmanager
+    def reading(self):
+        with self._cond:
+            while self._writing:
+                self._cond.wait()
+            self._readers += 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._readers -= 1
+                if not self._readers:
+                    self._cond.notify_all()
+
+    @contextmanager
+    def writing(self):
+        with self._cond:
+            while self._writing or self._readers:
+                self._cond.wait()
+            self._writing = True
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._writing = False
+                self._cond.notify_all()
+
+
+def _empty_rows_code(value):
+    try:
+        return _EMPTY_ROWS[value]
+    except (KeyError, TypeError):
+        raise ValueError(
+            "empty_rows must be 'zero' or 'nan', not %r" % (value,)) from None
+
+
+class MultiheadAttention:
+    """Multi-head attention computed by libattn, with the constructor, call
+    signature and weight layout of ``torch.nn.MultiheadAttention``.
+
+    Positional arguments follow torch's meaning (``bias``, ``kdim``, ``vdim``,
+    ``batch_first``); note that ``batch_first`` defaults to True here.
+    Keyword-only extras:
+
+    - ``dropout``: accepted for torch compatibility and ignored; the layer
+      always computes what torch computes in eval mode.
+    - ``add_bias_kv`` / ``add_zero_attn``: only False is supported.
+    - ``scale``: score scale, default 1/sqrt(head_dim).
+    - ``num_kv_heads``: grouped-query attention (K/V projections with
+      num_kv_heads * head_dim outputs); default num_heads.
+    - ``num_threads``: threads per forward call, 0 (default) = all cores.
+    - ``empty_rows``: what a query with no visible key produces: "zero"
+      (default: zero attention weights, so the output row is out_proj's bias)
+      or "nan" (torch's NaN row). Can be overridden per call.
+    - ``seed``: seed of the weight initialisation (torch's scheme: xavier
+      in_proj, zero biases), random when None.
+
+    Weights are set at construction; replace them with ``from_torch``,
+    ``load_state_dict``, ``set_weight`` or ``load_safetensors``.
+
+    Thread safety: any number of threads may call the layer at once (the
+    library runs without the GIL). Weight changes wait for running calls
+    and block new ones until done.
+    """
+
+    def __init__(self, embed_dim, num_heads, bias=True, kdim=None, vdim=None,
+                 batch_first=True, *, dropout=0.0, add_bias_kv=False,
+                 add_zero_attn=False, scale=None, num_kv_heads=None,
+                 num_threads=0, empty_rows="zero", seed=None):
+        self._handle = None
+        if add_bias_kv or add_zero_attn:
+            raise ValueError(
+                "add_bias_kv and add_zero_attn are not supported by libattn")
+        self._empty_rows = _empty_rows_code(empty_rows)
+        cfg = _lib.new_config()
+        cfg.embed_dim = _int(embed_dim, "embed_dim")
+        cfg.num_heads = _int(num_heads, "num_heads")
+        cfg.kdim = 0 if kdim is None else _int(kdim, "kdim")
+        cfg.vdim = 0 if vdim is None else _int(vdim, "vdim")
+        cfg.bias = 1 if bias else 0
+        cfg.num_threads = _int(num_threads, "num_threads")
+        cfg.scale = 0.0 if scale is None else float(scale)
+        cfg.num_kv_heads = 0 if num_kv_heads is None else _int(
+            num_kv_heads, "num_kv_heads")
+        handle = ctypes.c_void_p()
+        check(C.attn_layer_create(ctypes.byref(cfg), ctypes.byref(handle)))
+        self._handle = handle.value
+        self._finalizer = weakref.finalize(
+            self, C.attn_layer_destroy, self._handle)
+        self._lock = _ReadWriteLock()
+        self.batch_first = bool(batch_first)
+        self.dropout = float(dropout)
+
+        got = _lib.new_config()
+        check(C.attn_layer_get_config(self._handle, ctypes.byref(got)))
+        self.embed_dim = int(got.embed_dim)
+        self.num_heads = int(got.num_heads)
+        self.kdim = int(got.kdim)
+        self.vdim = int(got.vdim)
+        self.head_dim = self.embed_dim // self.num_heads
+        self.num_kv_heads = int(got.num_kv_heads)
+        self.scale = float(got.scale)
+        self.num_threads = int(got.num_threads)
+        self.bias = bool(got.bias)
+        self._qkv_same_embed_dim = (self.kdim == self.embed_dim
+                                    and self.vdim == self.embed_dim)
+        if seed is None:
+            seed = int.from_bytes(os.urandom(8), "little")
+        if seed is not _LEAVE_UNSET:
+            self.init_weights(seed)
+
+    # ------------------------------------------------------------ lifetime
+
+    def close(self):
+        """Frees the C layer now (otherwise when the object is collected).
+        Later calls raise ValueError. Waits for running calls."""
+        if self._handle is None:
+            return
+        with self._lock.writing():
+            self._finalizer()
+            self._handle = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def _live_handle(self):
+        h = self._handle
+        if h is None:
+            raise ValueError("this MultiheadAttention layer is closed")
+        return h
+
+    def __repr__(self):
+        extra = ""
+        if not self._qkv_same_embed_dim:
+            extra = ", kdim=%d, vdim=%d" % (self.kdim, self.vdim)
+        if self.num_kv_heads != self.num_heads:
+            extra += ", num_kv_heads=%d" % self.num_kv_heads
+        return "MultiheadAttention(embed_dim=%d, num_heads=%d, bias=%s%s, " \
+               "batch_first=%s)" % (self.embed_dim, self.num_heads,
+                                    self.bias, extra, self.batch_first)
+
+    @property
+    def empty_rows(self):
+        """Default for query rows with no visible key: "zero" or "nan"."""
+        return "nan" if self._empty_rows == _lib.EMPTY_ROW_NAN else "zero"
+
+    @empty_rows.setter
+    def empty_rows(self, value):
+        self._empty_rows = _empty_rows_code(value)
+
+    # ------------------------------------------------------------- weights
+
+    def weight_names(self):
+        """Names of this layer's tensors in torch's state_dict."""
+        names = (["in_proj_weight"] if self._qkv_same_embed_dim
+                 else ["q_proj_weight", "k_proj_weight", "v_proj_weight"])
+        if self.bias:
+            names.append("in_proj_bias")
+        names.append("out_proj.weight")
+        if self.bias:
+            names.append("out_proj.bias")
+        return names
+
+    def _weight_shape(self, name):
+        E, KV = self.embed_dim, self.num_kv_heads * self.head_dim
+        return {
+            "in_proj_weight": (E + 2 * KV, E),
+            "q_proj_weight": (E, E),
+            "k_proj_weight": (KV, self.kdim),
+            "v_proj_weight": (KV, self.vdim),
+            "in_proj_bias": (E + 2 * KV,),
+            "out_proj.weight": (E, E),
+            "out_proj.bias": (E,),
+        }[name]
+
+    def _weight_id(self, name):
+        try:
+            return _WEIGHT_IDS[name]
+        except KeyError:
+            raise KeyError(
+                "unknown weight %r; torch's names are %s"
+                % (name, ", ".join(sorted(_WEIGHT_IDS)))) from None
+
+    def _checked_shape(self, name, which):
+        """Shape of weight `name`, after the library confirmed that this
+        layer's layout has it."""
+        count = ctypes.c_int64()
+        check(C.attn_layer_weight_count(self._live_handle(), which,
+                                        ctypes.byref(count)))
+        return self._weight_shape(name)
+
+    def set_weight(self, name, value):
+        """Copies one tensor, by its torch state_dict name
+        ("in_proj_weight", "out_proj.bias", ...), into the layer.
+        The packed in_proj tensors are only in the layout torch uses when
+        kdim == vdim == embed_dim; q/k/v_proj_weight can be set in either."""
+        which = self._weight_id(name)
+        data = as_float32(value)
+        shape = self._checked_shape(name, which)
+        if data.shape != shape:
+            raise ValueError("%s must have shape %s, not %s"
+                             % (name, shape, tuple(data.shape)))
+        with self._lock.writing():
+            check(C.attn_layer_set_weight(self._live_handle(), which,
+                                          data.ctypes.data, data.size))
+
+    def get_weight(self, name):
+        """A copy of one tensor of the layer, by its torch name."""
+        which = self._weight_id(name)
+        out = np.empty(self._checked_shape(name, which), dtype=_F32)
+        with self._lock.reading():
+            check(C.attn_layer_get_weight(self._live_handle(), which,
+                                          out.ctypes.data, out.size))
+        return out
+
+    def state_dict(self):
+        """The layer's tensors under the names torch's state_dict uses for
+        the same configuration (copies, float32)."""
+        return {name: self.get_weight(name) for name in self.weight_names()}
+
+    def load_state_dict(self, state_dict, strict=True):
+        """Sets the tensors found in a torch-style state_dict (numpy arrays,
+        torch tensors or nested lists). With strict, every tensor of the
+        layer must be given and no unknown name may appear."""
+        names = set(state_dict)
+        unknown = sorted(names - set(_WEIGHT_IDS))
+        if strict and unknown:
+            raise KeyError("unexpected tensors in state_dict: %s"
+                           % ", ".join(unknown))
+        separate = {"q_proj_weight", "k_proj_weight", "v_proj_weight"}
+        if "in_proj_weight" in names and names & separate:
+            raise ValueError(
+                "state_dict has both in_proj_weight and %s: give one layout"
+                % ", ".join(sorted(names & separate)))
+        if strict:
+            needed = set(self.weight_names())
+            if self._qkv_same_embed_dim and names & separate:
+                needed = (needed - {"in_proj_weight"}) | separate
+            missing = sorted(needed - names)
+            if missing:
+                raise KeyError("missing tensors in state_dict: %s"
+                               % ", ".join(missing))
+        for name in _WEIGHT_IDS:
+            if name in names:
+                self.set_weight(name, _to_numpy(state_dict[name]))
+
+    def init_weights(self, seed=0):
+        """Re-initialises every weight as torch does (xavier-uniform in_proj,
+        zero biases) from a generator seeded with ``seed``; the same seed
+        gives the same weights everywhere."""
+        with self._lock.writing():
+            check(C.attn_layer_init_weights(self._live_handle(),
+                                            int(seed) & (2**64 - 1)))
+
+    @classmethod
+    def from_torch(cls, module, *, batch_first=None, **kwargs):
+        """A layer with the configuration and a copy of the weights of a
+        ``torch.nn.MultiheadAttention`` (packed or separate projections,
+        with or without bias). ``batch_first`` defaults to the module's.
+        Other keyword arguments go to the constructor."""
+        if getattr(module, "bias_k", None) is not None or getattr(
+                module, "add_zero_attn", False):
+            raise ValueError(
+                "modules with add_bias_kv or add_zero_attn are not supported")
+        if batch_first is None:
+            batch_first = getattr(module, "batch_first", False)
+        sd = module.state_dict()
+        kwargs.setdefault("seed", _LEAVE_UNSET)
+        layer = cls(module.embed_dim, module.num_heads,
+                    bias="out_proj.bias" in sd, kdim=module.kdim,
+                    vdim=module.vdim, batch_first=batch_first, **kwargs)
+        layer.load_state_dict({k: v for k, v in sd.items()
+                               if k in _WEIGHT_IDS})
+        return layer
+
+    # ------------------------------------------------------- weight files
+
+    def load_safetensors(self, path, prefix=""):
+        """Sets the layer's weights from a safetensors file, reading the
+        tensors named ``prefix`` + torch's (or Hugging Face's) names."""
+        _need_safetensors()
+        with self._lock.writing():
+            check(C.attn_layer_load_safetensors(
+                self._live_handle(), os.fsencode(path),
+                prefix.encode("utf-8")))
+
+    def save_safetensors(self, path, prefix="", naming="torch"):
+        """Writes the layer's weights to a safetensors file, named
+        ``prefix`` + torch's state_dict names (naming="torch") or Hugging
+        Face's q_proj/k_proj/v_proj/out_proj names (naming="hf")."""
+        _need_safetensors()
+        try:
+            code = _NAMING[naming]
+        except (KeyError, TypeError):
+            raise ValueError(
+                "naming must be 'torch' or 'hf', not %r" % (naming,)) from None
+        with self._lock.reading():
+            check(C.attn_layer_save_safetensors(
+                self._live_handle(), os.fsencode(path),
+                prefix.encode("utf-8"), code))
+
+    # ------------------------------------------------------------- forward
+
+    def __call__(self, query, key, value, key_padding_mask=None,
+                 need_weights=True, attn_mask=None, average_attn_weights=True,
+                 is_causal=False, **kwargs):
+        return self.forward(query, key, value, key_padding_mask,
+                            need_weights, attn_mask, average_attn_weights,
+                            is_causal, **kwargs)
+
+    def forward(self, query, key, value, key_padding_mask=None,
+                need_weights=True, attn_mask=None, average_attn_weights=True,
+                is_causal=False, *, empty_rows=None, num_threads=0):
+        """Attention of ``query`` over ``key``/``value``, as torch's
+        MultiheadAttention.forward (in eval mode).
+
+        Shapes: batch first [B, L, E] (or [L, B, E] with batch_first=False,
+        which costs a transposed copy of each input and returns a transposed
+        view), or unbatched [L, E]. Masks and ``need_weights`` /
+        ``average_attn_weights`` have torch's meaning: boolean masks hide
+        where True, float masks are added to the scores. ``is_causal``
+        hides key j from query i when j > i (top-left aligned); combined
+        with ``attn_mask`` both apply.
+
+        Returns (output, weights) as numpy float32 arrays; weights is None
+        unless need_weights, [B, L, S] when averaged, [B, H, L, S] per head.
+        ``empty_rows`` overrides the layer's choice for query rows with no
+        visible key; ``num_threads`` the layer's thread count.
+
+        C-contiguous float32 inputs (and masks) are passed to the library
+        without a copy; anything else is converted once.
+        """
+        self._live_handle()
+        same_kv = key is value
+        same_qkv = same_kv and query is key
+        q = as_float32(query)
+        k = q if key is query else as_float32(key)
+        v = k if same_kv else (q if value is query else as_float32(value))
+
+        if q.ndim == 2:
+            unbatched = True
+            if k.ndim != 2 or v.ndim != 2:
+                raise ValueError(
+                    "for unbatched (2-D) query, key and value must be 2-D too;"
+                    " got %d-D and %d-D" % (k.ndim, v.ndim))
+            q, k, v = _add_batch(q, k, v)
+        elif q.ndim == 3:
+            unbatched = False
+            if k.ndim != 3 or v.ndim != 3:
+                raise ValueError(
+                    "for batched (3-D) query, key and value must be 3-D too;"
+                    " got %d-D and %d-D" % (k.ndim, v.ndim))
+            if not self.batch_first:
+                q, k, v = _to_batch_first(q, k, v)
+        else:
+            raise ValueError("query must be 2-D (L, E) or 3-D, not %d-D"
+                             % q.ndim)
+
+        B, Lq, E = q.shape
+        Lk = k.shape[1]
+        if E != self.embed_dim:
+            raise ValueError("query has width %d, but embed_dim is %d"
+                             % (E, self.embed_dim))
+        if k.shape[0] != B or v.shape[0] != B:
+            raise ValueError(
+                "query, key and value have batch sizes %d, %d and %d"
+                % (B, k.shape[0], v.shape[0]))
+        if k.shape[2] != self.kdim:
+            raise ValueError("key has width %d, but kdim is %d"
+                             % (k.shape[2], self.kdim))
+        if v.shape[1] != Lk:
+            raise ValueError("key has length %d but value has length %d"
+                             % (Lk, v.shape[1]))
+        if v.shape[2] != self.vdim:
+            raise ValueError("value has width %d, but vdim is %d"
+                             % (v.shape[2], self.vdim))
+        if Lq == 0 or Lk == 0 or B == 0:
+            raise ValueError("batch %d and lengths %d, %d must be positive"
+                             % (B, Lq, Lk))
+
+        rows = (self._empty_rows if empty_rows is None
+                else _empty_rows_code(empty_rows))
+        mask, keep = _mask.build(key_padding_mask, attn_mask, bool(is_causal),
+                                 rows, B, self.num_heads, Lq, Lk, unbatched)
+
+        out = np.empty((B, Lq, E), dtype=_F32)
+        opts = _lib.new_options()
+        weights = None
+        if need_weights:
+            shape = ((B, Lq, Lk) if average_attn_weights
+                     else (B, self.num_heads, Lq, Lk))
+            weights = np.empty(shape, dtype=_F32)
+            opts.attn_weights = weights.ctypes.data
+            opts.weights_mode = (_lib.WEIGHTS_AVERAGE if average_attn_weights
+                                 else _lib.WEIGHTS_PER_HEAD)
+        opts.num_threads = _int(num_threads, "num_threads")
+
+        qp = q.ctypes.data
+        kp = qp if same_qkv else k.ctypes.data
+        vp = kp if same_kv else v.ctypes.data
+        with self._lock.reading():
+            check(C.attn_forward(
+                self._live_handle(), B, Lq, Lk, qp, kp, vp,
+                ctypes.byref(mask) if mask is not None else None,
+                ctypes.byref(opts), out.ctypes.data))
+        del keep
+
+        if unbatched:
+            out = out[0]
+            if weights is not None:
+                weights = weights[0]
+        elif not self.batch_first:
+            out = out.transpose(1, 0, 2)
+        return out, weights
+
+
+# Constructor seed meaning "leave the weights unset": from_torch overwrites
+# them at once.
+_LEAVE_UNSET = object()
+
+
+def _int(value, name):
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise TypeError("%s must be an integer, not %r" % (name, value))
+    return int(value)
+
+
+def _to_numpy(t):
+    """A torch tensor (on any device, with or without grad) or array-like
+    as a numpy array."""
+    if hasattr(t, "detach") and hasattr(t, "cpu"):
+        t = t.detach().cpu()
+        if hasattr(t, "float"):
+            t = t.float()
+        return t.numpy()
+    return np.asarray(t)
+
+
+def _add_batch(q, k, v):
+    """Unbatched [L, E] inputs as [1, L, E] views, keeping identities."""
+    qb = q[None]
+    kb = qb if k is q else k[None]
+    vb = kb if v is k else (qb if v is q else v[None])
+    return qb, kb, vb
+
+
+def _to_batch_first(q, k, v):
+    """[L, B, E] inputs as contiguous [B, L, E] copies, keeping
+    identities so self-attention still takes the fused path."""
+    qb = np.ascontiguousarray(q.transpose(1, 0, 2))
+    kb = qb if k is q else np.ascontiguousarray(k.transpose(1, 0, 2))
+    vb = kb if v is k else (qb if v is q else
+                            np.ascontiguousarray(v.transpose(1, 0, 2)))
+    return qb, kb, vb
+
+
+def _need_safetensors():
+    if not _lib.has_safetensors():
+        raise NotImplementedError(
+            "the loaded libattn (%s, %s) has no safetensors functions"
+            % (_lib.version, _lib.path))

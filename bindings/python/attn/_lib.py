@@ -1,0 +1,328 @@
+"""Loading libattn.so and describing its C API to ctypes.
+
+Everything that knows about C types lives here: the library lookup, the
+mirrors of the public structs (attn_config, attn_mask, attn_options), the
+function prototypes, the status constants and the exception that carries the
+library's detail message.
+
+The library is looked up once, at import:
+
+1. the path in the ATTN_LIBRARY environment variable, if set;
+2. the system's library lookup for the SONAME this package was written for
+   (``libattn.so.0``: LD_LIBRARY_PATH, the ld.so cache, standard paths);
+3. ``ctypes.util.find_library("attn")``.
+
+Import then checks that the library's major version is the one the package
+expects and that each struct mirrored here is one the library can read.
+"""
+
+import ctypes
+import ctypes.util
+import os
+
+#: Major version of libattn this package was written for. A library with
+#: another major version may have another ABI, so import refuses it.
+EXPECTED_MAJOR = 0
+
+#: SONAME suffix matching EXPECTED_MAJOR (the ABI major of the C library).
+_SONAME = "libattn.so.%d" % EXPECTED_MAJOR
+
+# --------------------------------------------------------------------------
+# Constants (values from include/attn/attn.h; they are append-only there).
+# --------------------------------------------------------------------------
+
+OK = 0
+ERR_NULL_POINTER = 1
+ERR_STRUCT_SIZE = 2
+ERR_BAD_SIZE = 3
+ERR_OVERFLOW = 4
+ERR_WEIGHT_SIZE = 5
+ERR_WEIGHT_LAYOUT = 6
+ERR_WEIGHTS_NOT_SET = 7
+ERR_BAD_MASK = 8
+ERR_BAD_OPTION = 9
+ERR_NOT_FINITE = 10
+ERR_NO_MEMORY = 11
+ERR_SCRATCH_TOO_SMALL = 12
+ERR_IO = 13
+ERR_FILE_FORMAT = 14
+ERR_TENSOR_MISSING = 15
+ERR_TENSOR_DTYPE = 16
+ERR_TENSOR_SHAPE = 17
+ERR_CAPACITY = 18
+ERR_MISMATCH = 19
+
+W_IN_PROJ = 0
+B_IN_PROJ = 1
+W_Q = 2
+W_K = 3
+W_V = 4
+W_OUT = 5
+B_OUT = 6
+B_Q = 7
+B_K = 8
+B_V = 9
+
+CAUSAL_NONE = 0
+CAUSAL_TOP_LEFT = 1
+CAUSAL_BOTTOM_RIGHT = 2
+
+EMPTY_ROW_ZERO = 0
+EMPTY_ROW_NAN = 1
+
+WEIGHTS_PER_HEAD = 0
+WEIGHTS_AVERAGE = 1
+
+NAMES_TORCH = 0
+NAMES_HF = 1
+
+
+class AttnError(RuntimeError):
+    """A libattn call failed.
+
+    ``str(err)`` is the library's detail message (attn_last_error(), e.g.
+    "embed_dim 510 is not divisible by num_heads 8"); ``err.status`` is the
+    numeric attn_status (compare with the ``attn.ERR_*`` constants) and
+    ``err.status_name`` its short description (attn_status_string()).
+    """
+
+    def __init__(self, status, message, status_name=""):
+        super().__init__(message or status_name or "libattn error %d" % status)
+        self.status = status
+        self.status_name = status_name
+
+
+# --------------------------------------------------------------------------
+# Struct mirrors. Field order and types follow attn.h exactly; the library
+# only ever appends fields, so these stay valid for later minor versions.
+# --------------------------------------------------------------------------
+
+_size_t = ctypes.c_size_t
+_i32 = ctypes.c_int32
+_i64 = ctypes.c_int64
+_ptr = ctypes.c_void_p
+
+
+class Config(ctypes.Structure):
+    """Mirror of attn_config."""
+
+    _fields_ = [
+        ("struct_size", _size_t),
+        ("embed_dim", _i64),
+        ("num_heads", _i64),
+        ("kdim", _i64),
+        ("vdim", _i64),
+        ("bias", _i32),
+        ("num_threads", _i32),
+        ("scale", ctypes.c_double),
+        ("num_kv_heads", _i64),
+    ]
+
+
+class Mask(ctypes.Structure):
+    """Mirror of attn_mask."""
+
+    _fields_ = [
+        ("struct_size", _size_t),
+        ("causal", _i32),
+        ("empty_rows", _i32),
+        ("key_lengths", _ptr),
+        ("key_padding", _ptr),
+        ("bias", _ptr),
+        ("bias_stride_b", _i64),
+        ("bias_stride_h", _i64),
+        ("bias_stride_q", _i64),
+        ("window", _i64),
+    ]
+
+
+class Options(ctypes.Structure):
+    """Mirror of attn_options."""
+
+    _fields_ = [
+        ("struct_size", _size_t),
+        ("attn_weights", _ptr),
+        ("weights_mode", _i32),
+        ("num_threads", _i32),
+        ("scratch", _ptr),
+        ("scratch_size", _size_t),
+    ]
+
+
+# --------------------------------------------------------------------------
+# Loading
+# --------------------------------------------------------------------------
+
+
+def _load():
+    path = os.environ.get("ATTN_LIBRARY")
+    if path:
+        try:
+            return ctypes.CDLL(path)
+        except OSError as e:
+            raise ImportError(
+                "cannot load libattn from ATTN_LIBRARY=%r: %s" % (path, e)
+            ) from e
+    errors = []
+    for name in (_SONAME, ctypes.util.find_library("attn")):
+        if not name:
+            continue
+        try:
+            return ctypes.CDLL(name)
+        except OSError as e:
+            errors.append(str(e))
+    raise ImportError(
+        "cannot find libattn (%s): set ATTN_LIBRARY to the path of "
+        "libattn.so, or install the library where the system's loader finds "
+        "it (%s)" % (_SONAME, "; ".join(errors) or "not found")
+    )
+
+
+lib = _load()
+path = getattr(lib, "_name", None)
+
+
+class _Functions:
+    """The library's functions with their prototypes.
+
+    Calls go through the attributes of the single instance ``C`` so that a
+    test can wrap one function (e.g. to see which pointers reach
+    attn_forward) by replacing the attribute.
+    """
+
+
+C = _Functions()
+
+
+def _bind(name, restype, argtypes, required=True):
+    try:
+        fn = getattr(lib, name)
+    except AttributeError:
+        if required:
+            raise ImportError(
+                "%s (%s) does not export %s: it is not a libattn this package "
+                "can use" % (path, _version_or_unknown(), name)
+            ) from None
+        setattr(C, name, None)
+        return
+    fn.restype = restype
+    fn.argtypes = argtypes
+    setattr(C, name, fn)
+
+
+def _version_or_unknown():
+    try:
+        fn = lib.attn_version_string
+        fn.restype = ctypes.c_char_p
+        fn.argtypes = []
+        return "version " + fn().decode()
+    except Exception:  # the library is not usable anyway; keep the message
+        return "unknown version"
+
+
+_P = ctypes.POINTER
+_bind("attn_version_number", ctypes.c_uint, [])
+_bind("attn_version_string", ctypes.c_char_p, [])
+_bind("attn_status_string", ctypes.c_char_p, [_i32])
+_bind("attn_last_error", ctypes.c_char_p, [])
+_bind("attn_config_init", None, [_ptr])
+_bind("attn_mask_init", None, [_ptr])
+_bind("attn_options_init", None, [_ptr])
+_bind("attn_layer_create", _i32, [_P(Config), _P(_ptr)])
+_bind("attn_layer_destroy", None, [_ptr])
+_bind("attn_layer_get_config", _i32, [_ptr, _P(Config)])
+_bind("attn_layer_weight_count", _i32, [_ptr, _i32, _P(_i64)])
+_bind("attn_layer_set_weight", _i32, [_ptr, _i32, _ptr, _i64])
+_bind("attn_layer_get_weight", _i32, [_ptr, _i32, _ptr, _i64])
+_bind("attn_layer_init_weights", _i32, [_ptr, ctypes.c_uint64])
+_bind(
+    "attn_forward",
+    _i32,
+    [_ptr, _i64, _i64, _i64, _ptr, _ptr, _ptr, _P(Mask), _P(Options), _ptr],
+)
+# Weight files arrived after the first release: optional, so that the rest
+# of the package works with a library that predates them.
+_bind("attn_layer_load_safetensors", _i32, [_ptr, ctypes.c_char_p,
+                                            ctypes.c_char_p], required=False)
+_bind("attn_layer_save_safetensors", _i32, [_ptr, ctypes.c_char_p,
+                                            ctypes.c_char_p, _i32],
+      required=False)
+
+version_number = C.attn_version_number()
+version = C.attn_version_string().decode()
+if version_number // 10000 != EXPECTED_MAJOR:
+    raise ImportError(
+        "%s is libattn %s, but this package needs major version %d"
+        % (path, version, EXPECTED_MAJOR)
+    )
+
+
+def status_string(status):
+    """attn_status_string(): the short English name of a status."""
+    return C.attn_status_string(status).decode("utf-8", "replace")
+
+
+def check(status):
+    """Raises AttnError with the calling thread's detail message unless
+    status is ATTN_OK. Must run on the thread that made the failing call
+    (the message is per thread), right after it."""
+    if status != OK:
+        message = C.attn_last_error().decode("utf-8", "replace")
+        raise AttnError(status, message, status_string(status))
+
+
+# --------------------------------------------------------------------------
+# Struct sizes. Each init function writes the library's own sizeof() into
+# struct_size; it is run on a generous buffer so that a library whose struct
+# has grown cannot write past our memory. A library with a struct smaller
+# than our mirror predates fields we set, so it is refused. A bigger one is
+# fine: the fields it added keep their defaults because struct_size tells it
+# how much we pass.
+# --------------------------------------------------------------------------
+
+_PROBE_BYTES = 4096
+
+
+def _defaults(struct, init, cname):
+    buf = ctypes.create_string_buffer(_PROBE_BYTES)
+    init(buf)
+    lib_size = _size_t.from_buffer(buf).value
+    ours = ctypes.sizeof(struct)
+    if lib_size < ours or lib_size > _PROBE_BYTES:
+        raise ImportError(
+            "%s (libattn %s) has sizeof(%s) = %d, but this package passes %d "
+            "bytes: the library is older than the package"
+            % (path, version, cname, lib_size, ours)
+        )
+    value = struct.from_buffer_copy(buf.raw[:ours])
+    value.struct_size = ours
+    return value, lib_size
+
+
+_CONFIG_DEFAULT, library_config_size = _defaults(
+    Config, C.attn_config_init, "attn_config")
+_MASK_DEFAULT, library_mask_size = _defaults(
+    Mask, C.attn_mask_init, "attn_mask")
+_OPTIONS_DEFAULT, library_options_size = _defaults(
+    Options, C.attn_options_init, "attn_options")
+
+
+def new_config():
+    """An attn_config filled with the library's defaults."""
+    return Config.from_buffer_copy(_CONFIG_DEFAULT)
+
+
+def new_mask():
+    """An attn_mask meaning "no masking"."""
+    return Mask.from_buffer_copy(_MASK_DEFAULT)
+
+
+def new_options():
+    """An attn_options with the library's defaults."""
+    return Options.from_buffer_copy(_OPTIONS_DEFAULT)
+
+
+def has_safetensors():
+    """True when the loaded library has the safetensors functions."""
+    return (C.attn_layer_load_safetensors is not None
+            and C.attn_layer_save_safetensors is not None)
