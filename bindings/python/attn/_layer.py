@@ -240,20 +240,32 @@ class MultiheadAttention:
                                         ctypes.byref(count)))
         return self._weight_shape(name)
 
+    def _prepared(self, name, value):
+        """(weight id, float32 data) for set_weight, checked against this
+        layer's layout and shape."""
+        which = self._weight_id(name)
+        data = as_float32(_to_numpy(value))
+        shape = self._checked_shape(name, which)
+        if data.shape != shape:
+            raise ValueError("%s must have shape %s, not %s"
+                             % (name, shape, tuple(data.shape)))
+        return which, data
+
+    def _store(self, prepared):
+        """Copies prepared weights into the layer as one change: forward
+        calls see either none or all of them."""
+        with self._lock.writing():
+            handle = self._live_handle()
+            for which, data in prepared:
+                check(C.attn_layer_set_weight(handle, which,
+                                              data.ctypes.data, data.size))
+
     def set_weight(self, name, value):
         """Copies one tensor, by its torch state_dict name
         ("in_proj_weight", "out_proj.bias", ...), into the layer.
         The packed in_proj tensors are only in the layout torch uses when
         kdim == vdim == embed_dim; q/k/v_proj_weight can be set in either."""
-        which = self._weight_id(name)
-        data = as_float32(value)
-        shape = self._checked_shape(name, which)
-        if data.shape != shape:
-            raise ValueError("%s must have shape %s, not %s"
-                             % (name, shape, tuple(data.shape)))
-        with self._lock.writing():
-            check(C.attn_layer_set_weight(self._live_handle(), which,
-                                          data.ctypes.data, data.size))
+        self._store([self._prepared(name, value)])
 
     def get_weight(self, name):
         """A copy of one tensor of the layer, by its torch name."""
@@ -272,7 +284,9 @@ class MultiheadAttention:
     def load_state_dict(self, state_dict, strict=True):
         """Sets the tensors found in a torch-style state_dict (numpy arrays,
         torch tensors or nested lists). With strict, every tensor of the
-        layer must be given and no unknown name may appear."""
+        layer must be given and no unknown name may appear. All tensors are
+        checked before any is set, and forward calls running on other
+        threads see either the old or the new weights, never a mixture."""
         names = set(state_dict)
         unknown = sorted(names - set(_WEIGHT_IDS))
         if strict and unknown:
@@ -291,9 +305,15 @@ class MultiheadAttention:
             if missing:
                 raise KeyError("missing tensors in state_dict: %s"
                                % ", ".join(missing))
-        for name in _WEIGHT_IDS:
-            if name in names:
-                self.set_weight(name, _to_numpy(state_dict[name]))
+        given = [name for name in _WEIGHT_IDS if name in names]
+        prepared = [self._prepared(name, state_dict[name]) for name in given]
+        for (_, data), name in zip(prepared, given):
+            if not np.isfinite(data).all():
+                raise _lib.AttnError(
+                    _lib.ERR_NOT_FINITE,
+                    "%s contains NaN or infinity; no weight was changed"
+                    % name, _lib.status_string(_lib.ERR_NOT_FINITE))
+        self._store(prepared)
 
     def init_weights(self, seed=0):
         """Re-initialises every weight as torch does (xavier-uniform in_proj,
