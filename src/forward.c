@@ -157,12 +157,16 @@ static void core_item(void *ctx, int64_t item, int32_t worker) {
 static attn_status check_inputs(const attn_layer *l, int64_t B, int64_t Lq,
                                 int64_t Lk, const float *query,
                                 const float *key, const float *value) {
-  if (!attn_all_finite(query, B * Lq * l->embed_dim))
+  /* An input passed in two roles is scanned once, unless the second role
+   * reads further than the first (e.g. query == key with Lk > Lq). */
+  int64_t nq = B * Lq * l->embed_dim, nk = B * Lk * l->kdim;
+  int64_t nv = B * Lk * l->vdim;
+  if (!attn_all_finite(query, nq))
     return attn_fail(ATTN_ERR_NOT_FINITE, "query contains NaN or infinity");
-  if (key != query && !attn_all_finite(key, B * Lk * l->kdim))
+  if (!(key == query && nk <= nq) && !attn_all_finite(key, nk))
     return attn_fail(ATTN_ERR_NOT_FINITE, "key contains NaN or infinity");
-  if (value != key && value != query &&
-      !attn_all_finite(value, B * Lk * l->vdim))
+  if (!(value == key && nv <= nk) && !(value == query && nv <= nq) &&
+      !attn_all_finite(value, nv))
     return attn_fail(ATTN_ERR_NOT_FINITE, "value contains NaN or infinity");
   return ATTN_OK;
 }
@@ -211,11 +215,17 @@ attn_status attn_forward(const attn_layer *l, int64_t B, int64_t Lq, int64_t Lk,
   void *mem = NULL;
   unsigned char *base;
   if (o.scratch) {
-    if (o.scratch_size < p.bytes)
+    /* Callers are held to the size attn_forward_scratch_size reports, even
+     * when this call's fused layout would fit in less: a short buffer is
+     * then caught whichever inputs alias. */
+    plan reported;
+    if ((st = make_plan(l, B, Lq, Lk, false, false, &o, &reported)) != ATTN_OK)
+      return st;
+    if (o.scratch_size < reported.bytes)
       return attn_fail(ATTN_ERR_SCRATCH_TOO_SMALL,
                        "scratch of %zu bytes is smaller than the %zu bytes "
                        "this call needs (attn_forward_scratch_size)",
-                       o.scratch_size, p.bytes);
+                       o.scratch_size, reported.bytes);
     base = o.scratch;
   } else {
     mem = malloc(p.bytes);
