@@ -522,7 +522,294 @@ ATTN_API attn_status attn_layer_save_safetensors(const attn_layer *layer,
 /* Incremental decoding                                                      */
 /* ------------------------------------------------------------------------ */
 
-/* ATTN-SECTION: decoding */
+/* Generating a sequence a token (or a few tokens) at a time. A decoder's
+ * self-attention keeps the keys and values of the tokens seen so far in an
+ * attn_kv_cache; its cross-attention projects the encoder output once into
+ * an attn_memory. A step then projects only its new tokens and attends to
+ * what is stored, so generating L tokens costs O(L) projections instead of
+ * the O(L^2) of running the full forward again for every token.
+ *
+ * Positions: the tokens of a cache row are numbered 0, 1, 2, ... in the
+ * order they were appended; a row's length is the number appended so far
+ * (less what was truncated). A step's new token at position p attends to
+ * the keys at positions 0 .. p of its row, exactly as a full forward with
+ * ATTN_CAUSAL_TOP_LEFT over the whole sequence would.
+ *
+ * Binding: a cache or memory belongs to the layer object it was created for
+ * and holds keys and values projected with that layer's weights. Using it
+ * with another layer gives ATTN_ERR_MISMATCH. The library never frees or
+ * reads the layer through the cache: destroy the cache before the layer.
+ *
+ * Thread safety: the layer stays shareable (any number of threads may
+ * decode with one layer at once, each with its own caches). A cache is used
+ * by one thread at a time; so is a memory while attn_memory_set() runs on
+ * it, but attn_cross_step() only reads its memory, so several threads may
+ * run cross steps on one memory at once. See docs/DECODING.md. */
+
+/** Settings of a self-attention key/value cache. Fill with
+ * attn_cache_config_init(), then set the fields you need. */
+typedef struct attn_cache_config {
+  /** sizeof(attn_cache_config) as compiled by the caller; set by
+   * attn_cache_config_init(). */
+  size_t struct_size;
+  /** Number of sequences decoded side by side (batch rows B). Default 1. */
+  int64_t batch;
+  /** Number of tokens each row can hold. Default 0: must be set. */
+  int64_t capacity;
+  /** Sliding window W. When > 0, every query attends only to its own token
+   * and the W - 1 tokens before it (as attn_mask.window), and when a row's
+   * buffer is full the cache drops the tokens that no later query can see,
+   * keeping the last W - 1; a row can then go on for ever, taking steps of
+   * up to capacity - W + 1 new tokens (capacity >= 2 * W keeps the cost of
+   * the moves below one token per token). 0 (default) = no window: every
+   * token is kept and a full row gives ATTN_ERR_CAPACITY. */
+  int64_t window;
+} attn_cache_config;
+
+/** Fills cfg with defaults (batch 1, capacity 0, window 0) and sets
+ * cfg->struct_size. Does nothing when cfg is NULL. Thread-safe. */
+ATTN_API void attn_cache_config_init(attn_cache_config *cfg);
+
+/** Opaque self-attention key/value cache: for each of `batch` rows, the
+ * projected keys and values of up to `capacity` tokens, their padding flags
+ * and the row's length. */
+typedef struct attn_kv_cache attn_kv_cache;
+
+/** Bytes a cache for this layer and cfg takes (the handle included), for
+ * attn_kv_cache_create_in(). The layer must have kdim == vdim == embed_dim
+ * (self-attention). Thread-safe.
+ * Errors: ATTN_ERR_NULL_POINTER, ATTN_ERR_STRUCT_SIZE, ATTN_ERR_BAD_SIZE,
+ * ATTN_ERR_OVERFLOW. */
+ATTN_API attn_status attn_kv_cache_size(const attn_layer *layer,
+                                        const attn_cache_config *cfg,
+                                        size_t *bytes);
+
+/** Creates an empty cache for `layer` (every row of length 0). On success
+ * *out owns a new cache, to be freed with attn_kv_cache_destroy(); on
+ * failure *out is left unchanged. The cache keeps the layer's address to
+ * check later calls but never dereferences it.
+ * Errors: as attn_kv_cache_size(), and ATTN_ERR_NO_MEMORY. Thread-safe. */
+ATTN_API attn_status attn_kv_cache_create(const attn_layer *layer,
+                                          const attn_cache_config *cfg,
+                                          attn_kv_cache **out);
+
+/** As attn_kv_cache_create(), but the cache lives in the caller's buffer of
+ * `size` bytes (at least attn_kv_cache_size(), any alignment) and the
+ * library allocates nothing. The caller keeps ownership of the buffer and
+ * must keep it alive and unmoved while the cache is used;
+ * attn_kv_cache_destroy() on such a cache frees nothing and is optional.
+ * Errors: as attn_kv_cache_size(), and ATTN_ERR_SCRATCH_TOO_SMALL when size
+ * is too small. */
+ATTN_API attn_status attn_kv_cache_create_in(const attn_layer *layer,
+                                             const attn_cache_config *cfg,
+                                             void *buffer, size_t size,
+                                             attn_kv_cache **out);
+
+/** Frees a cache made by attn_kv_cache_create() (for one made by
+ * attn_kv_cache_create_in() nothing is freed). NULL is allowed. */
+ATTN_API void attn_kv_cache_destroy(attn_kv_cache *cache);
+
+/** Copies each row's length (tokens appended, less those truncated) into
+ * lengths[0 .. batch-1] and, when first is not NULL, the position of the
+ * oldest token still held into first[0 .. batch-1] (0 unless a sliding
+ * window dropped tokens). batch must be the cache's batch. Only reads the
+ * cache: may run concurrently with other read-only calls on it.
+ * Errors: ATTN_ERR_NULL_POINTER, ATTN_ERR_BAD_SIZE. */
+ATTN_API attn_status attn_kv_cache_lengths(const attn_kv_cache *cache,
+                                           int64_t batch, int64_t *lengths,
+                                           int64_t *first);
+
+/** Rolls rows back: row b keeps its first lengths[b] tokens (each at most
+ * the row's current length) and the next step continues from there, as if
+ * the later tokens had never been appended. With a sliding window a row can
+ * only go back as far as the tokens it still holds allow: the new length
+ * must be at most W - 1 past the oldest token held, unless nothing was
+ * dropped. Errors (nothing changed): ATTN_ERR_NULL_POINTER,
+ * ATTN_ERR_BAD_SIZE (wrong batch, a length negative or too long, or tokens
+ * it would need were dropped). */
+ATTN_API attn_status attn_kv_cache_truncate(attn_kv_cache *cache,
+                                            int64_t batch,
+                                            const int64_t *lengths);
+
+/** Reorders rows for beam search: afterwards row b holds what row
+ * src_rows[b] held before (tokens, padding flags and length), for every b
+ * at once. Repeats are allowed (a beam that continues in several places);
+ * rows not named are overwritten. Works in place, allocating nothing; the
+ * cost is proportional to the tokens moved. Errors (nothing changed):
+ * ATTN_ERR_NULL_POINTER, ATTN_ERR_BAD_SIZE (wrong batch or an index
+ * outside [0, batch)). */
+ATTN_API attn_status attn_kv_cache_reorder(attn_kv_cache *cache,
+                                           int64_t batch,
+                                           const int64_t *src_rows);
+
+/** Empties every row (length 0), keeping the memory for a new batch of
+ * sequences. Errors: ATTN_ERR_NULL_POINTER. */
+ATTN_API attn_status attn_kv_cache_reset(attn_kv_cache *cache);
+
+/** Per-step mask of attn_decode_step(). Fill with attn_decode_mask_init().
+ */
+typedef struct attn_decode_mask {
+  /** sizeof(attn_decode_mask) as compiled by the caller; set by
+   * attn_decode_mask_init(). */
+  size_t struct_size;
+  /** [B] number of new tokens of each row, each in [0, n_new]: row b takes
+   * only x[b, 0 .. new_lengths[b]-1]; the rest of its x rows are not read,
+   * and its out rows (and attention weight rows) beyond new_lengths[b] are
+   * set to zero. A row with 0 is left as it is. NULL (default) = n_new for
+   * every row. */
+  const int64_t *new_lengths;
+  /** [B, n_new] bytes, nonzero = that new token is padding: it takes a
+   * position in its row, but no query of this or any later step attends to
+   * it (as torch's key_padding_mask over the whole sequence). Its own query
+   * is still computed. NULL (default) = none. */
+  const uint8_t *new_padding;
+  /** ATTN_EMPTY_ROW_ZERO (default) or ATTN_EMPTY_ROW_NAN: the output of a
+   * query that sees no key (only when padding hides every key it could
+   * see). */
+  int32_t empty_rows;
+} attn_decode_mask;
+
+/** Fills mask with "all n_new tokens of every row, no padding" and sets
+ * mask->struct_size. Does nothing when mask is NULL. Thread-safe. */
+ATTN_API void attn_decode_mask_init(attn_decode_mask *mask);
+
+/** One self-attention decoding step: x [batch, n_new, E] holds each row's
+ * next tokens; their keys and values are appended to the cache at the end
+ * of the row, and out [batch, n_new, E] receives the layer's output for
+ * them, each new token attending to its row's earlier tokens and to itself
+ * (causal among the new tokens; within the window if the cache has one).
+ * The Q/K/V projections of all new tokens are one matrix product. batch
+ * must be the cache's. mask and opts may be NULL.
+ * Attention weights (opts->attn_weights): [batch, H, n_new, capacity] per
+ * head, or [batch, n_new, capacity] averaged; column j is the row's j-th
+ * held token, at position first[b] + j (attn_kv_cache_lengths() after the
+ * step); columns past the tokens held are zero.
+ * opts->scratch: at least attn_decode_scratch_size() bytes.
+ * Errors (cache, out and weights unchanged): ATTN_ERR_NULL_POINTER,
+ * ATTN_ERR_STRUCT_SIZE, ATTN_ERR_BAD_SIZE, ATTN_ERR_OVERFLOW,
+ * ATTN_ERR_MISMATCH (cache of another layer), ATTN_ERR_WEIGHTS_NOT_SET,
+ * ATTN_ERR_BAD_MASK (a new length outside [0, n_new], unknown empty_rows),
+ * ATTN_ERR_BAD_OPTION, ATTN_ERR_NOT_FINITE, ATTN_ERR_CAPACITY (a row has
+ * no room for its new tokens), ATTN_ERR_NO_MEMORY,
+ * ATTN_ERR_SCRATCH_TOO_SMALL. Thread-safe as described above: one thread
+ * per cache. */
+ATTN_API attn_status attn_decode_step(const attn_layer *layer,
+                                      attn_kv_cache *cache, int64_t batch,
+                                      int64_t n_new, const float *x,
+                                      const attn_decode_mask *mask,
+                                      const attn_options *opts, float *out);
+
+/** Bytes of scratch memory attn_decode_step() needs for n_new new tokens
+ * per row with this cache and these options (opts may be NULL; only
+ * attn_weights, weights_mode and num_threads matter).
+ * Errors: ATTN_ERR_NULL_POINTER, ATTN_ERR_STRUCT_SIZE, ATTN_ERR_BAD_SIZE,
+ * ATTN_ERR_OVERFLOW, ATTN_ERR_MISMATCH, ATTN_ERR_BAD_OPTION. */
+ATTN_API attn_status attn_decode_scratch_size(const attn_layer *layer,
+                                              const attn_kv_cache *cache,
+                                              int64_t n_new,
+                                              const attn_options *opts,
+                                              size_t *bytes);
+
+/** Settings of a cross-attention memory. Fill with
+ * attn_memory_config_init(). */
+typedef struct attn_memory_config {
+  /** sizeof(attn_memory_config) as compiled by the caller; set by
+   * attn_memory_config_init(). */
+  size_t struct_size;
+  /** Number of batch rows B. Default 1. */
+  int64_t batch;
+  /** Largest number of memory positions (source tokens) per row. Default
+   * 0: must be set. */
+  int64_t capacity;
+} attn_memory_config;
+
+/** Fills cfg with defaults (batch 1, capacity 0) and sets
+ * cfg->struct_size. Does nothing when cfg is NULL. Thread-safe. */
+ATTN_API void attn_memory_config_init(attn_memory_config *cfg);
+
+/** Opaque cross-attention memory: the keys and values of an encoder output,
+ * projected once with a layer's K/V weights, with per-row lengths and
+ * padding. */
+typedef struct attn_memory attn_memory;
+
+/** Bytes a memory for this layer and cfg takes (the handle included), for
+ * attn_memory_create_in(). Thread-safe. Errors: ATTN_ERR_NULL_POINTER,
+ * ATTN_ERR_STRUCT_SIZE, ATTN_ERR_BAD_SIZE, ATTN_ERR_OVERFLOW. */
+ATTN_API attn_status attn_memory_size(const attn_layer *layer,
+                                      const attn_memory_config *cfg,
+                                      size_t *bytes);
+
+/** Creates an empty memory for `layer` (set it with attn_memory_set()
+ * before stepping). On success *out owns a new memory, to be freed with
+ * attn_memory_destroy(); on failure *out is left unchanged.
+ * Errors: as attn_memory_size(), and ATTN_ERR_NO_MEMORY. Thread-safe. */
+ATTN_API attn_status attn_memory_create(const attn_layer *layer,
+                                        const attn_memory_config *cfg,
+                                        attn_memory **out);
+
+/** As attn_memory_create(), in the caller's buffer of `size` bytes (at
+ * least attn_memory_size(), any alignment); the library allocates nothing.
+ * The caller keeps ownership of the buffer and must keep it alive and
+ * unmoved while the memory is used; attn_memory_destroy() on it frees
+ * nothing. Errors: as attn_memory_size(), and ATTN_ERR_SCRATCH_TOO_SMALL. */
+ATTN_API attn_status attn_memory_create_in(const attn_layer *layer,
+                                           const attn_memory_config *cfg,
+                                           void *buffer, size_t size,
+                                           attn_memory **out);
+
+/** Frees a memory made by attn_memory_create() (for one made by
+ * attn_memory_create_in() nothing is freed). NULL is allowed. */
+ATTN_API void attn_memory_destroy(attn_memory *mem);
+
+/** Projects key [batch, len_k, kdim] and value [batch, len_k, vdim] with
+ * the layer's K/V weights into the memory, replacing what it held (one
+ * matrix product for both when key == value and kdim == vdim).
+ * key_lengths [batch] (each in [0, len_k]; NULL = len_k) and key_padding
+ * [batch, len_k] (nonzero = hide; NULL = none) are kept and hide those
+ * positions from every later cross step. len_k is at most the capacity;
+ * batch must be the memory's. The caller keeps ownership of every input.
+ * Inputs must be finite. Errors (memory unchanged): ATTN_ERR_NULL_POINTER,
+ * ATTN_ERR_BAD_SIZE, ATTN_ERR_OVERFLOW, ATTN_ERR_MISMATCH,
+ * ATTN_ERR_WEIGHTS_NOT_SET, ATTN_ERR_BAD_MASK, ATTN_ERR_NOT_FINITE,
+ * ATTN_ERR_CAPACITY (len_k > capacity). */
+ATTN_API attn_status attn_memory_set(const attn_layer *layer,
+                                     attn_memory *mem, int64_t batch,
+                                     int64_t len_k, const float *key,
+                                     const float *value,
+                                     const int64_t *key_lengths,
+                                     const uint8_t *key_padding);
+
+/** Cross-attention step: query [batch, n, E] (any number n of decoder
+ * tokens) attends to the memory; out [batch, n, E] receives the layer's
+ * output, equal to attn_forward() with the key and value given to the last
+ * attn_memory_set(). mask (may be NULL) applies on top of the memory's own
+ * lengths and padding, with len_q = n and len_k = the memory's len_k: its
+ * key_lengths further shorten rows, its key_padding adds hidden positions,
+ * and its bias, causal mode, window and empty_rows act as in
+ * attn_forward(). Attention weights (opts->attn_weights) are
+ * [batch, H, n, len_k] or [batch, n, len_k]. opts->scratch: at least
+ * attn_cross_scratch_size() bytes. Only reads the memory.
+ * Errors (out and weights unchanged): ATTN_ERR_NULL_POINTER,
+ * ATTN_ERR_STRUCT_SIZE, ATTN_ERR_BAD_SIZE (also: memory never set),
+ * ATTN_ERR_OVERFLOW, ATTN_ERR_MISMATCH, ATTN_ERR_WEIGHTS_NOT_SET,
+ * ATTN_ERR_BAD_MASK, ATTN_ERR_BAD_OPTION, ATTN_ERR_NOT_FINITE,
+ * ATTN_ERR_NO_MEMORY, ATTN_ERR_SCRATCH_TOO_SMALL. */
+ATTN_API attn_status attn_cross_step(const attn_layer *layer,
+                                     const attn_memory *mem, int64_t batch,
+                                     int64_t n, const float *query,
+                                     const attn_mask *mask,
+                                     const attn_options *opts, float *out);
+
+/** Bytes of scratch memory attn_cross_step() needs for n queries per row
+ * with this memory and options (opts may be NULL), valid until the next
+ * attn_memory_set() (for a memory never set: for len_k = its capacity).
+ * Errors: ATTN_ERR_NULL_POINTER, ATTN_ERR_STRUCT_SIZE, ATTN_ERR_BAD_SIZE,
+ * ATTN_ERR_OVERFLOW, ATTN_ERR_MISMATCH, ATTN_ERR_BAD_OPTION. */
+ATTN_API attn_status attn_cross_scratch_size(const attn_layer *layer,
+                                             const attn_memory *mem,
+                                             int64_t n,
+                                             const attn_options *opts,
+                                             size_t *bytes);
 
 #ifdef __cplusplus
 }

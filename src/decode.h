@@ -1,0 +1,65 @@
+/* Internal declarations of incremental decoding: the key/value cache and
+ * the cross-attention memory objects, shared by kv_cache.c, memory.c and
+ * decode.c. Nothing here is exported. */
+#ifndef ATTN_DECODE_H
+#define ATTN_DECODE_H
+
+#include "kernels.h"
+
+/* The layer dimensions a cache or memory was made for. The layer's address
+ * is only compared, never dereferenced. */
+typedef struct {
+  const attn_layer *layer;
+  int64_t embed_dim, num_heads, num_kv_heads, head_dim, kdim, vdim;
+} attn_dec_owner;
+
+/* Rows of a cache: kv[b] is capacity slots of [K (kv_dim) | V (kv_dim)],
+ * the layout the attention core reads with ldk = ldv = 2 * kv_dim and
+ * kv_rows = capacity. Slot j of row b holds position first[b] + j; the row
+ * holds len[b] - first[b] tokens. */
+struct attn_kv_cache {
+  attn_dec_owner owner;
+  int64_t batch, capacity, window;
+  int64_t kv_dim;  /* num_kv_heads * head_dim */
+  int64_t slot_ld; /* floats per slot: 2 * kv_dim */
+  float *kv;       /* [batch, capacity, slot_ld] */
+  uint8_t *pad;    /* [batch, capacity]: nonzero = padding, never seen */
+  int64_t *len;    /* [batch] positions appended so far */
+  int64_t *first;  /* [batch] position held in slot 0 */
+  int64_t *need;   /* [batch] work array of reorder */
+  int64_t *stack;  /* [batch] work array of reorder */
+  bool any_pad;    /* some slot may be marked as padding */
+  void *owned;     /* the allocation to free, NULL for a caller buffer */
+};
+
+/* Keys and values of an encoder output, same slot layout as the cache:
+ * kv[b] is capacity slots of [K | V]; len_k positions are set (0 = never
+ * set), row b shows lengths[b] of them, and pad (stride len_k) hides some
+ * when any_pad. */
+struct attn_memory {
+  attn_dec_owner owner;
+  int64_t batch, capacity;
+  int64_t kv_dim, slot_ld;
+  int64_t len_k;
+  float *kv;        /* [batch, capacity, slot_ld] */
+  uint8_t *pad;     /* [batch, len_k] within [batch * capacity] bytes */
+  int64_t *lengths; /* [batch] */
+  bool any_pad;
+  void *owned;
+};
+
+/* Fills *o from a layer. */
+void attn_dec_owner_init(attn_dec_owner *o, const attn_layer *l);
+
+/* ATTN_ERR_MISMATCH (naming `what`, e.g. "cache") unless l is the layer o
+ * was made for and still has its dimensions. */
+attn_status attn_dec_owner_check(const attn_dec_owner *o, const attn_layer *l,
+                                 const char *what);
+
+/* ATTN_ERR_WEIGHTS_NOT_SET unless every weight of the layer is set. */
+attn_status attn_dec_check_weights(const attn_layer *l);
+
+/* Rounds a byte count up to a multiple of 64; false on overflow. */
+bool attn_dec_round64(size_t n, size_t *out);
+
+#endif
