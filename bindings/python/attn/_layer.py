@@ -14,7 +14,8 @@ from ._lib import C, check
 _F32 = np.dtype(np.float32)
 
 _EMPTY_ROWS = {"zero": _lib.EMPTY_ROW_ZERO, "nan": _lib.EMPTY_ROW_NAN}
-_NAMING = {"torch": _lib.NAMES_TORCH, "hf": _lib.NAMES_HF}
+_NAMING = {"torch": _lib.NAMES_TORCH, "hf": _lib.NAMES_HF,
+           "hf_o_proj": _lib.NAMES_HF_O_PROJ}
 
 # torch's state_dict names -> weight ids of the C API.
 _WEIGHT_IDS = {
@@ -347,28 +348,46 @@ class MultiheadAttention:
     # ------------------------------------------------------- weight files
 
     def load_safetensors(self, path, prefix=""):
-        """Sets the layer's weights from a safetensors file, reading the
-        tensors named ``prefix`` + torch's (or Hugging Face's) names."""
+        """Sets the layer's weights from the safetensors file at ``path``:
+        the tensors named ``prefix`` + torch's state_dict names or Hugging
+        Face's (q_proj.weight, ..., out_proj or o_proj), detected from the
+        file. F32, F16 and BF16 tensors are accepted. The file is checked
+        completely before anything changes: on error the layer keeps its
+        weights. Raises AttnError (ERR_IO, ERR_FILE_FORMAT,
+        ERR_TENSOR_MISSING, ERR_TENSOR_SHAPE, ...) with the library's
+        message."""
         _need_safetensors()
         with self._lock.writing():
             check(C.attn_layer_load_safetensors(
-                self._live_handle(), os.fsencode(path),
-                prefix.encode("utf-8")))
+                self._live_handle(), os.fsencode(path), _prefix(prefix)))
+
+    def load_safetensors_bytes(self, data, prefix=""):
+        """As load_safetensors, from the bytes of a whole safetensors file
+        (bytes, bytearray, memoryview or a uint8 array; not copied)."""
+        _need_safetensors()
+        buf = np.frombuffer(data, dtype=np.uint8)
+        with self._lock.writing():
+            check(C.attn_layer_load_safetensors_mem(
+                self._live_handle(), buf.ctypes.data if buf.size else None,
+                buf.size, _prefix(prefix)))
 
     def save_safetensors(self, path, prefix="", naming="torch"):
-        """Writes the layer's weights to a safetensors file, named
-        ``prefix`` + torch's state_dict names (naming="torch") or Hugging
-        Face's q_proj/k_proj/v_proj/out_proj names (naming="hf")."""
+        """Writes the layer's weights as F32 tensors to a safetensors file,
+        named ``prefix`` + the names of ``naming``: "torch" (the names of
+        torch's state_dict, so torch.nn.MultiheadAttention can load them),
+        "hf" (q_proj.weight, k_proj.weight, v_proj.weight, out_proj.weight
+        and their .bias) or "hf_o_proj" (the same with o_proj). The file is
+        replaced atomically."""
         _need_safetensors()
         try:
             code = _NAMING[naming]
         except (KeyError, TypeError):
-            raise ValueError(
-                "naming must be 'torch' or 'hf', not %r" % (naming,)) from None
+            raise ValueError("naming must be 'torch', 'hf' or 'hf_o_proj', "
+                             "not %r" % (naming,)) from None
         with self._lock.reading():
             check(C.attn_layer_save_safetensors(
-                self._live_handle(), os.fsencode(path),
-                prefix.encode("utf-8"), code))
+                self._live_handle(), os.fsencode(path), _prefix(prefix),
+                code))
 
     # ------------------------------------------------------------- forward
 
@@ -523,6 +542,14 @@ def _to_batch_first(q, k, v):
     vb = kb if v is k else (qb if v is q else
                             np.ascontiguousarray(v.transpose(1, 0, 2)))
     return qb, kb, vb
+
+
+def _prefix(prefix):
+    if prefix is None:
+        return None
+    if not isinstance(prefix, str):
+        raise TypeError("prefix must be a str, not %r" % (prefix,))
+    return prefix.encode("utf-8")
 
 
 def _need_safetensors():

@@ -75,6 +75,7 @@ WEIGHTS_AVERAGE = 1
 
 NAMES_TORCH = 0
 NAMES_HF = 1
+NAMES_HF_O_PROJ = 2
 
 
 class AttnError(RuntimeError):
@@ -247,6 +248,9 @@ _bind("attn_layer_load_safetensors", _i32, [_ptr, ctypes.c_char_p,
 _bind("attn_layer_save_safetensors", _i32, [_ptr, ctypes.c_char_p,
                                             ctypes.c_char_p, _i32],
       required=False)
+_bind("attn_layer_load_safetensors_mem", _i32, [_ptr, _ptr, _size_t,
+                                                ctypes.c_char_p],
+      required=False)
 
 version_number = C.attn_version_number()
 version = C.attn_version_string().decode()
@@ -325,4 +329,5 @@ def new_options():
 def has_safetensors():
     """True when the loaded library has the safetensors functions."""
     return (C.attn_layer_load_safetensors is not None
-            and C.attn_layer_save_safetensors is not None)
+            and C.attn_layer_save_safetensors is not None
+            and C.attn_layer_load_safetensors_mem is not None)

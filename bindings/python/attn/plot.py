@@ -38,8 +38,9 @@ def plot_attention(weights, tokens_q, tokens_k, path, *, title=None,
     tokens_k: Lk labels of the key positions (columns).
     title:    figure title; head_names: H panel titles (default "head h").
     ncols:    panels per row (default up to 4).
-    annotate: write each weight in its cell; default when the matrices are
-              at most 12 x 12.
+    annotate: write each weight in its cell (exact zeros, i.e. masked keys,
+              are left plain); default when the matrices are at most
+              12 x 12.
 
     All panels share one colour scale from 0 to the largest weight. Cells
     that are NaN (query rows with nothing to attend to under
@@ -98,8 +99,8 @@ def plot_attention(weights, tokens_q, tokens_k, path, *, title=None,
             for i in range(len_q):
                 for j in range(len_k):
                     value = heads[h, i, j]
-                    if not np.isfinite(value):
-                        continue
+                    if not np.isfinite(value) or value == 0.0:
+                        continue  # masked: leave the cell plain
                     light = value < 0.6 * vmax
                     ax.text(j, i, "%.2f" % value, ha="center", va="center",
                             fontsize=6.5, color="white" if light else "black")
