@@ -77,6 +77,11 @@ static attn_status plan_step(const attn_layer *l, int64_t B, int64_t n,
   total += round_up(pad_bytes / 4 + 1);
   attn_core_blocks(l, n, len_k, o->attn_weights != NULL, &p->qblock,
                    &p->kblock);
+  /* The core keeps int64 key ranges after qblock * (kblock + head_dim + 2)
+   * floats of its tile: keep that count even so they stay 8-byte aligned
+   * (a wider key block is always allowed). */
+  if (p->qblock % 2 && (p->kblock + l->head_dim) % 2)
+    p->kblock++;
   p->tile_floats =
       round_up(attn_core_tile_floats(p->qblock, p->kblock, l->head_dim));
   p->threads = attn_resolve_threads(o->num_threads, l->num_threads);
