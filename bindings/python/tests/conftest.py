@@ -110,3 +110,8 @@ def read_safetensors(path):
             data[base + start:base + end],
             dtype=dtypes[entry["dtype"]]).reshape(entry["shape"])
     return out
+
+
+def pytest_report_header(config):
+    return "attn package: %s; libattn %s: %s" % (
+        attn.__file__, attn.library_version, attn.library_path)
