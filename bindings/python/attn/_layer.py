@@ -9,6 +9,7 @@ from contextlib import contextmanager
 import numpy as np
 
 from . import _lib, _mask
+from ._convert import as_float32
 from ._lib import C, check
 
 _F32 = np.dtype(np.float32)
@@ -27,15 +28,6 @@ _WEIGHT_IDS = {
     "out_proj.weight": _lib.W_OUT,
     "out_proj.bias": _lib.B_OUT,
 }
-
-
-def as_float32(x):
-    """x as a C-contiguous float32 ndarray: x itself when it already is one,
-    otherwise one converted copy. Anything np.asarray takes is accepted (CPU
-    torch tensors included)."""
-    if isinstance(x, np.ndarray) and x.dtype == _F32 and x.flags.c_contiguous:
-        return x
-    return np.ascontiguousarray(x, dtype=_F32)
 
 
 class _ReadWriteLock:
@@ -245,7 +237,7 @@ class MultiheadAttention:
         """(weight id, float32 data) for set_weight, checked against this
         layer's layout and shape."""
         which = self._weight_id(name)
-        data = as_float32(_to_numpy(value))
+        data = as_float32(value)
         shape = self._checked_shape(name, which)
         if data.shape != shape:
             raise ValueError("%s must have shape %s, not %s"
@@ -280,7 +272,9 @@ class MultiheadAttention:
     def state_dict(self):
         """The layer's tensors under the names torch's state_dict uses for
         the same configuration (copies, float32)."""
-        return {name: self.get_weight(name) for name in self.weight_names()}
+        with self._lock.reading():  # one consistent set of weights
+            return {name: self.get_weight(name)
+                    for name in self.weight_names()}
 
     def load_state_dict(self, state_dict, strict=True):
         """Sets the tensors found in a torch-style state_dict (numpy arrays,
@@ -513,17 +507,6 @@ def _int(value, name):
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
         raise TypeError("%s must be an integer, not %r" % (name, value))
     return int(value)
-
-
-def _to_numpy(t):
-    """A torch tensor (on any device, with or without grad) or array-like
-    as a numpy array."""
-    if hasattr(t, "detach") and hasattr(t, "cpu"):
-        t = t.detach().cpu()
-        if hasattr(t, "float"):
-            t = t.float()
-        return t.numpy()
-    return np.asarray(t)
 
 
 def _add_batch(q, k, v):

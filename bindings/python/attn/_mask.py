@@ -29,6 +29,7 @@ addressed through (batch, head, query) strides, so:
 import numpy as np
 
 from . import _lib
+from ._convert import to_numpy as _to_numpy
 
 _F32 = np.dtype(np.float32)
 
@@ -120,7 +121,7 @@ def build(key_padding_mask, attn_mask, is_causal, empty_rows, batch, heads,
 
     padding_bias = None  # float key_padding_mask, [B, S]
     if key_padding_mask is not None:
-        kpm = np.asarray(key_padding_mask)
+        kpm = _to_numpy(key_padding_mask)
         if unbatched:
             if kpm.ndim != 1:
                 raise ValueError(
@@ -148,7 +149,7 @@ def build(key_padding_mask, attn_mask, is_causal, empty_rows, batch, heads,
 
     bias4 = None  # [B|1, H|1, L, S] float32 view
     if attn_mask is not None:
-        m = np.asarray(attn_mask)
+        m = _to_numpy(attn_mask)
         if _is_bool_like(m):
             if m.ndim == 2 and m.shape == (len_q, len_k) and _is_torch_causal(m):
                 mask.causal = _lib.CAUSAL_TOP_LEFT

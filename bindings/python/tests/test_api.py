@@ -239,7 +239,6 @@ def test_non_finite_weights_are_refused():
     dict(), dict(bias=False), dict(kdim=5, vdim=3), dict(kdim=8, vdim=8),
     dict(kdim=6, vdim=6, bias=False), dict(batch_first=False)])
 def test_from_torch_copies_every_layout(kwargs):
-    t = require_torch()
     m = random_torch_mha(8, 2, seed=5, **kwargs)
     layer = attn.MultiheadAttention.from_torch(m)
     sd = m.state_dict()
@@ -249,7 +248,6 @@ def test_from_torch_copies_every_layout(kwargs):
         np.testing.assert_array_equal(ours[name], value.numpy())
     assert layer.batch_first == m.batch_first
     assert layer.bias == kwargs.get("bias", True)
-    assert t is not None
 
 
 def test_from_torch_refuses_what_the_library_cannot_do():
@@ -263,7 +261,7 @@ def test_from_torch_refuses_what_the_library_cannot_do():
 
 
 def test_from_torch_takes_double_modules_and_constructor_options():
-    t = require_torch()
+    require_torch()
     m = random_torch_mha(8, 4, seed=2).double()
     layer = attn.MultiheadAttention.from_torch(m, batch_first=False,
                                                empty_rows="nan")
@@ -331,8 +329,7 @@ def test_self_attention_passes_one_pointer(monkeypatch):
     assert spy.calls[-1]["q"] == spy.calls[-1]["k"] != spy.calls[-1]["v"]
 
 
-def test_other_inputs_are_converted_once(monkeypatch):
-    spy = _ForwardSpy(monkeypatch)
+def test_other_inputs_are_converted_once():
     layer = attn.MultiheadAttention(8, 2, seed=0)
     base = np.random.default_rng(1).standard_normal((1, 4, 16))
     q64 = base[:, :, :8]  # float64 and not contiguous
@@ -385,8 +382,9 @@ def test_boolean_causal_mask_becomes_the_causal_mode(monkeypatch):
     assert not np.triu(w_flag[0], 1).any()
 
 
-def test_torch_tensors_are_accepted():
+def test_torch_tensors_are_accepted(monkeypatch):
     t = require_torch()
+    spy = _ForwardSpy(monkeypatch)
     m = random_torch_mha(8, 2, seed=9)
     layer = attn.MultiheadAttention.from_torch(m)
     x = t.randn(2, 3, 8)
@@ -394,6 +392,18 @@ def test_torch_tensors_are_accepted():
         ref, _ = m(x, x, x)
     out, _ = layer(x, x, x)
     np.testing.assert_allclose(out, ref.numpy(), atol=ATOL, rtol=RTOL)
+    assert spy.calls[-1]["q"] == x.data_ptr()  # CPU float32: no copy
+    # Tensors that require grad, other dtypes and torch masks work too.
+    xg = x.double().requires_grad_()
+    kpm = t.tensor([[False, True, False], [False, False, False]])
+    out_g, _ = layer(xg, xg, xg, key_padding_mask=kpm,
+                     attn_mask=t.zeros(3, 3))
+    with t.no_grad():
+        ref_g, _ = m(x, x.clone(), x.clone(), key_padding_mask=kpm)
+    np.testing.assert_allclose(out_g, ref_g.numpy(), atol=ATOL, rtol=RTOL)
+    layer.load_state_dict({k: v.requires_grad_() if v.is_floating_point()
+                           else v for k, v in m.state_dict(
+                               keep_vars=True).items()})
 
 
 # ----------------------------------------------------------- extra masks
