@@ -2,9 +2,10 @@
  * with Lq < Lk and Lq > Lk, key lengths including 0, key padding, additive
  * bias in every documented layout with -inf entries, sliding windows), all
  * of them combined, and rows left with no key in both empty-row modes.
- * Each case runs twice: without attention weights (the core then walks the
- * keys in blocks with the online softmax) and with per-head weights (one
- * block holding whole rows), and the weights are compared too. */
+ * Each case runs three times: without attention weights (the core then
+ * walks the keys in blocks with the online softmax), with per-head weights
+ * and with averaged weights (one block holding whole rows), and the weights
+ * are compared too. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -174,6 +175,23 @@ static void check_mask(const ref_model *m, int64_t B, int64_t Lq, int64_t Lk,
   assert_true(ref_close(msg, out, want, nq, REF_RTOL, REF_ATOL));
   assert_true(ref_close(msg, out_w, want, nq, REF_RTOL, REF_ATOL));
   assert_true(ref_close(msg, w, want_w, nw, REF_RTOL, REF_ATOL));
+
+  /* Averaged weights: a row empty in some heads only averages zeros (or
+   * NaN) in for those heads. */
+  int64_t na = B * Lq * Lk;
+  double *want_avg = ref_xmalloc((size_t)na * sizeof(double));
+  ref_average_heads(B, H, Lq, Lk, want_w, want_avg);
+  opts.weights_mode = ATTN_WEIGHTS_AVERAGE;
+  if (self)
+    assert_int_equal(attn_self_forward(m->layer, B, Lq, q, mask, &opts, out_w),
+                     ATTN_OK);
+  else
+    assert_int_equal(
+        attn_forward(m->layer, B, Lq, Lk, q, k, v, mask, &opts, out_w),
+        ATTN_OK);
+  assert_true(ref_close(msg, out_w, want, nq, REF_RTOL, REF_ATOL));
+  assert_true(ref_close(msg, w, want_avg, na, REF_RTOL, REF_ATOL));
+  free(want_avg);
   if (!self) {
     free(k);
     free(v);

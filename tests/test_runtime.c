@@ -92,8 +92,10 @@ static void setup_problems(problem *ps) {
   problem_new(&ps[0], 0, 72, 8, 0, 3, 151, 0, 1);
   problem_new(&ps[1], 1, 36, 4, 40, 2, 70, 291, 2);
   problem_new(&ps[2], 2, 32, 16, 20, 4, 65, 33, 3);
+  /* Fewer work items than threads. */
+  problem_new(&ps[3], 2, 8, 1, 5, 1, 3, 2, 4);
 }
-#define NPROBLEMS 3
+#define NPROBLEMS 4
 
 /* Results (output, and weights in each mode) for one thread setting. */
 typedef struct {
