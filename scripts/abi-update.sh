@@ -33,7 +33,7 @@ bash scripts/check-exports.sh "$lib"
 soname="$(objdump -p "$lib" | awk '$1 == "SONAME" { print $2 }')"
 major="${soname##*.so.}"
 realname="$(basename "$(readlink -f "$lib")")"
-version="${realname#"$soname".}"
+version="${realname#libattn.so.}" # the file is named after the full version
 if [ -z "$major" ] || [ -z "$version" ] || [ "$version" = "$realname" ]; then
   echo "abi-update: cannot read SONAME and version of $lib" >&2
   exit 1
@@ -60,7 +60,7 @@ if [ -z "$structs" ]; then
 fi
 sed -i -E 's/^([[:space:]]*name_regexp = )\^\(.*\)\$$/\1^('"$structs"')$/' \
   abi/attn.abignore
-grep -q "name_regexp = ^($structs)\$" abi/attn.abignore || {
+grep -qF "name_regexp = ^($structs)\$" abi/attn.abignore || {
   echo "abi-update: could not update the struct list in abi/attn.abignore" >&2
   exit 1
 }
@@ -100,4 +100,6 @@ mv "$symbols.new" "$symbols"
 
 echo "abi-update: wrote abi/$soname.abi, abi/attn.abignore, $symbols"
 bash abi/check.sh "$lib"
-git --no-pager diff --stat -- abi debian || true
+if git rev-parse --is-inside-work-tree >/dev/null 2>&1; then
+  git --no-pager diff --stat -- abi debian
+fi

@@ -1,0 +1,199 @@
+#!/usr/bin/env bash
+# Packaging and ABI (issue 3). Builds libattn the ways users get it, installs
+# each build into a temporary prefix and checks it from the outside:
+#
+#   shared (OpenBLAS, with debug info): exported symbols = public API,
+#     SONAME/VERSION, ABI against abi/ (abidiff), API reference (Doxygen,
+#     warnings are errors), C consumer via pkg-config, C++17 consumer via
+#     find_package(attn CONFIG)
+#   static (BUILD_SHARED_LIBS=OFF, absolute CMAKE_INSTALL_LIBDIR): symbol
+#     prefix hygiene, both consumers linking statically
+#   generic BLAS (ATTN_BLAS=generic): links libblas.so.3 only, and runs with
+#     whichever libblas.so.3 the loader is given
+#   Debian: dpkg-buildpackage (runs the test suite), lintian, install the
+#     packages, build the consumers against them, remove them again
+#
+# Build trees: build/pkg, build/pkg-static, build/pkg-generic. Everything
+# else goes to a temporary directory that is removed at the end.
+set -euo pipefail
+cd "${ATTN_ROOT:-$(dirname "$0")/../..}"
+root="$PWD"
+
+bash scripts/deps.sh libblas-dev abigail-tools doxygen debhelper lintian \
+  dpkg-dev pkgconf g++
+
+tmp="$(mktemp -d /tmp/attn-packaging.XXXXXX)"
+installed_debs=0
+cleanup() {
+  if [ "$installed_debs" -eq 1 ]; then
+    apt-get -o DPkg::Lock::Timeout=300 purge -y -qq libattn-dev libattn0 \
+      >/dev/null || true
+  fi
+  rm -rf "$tmp"
+}
+trap cleanup EXIT
+step() { echo "--- packaging: $*"; }
+die() {
+  echo "packaging: $*" >&2
+  exit 1
+}
+jobs="$(nproc)"
+common=(-DATTN_WERROR=ON -DATTN_BUILD_TESTS=OFF -DATTN_BUILD_EXAMPLES=OFF
+  -DATTN_BUILD_BENCH=OFF)
+version="$(sed -n 's/^project(attn VERSION \([0-9.]*\).*/\1/p' CMakeLists.txt)"
+[ -n "$version" ] || die "cannot read the project version from CMakeLists.txt"
+
+# consumers NAME LIBDIR [--static]: the C consumer through pkg-config
+# (LIBDIR/pkgconfig/attn.pc) and the C++ consumer through the CMake package
+# (LIBDIR/cmake/attn), both built against the libattn installed there.
+consumers() {
+  local name="$1" libdir="$2" static="${3:-}"
+  PKG_CONFIG_PATH="$libdir/pkgconfig" \
+    bash tests/consumers/c/build.sh "$tmp/c-$name" $static
+  cmake -S tests/consumers/cxx -B "$tmp/cxx-$name" -DCMAKE_BUILD_TYPE=Release \
+    -Dattn_DIR="$libdir/cmake/attn" >/dev/null
+  cmake --build "$tmp/cxx-$name" -j"$jobs" >/dev/null
+  "$tmp/cxx-$name/consumer_cxx"
+}
+
+# --------------------------------------------------------------------------
+step "shared library (OpenBLAS, RelWithDebInfo)"
+cmake -S . -B build/pkg -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+  -DBUILD_SHARED_LIBS=ON -DATTN_BLAS=openblas -DATTN_BUILD_DOCS=ON \
+  -DCMAKE_INSTALL_PREFIX="$tmp/shared" "${common[@]}" >/dev/null
+cmake --build build/pkg -j"$jobs"
+cmake --install build/pkg >/dev/null
+libdir="$tmp/shared/lib" # GNUInstallDirs' choice for a prefix outside /usr
+lib="$libdir/libattn.so.$version"
+[ -f "$lib" ] || die "no $lib installed"
+soname="$(objdump -p "$lib" | awk '$1 == "SONAME" { print $2 }')"
+[[ "$soname" =~ ^libattn\.so\.[0-9]+$ ]] || die "unexpected SONAME '$soname'"
+[ "$(readlink "$(dirname "$lib")/$soname")" = "libattn.so.$version" ] ||
+  die "$soname does not point to libattn.so.$version"
+echo "packaging: $soname -> libattn.so.$version"
+if objdump -p "$lib" | grep -qE 'R(UN)?PATH'; then
+  die "the installed library carries an RPATH"
+fi
+
+step "exported symbols"
+bash scripts/check-exports.sh "$lib"
+
+step "ABI against the baseline"
+bash abi/check.sh build/pkg/libattn.so
+
+step "API reference (Doxygen, warnings are errors)"
+cmake --build build/pkg --target docs
+
+step "attn.pc and the CMake package"
+pc="$libdir/pkgconfig/attn.pc"
+grep -qx 'libdir=${prefix}/lib' "$pc" || die "attn.pc: libdir not under \${prefix}"
+grep -qx 'includedir=${prefix}/include' "$pc" || die "attn.pc: bad includedir"
+grep -q '^Requires.private:.*openblas' "$pc" || die "attn.pc: no BLAS in Requires.private"
+PKG_CONFIG_PATH="$(dirname "$pc")" pkg-config --validate attn
+PKG_CONFIG_PATH="$(dirname "$pc")" pkg-config --static --libs attn |
+  grep -q -- '-lopenblas' || die "pkg-config --static does not give the BLAS"
+# The version file accepts requests for the same major version, up to the
+# installed one.
+version_ok() { # version_ok REQUESTED -> TRUE or FALSE
+  local major minor
+  IFS=. read -r major minor <<<"$1"
+  cat >"$tmp/version-check.cmake" <<EOF
+set(PACKAGE_FIND_VERSION $1)
+set(PACKAGE_FIND_VERSION_MAJOR $major)
+set(PACKAGE_FIND_VERSION_MINOR $minor)
+set(PACKAGE_FIND_VERSION_PATCH 0)
+include("$libdir/cmake/attn/attnConfigVersion.cmake")
+message("\${PACKAGE_VERSION_COMPATIBLE}")
+EOF
+  cmake -P "$tmp/version-check.cmake" 2>&1
+}
+for request in 0.0:TRUE "${version%.*}:TRUE" 1.0:FALSE 0.99:FALSE; do
+  got="$(version_ok "${request%:*}")"
+  [ "$got" = "${request#*:}" ] ||
+    die "find_package(attn ${request%:*}): compatible=$got, want ${request#*:}"
+done
+
+step "consumers of the shared library"
+consumers shared "$libdir"
+
+# --------------------------------------------------------------------------
+step "static library, absolute CMAKE_INSTALL_LIBDIR outside the prefix"
+cmake -S . -B build/pkg-static -DCMAKE_BUILD_TYPE=Release \
+  -DBUILD_SHARED_LIBS=OFF -DATTN_BLAS=openblas \
+  -DCMAKE_INSTALL_PREFIX="$tmp/static" \
+  -DCMAKE_INSTALL_LIBDIR="$tmp/static-libdir/lib64" "${common[@]}" >/dev/null
+cmake --build build/pkg-static -j"$jobs"
+cmake --install build/pkg-static >/dev/null
+[ -f "$tmp/static-libdir/lib64/libattn.a" ] || die "no libattn.a in the libdir"
+grep -qx "libdir=$tmp/static-libdir/lib64" \
+  "$tmp/static-libdir/lib64/pkgconfig/attn.pc" ||
+  die "attn.pc: absolute libdir not kept"
+bash scripts/check-exports.sh "$tmp/static-libdir/lib64/libattn.a"
+consumers static "$tmp/static-libdir/lib64" --static
+for exe in "$tmp/c-static/consumer_c" "$tmp/cxx-static/consumer_cxx"; do
+  if objdump -p "$exe" | grep -q 'NEEDED.*libattn'; then
+    die "$exe links libattn dynamically"
+  fi
+done
+
+# --------------------------------------------------------------------------
+step "generic BLAS (libblas.so.3)"
+cmake -S . -B build/pkg-generic -DCMAKE_BUILD_TYPE=Release \
+  -DBUILD_SHARED_LIBS=ON -DATTN_BLAS=generic \
+  -DCMAKE_INSTALL_PREFIX="$tmp/generic" "${common[@]}" >/dev/null
+cmake --build build/pkg-generic -j"$jobs"
+cmake --install build/pkg-generic >/dev/null
+glib="$tmp/generic/lib/libattn.so.$version"
+needed="$(objdump -p "$glib" | awk '$1 == "NEEDED" { print $2 }')"
+echo "$needed" | grep -qx 'libblas.so.3' || die "generic build does not need libblas.so.3"
+if echo "$needed" | grep -q openblas; then
+  die "generic build links OpenBLAS directly"
+fi
+bash scripts/check-exports.sh "$glib"
+consumers generic "$tmp/generic/lib"
+# Any libblas.so.3 serves: the reference BLAS, put first on the loader's
+# path here, as update-alternatives would make it the system's choice.
+ref_blas="/usr/lib/$(gcc -print-multiarch)/blas"
+if [ -f "$ref_blas/libblas.so.3" ]; then
+  LD_LIBRARY_PATH="$(dirname "$glib"):$ref_blas" ldd "$tmp/c-generic/consumer_c" |
+    grep -q "libblas.so.3 => $ref_blas/libblas.so.3" ||
+    die "the reference libblas.so.3 was not picked up"
+  echo "packaging: with the reference BLAS from $ref_blas:"
+  LD_LIBRARY_PATH="$(dirname "$glib"):$ref_blas" "$tmp/c-generic/consumer_c"
+fi
+
+# --------------------------------------------------------------------------
+step "Debian packages"
+# Built from a copy, so that the tree stays clean and the .debs land in $tmp.
+mkdir -p "$tmp/deb/src"
+tar -C "$root" --exclude=./build --exclude=./.git --exclude='./obj-*' \
+  --exclude='./debian/libattn0' --exclude='./debian/libattn-dev' \
+  --exclude='./debian/tmp' --exclude='./debian/.debhelper' -cf - . |
+  tar -C "$tmp/deb/src" -xf -
+(cd "$tmp/deb/src" && dpkg-buildpackage -us -uc -b -j"$jobs") \
+  >"$tmp/deb/build.log" 2>&1 || {
+  tail -n 80 "$tmp/deb/build.log"
+  die "dpkg-buildpackage failed"
+}
+grep -E '^[0-9]+% tests passed|dpkg-gensymbols: warning' "$tmp/deb/build.log" || true
+changes="$(ls "$tmp"/deb/libattn_*.changes)"
+# Errors fail; every warning left must be overridden, with its reason, in
+# debian/*.lintian-overrides.
+lintian --fail-on error,warning "$changes"
+
+step "install the packages and build against them"
+if dpkg-query -W -f='${Status}' libattn0 2>/dev/null | grep -q "ok installed"; then
+  die "libattn0 is already installed on this machine; remove it first"
+fi
+installed_debs=1
+DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=300 install \
+  -y -qq "$tmp"/deb/libattn0_*.deb "$tmp"/deb/libattn-dev_*.deb >/dev/null
+bash scripts/check-exports.sh "/usr/lib/$(gcc -print-multiarch)/$soname"
+env -u PKG_CONFIG_PATH bash tests/consumers/c/build.sh "$tmp/c-debian"
+objdump -p "$tmp/c-debian/consumer_c" | grep -q 'NEEDED.*libattn.so.0' ||
+  die "the consumer does not use the packaged library"
+cmake -S tests/consumers/cxx -B "$tmp/cxx-debian" >/dev/null
+cmake --build "$tmp/cxx-debian" >/dev/null
+"$tmp/cxx-debian/consumer_cxx"
+
+step "all packaging checks passed"
