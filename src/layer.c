@@ -43,10 +43,13 @@ static attn_status check_config(const attn_config *c) {
     return attn_fail(ATTN_ERR_BAD_OPTION,
                      "num_threads %d must not be negative (0 means all cores)",
                      c->num_threads);
-  if (!(c->scale >= 0.0) || !isfinite(c->scale) || (float)c->scale == INFINITY)
+  /* The scale is applied in float: it must stay finite and, when given,
+   * not round to zero (which would silently make attention uniform). */
+  if (!(c->scale >= 0.0) || !isfinite(c->scale) || isinf((float)c->scale) ||
+      (c->scale > 0 && (float)c->scale == 0.0f))
     return attn_fail(ATTN_ERR_BAD_OPTION,
-                     "scale %g must be finite and not negative (0 means "
-                     "1/sqrt(head_dim))",
+                     "scale %g must be 0 (meaning 1/sqrt(head_dim)) or a "
+                     "positive value representable as a float",
                      c->scale);
   return ATTN_OK;
 }

@@ -599,7 +599,8 @@ static void test_bad_option(void **state) {
               {0, -1.0, "scale -1"},
               {0, NAN, "scale nan"},
               {0, INFINITY, "scale inf"},
-              {0, 1e300, "scale 1e+300"}};
+              {0, 1e300, "scale 1e+300"},
+              {0, 1e-50, "scale 1e-50"}};
   for (size_t i = 0; i < sizeof cfgs / sizeof *cfgs; i++) {
     attn_config cfg;
     attn_config_init(&cfg);
