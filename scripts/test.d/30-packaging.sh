@@ -47,9 +47,10 @@ version="$(sed -n 's/^project(attn VERSION \([0-9.]*\).*/\1/p' CMakeLists.txt)"
 # (LIBDIR/pkgconfig/attn.pc) and the C++ consumer through the CMake package
 # (LIBDIR/cmake/attn), both built against the libattn installed there.
 consumers() {
-  local name="$1" libdir="$2" static="${3:-}"
+  local name="$1" libdir="$2"
+  shift 2 # the rest: pkg-config options
   PKG_CONFIG_PATH="$libdir/pkgconfig" \
-    bash tests/consumers/c/build.sh "$tmp/c-$name" $static
+    bash tests/consumers/c/build.sh "$tmp/c-$name" "$@"
   cmake -S tests/consumers/cxx -B "$tmp/cxx-$name" -DCMAKE_BUILD_TYPE=Release \
     -Dattn_DIR="$libdir/cmake/attn" >/dev/null
   cmake --build "$tmp/cxx-$name" -j"$jobs" >/dev/null
@@ -78,6 +79,27 @@ fi
 step "exported symbols"
 bash scripts/check-exports.sh "$lib"
 
+step "the exports check catches a leak and a missing function"
+# Relink the same objects with a helper leaked through the version script,
+# then without one public function: the check must name both.
+objs=(build/pkg/CMakeFiles/attn.dir/src/*.o)
+printf 'int attn_leaked_helper(void);\nint attn_leaked_helper(void) { return 1; }\n' \
+  >"$tmp/leak.c"
+cc -c -fPIC -o "$tmp/leak.o" "$tmp/leak.c"
+sed 's/^  local:/    attn_leaked_helper;\n  local:/' src/libattn.map >"$tmp/leak.map"
+cc -shared -o "$tmp/libattn-leak.so" "${objs[@]}" "$tmp/leak.o" \
+  -Wl,--version-script="$tmp/leak.map"
+sed '/^    attn_mask_init;$/d' src/libattn.map >"$tmp/short.map"
+cc -shared -o "$tmp/libattn-short.so" "${objs[@]}" \
+  -Wl,--version-script="$tmp/short.map"
+for case in leak:attn_leaked_helper short:attn_mask_init; do
+  if bash scripts/check-exports.sh "$tmp/libattn-${case%:*}.so" 2>"$tmp/err"; then
+    die "check-exports accepted a library with a ${case%:*} (${case#*:})"
+  fi
+  grep -q "${case#*:}" "$tmp/err" || die "check-exports did not name ${case#*:}"
+done
+echo "packaging: check-exports refuses both"
+
 step "ABI against the baseline"
 bash abi/check.sh build/pkg/libattn.so
 
@@ -86,7 +108,9 @@ cmake --build build/pkg --target docs
 
 step "attn.pc and the CMake package"
 pc="$libdir/pkgconfig/attn.pc"
+# shellcheck disable=SC2016 # ${prefix} is meant literally
 grep -qx 'libdir=${prefix}/lib' "$pc" || die "attn.pc: libdir not under \${prefix}"
+# shellcheck disable=SC2016
 grep -qx 'includedir=${prefix}/include' "$pc" || die "attn.pc: bad includedir"
 grep -q '^Requires.private:.*openblas' "$pc" || die "attn.pc: no BLAS in Requires.private"
 PKG_CONFIG_PATH="$(dirname "$pc")" pkg-config --validate attn
