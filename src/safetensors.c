@@ -21,6 +21,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -186,21 +187,19 @@ static attn_status parse_entry(const cJSON *item, uint64_t data_size,
                      "section has only %" PRIu64 " bytes (truncated file?)",
                      name, begin, end, data_size);
   int elsize = dtype_size(dtype->valuestring);
-  uint64_t bytes;
-  if (elsize > 0 &&
-      (!numel_ok || __builtin_mul_overflow(numel, (uint64_t)elsize, &bytes) ||
-       bytes != end - begin)) {
+  uint64_t bytes = 0;
+  bool bytes_ok =
+      numel_ok && !__builtin_mul_overflow(numel, (uint64_t)elsize, &bytes);
+  if (elsize > 0 && (!bytes_ok || bytes != end - begin)) {
     char sbuf[160];
-    return attn_fail(
-        ATTN_ERR_FILE_FORMAT,
-        "corrupt safetensors header: tensor '%.200s' of dtype "
-        "%.16s and shape %s needs %s bytes but its data_offsets "
-        "[%" PRIu64 ", %" PRIu64 "] span %" PRIu64,
-        name, dtype->valuestring, shape_text(shape, sbuf, sizeof sbuf),
-        numel_ok && !__builtin_mul_overflow(numel, (uint64_t)elsize, &bytes)
-            ? "a different number of"
-            : "more than 2^64",
-        begin, end, end - begin);
+    return attn_fail(ATTN_ERR_FILE_FORMAT,
+                     "corrupt safetensors header: tensor '%.200s' of dtype "
+                     "%.16s and shape %s needs %s bytes but its data_offsets "
+                     "[%" PRIu64 ", %" PRIu64 "] span %" PRIu64,
+                     name, dtype->valuestring,
+                     shape_text(shape, sbuf, sizeof sbuf),
+                     bytes_ok ? "a different number of" : "more than 2^64",
+                     begin, end, end - begin);
   }
   e->name = name;
   e->dtype = dtype->valuestring;
@@ -660,26 +659,25 @@ static attn_status load_tensor(const st_source *src, const st_header *h,
   if (src->mem) {
     convert(src->mem + offset, elsize, bf16, count, dst);
   } else {
-    while (left > 0) {
+    for (float *out = dst; left > 0;) {
       size_t len = left < READ_CHUNK ? left : READ_CHUNK;
       attn_status st = read_at(src, offset, len, chunk);
       if (st != ATTN_OK)
         return st;
-      convert(chunk, elsize, bf16, len / (size_t)elsize, dst);
-      dst += len / (size_t)elsize;
+      convert(chunk, elsize, bf16, len / (size_t)elsize, out);
+      out += len / (size_t)elsize;
       offset += len;
       left -= len;
     }
-    dst -= count;
   }
   if (!attn_all_finite(dst, (int64_t)count)) {
     size_t i = 0;
-    while (i < count && attn_all_finite(&dst[i], 1))
+    while (i < count && isfinite(dst[i]))
       i++;
     return attn_fail(ATTN_ERR_NOT_FINITE,
                      "tensor '%.300s' holds %s at element %zu; weights must "
                      "be finite",
-                     e->name, dst[i] != dst[i] ? "NaN" : "infinity", i);
+                     e->name, isnan(dst[i]) ? "NaN" : "infinity", i);
   }
   return ATTN_OK;
 }
@@ -714,24 +712,24 @@ static attn_status load(attn_layer *l, const st_source *src,
                      "safetensors file",
                      hlen, src->size - 8);
 
-  char *text = NULL;
-  if (src->mem) {
-    text = (char *)(src->mem + 8); /* only read */
-  } else {
-    text = malloc((size_t)hlen);
-    if (!text)
+  /* From memory the header is parsed in place; from a file it is read
+   * into a buffer of its own. */
+  const char *text = src->mem ? (const char *)src->mem + 8 : NULL;
+  char *owned = NULL;
+  if (!src->mem) {
+    text = owned = malloc((size_t)hlen);
+    if (!owned)
       return attn_fail(ATTN_ERR_NO_MEMORY,
                        "cannot allocate %" PRIu64 " bytes for the header",
                        hlen);
-    if ((st = read_at(src, 8, (size_t)hlen, text)) != ATTN_OK) {
-      free(text);
+    if ((st = read_at(src, 8, (size_t)hlen, owned)) != ATTN_OK) {
+      free(owned);
       return st;
     }
   }
   st_header h;
   st = parse_header(text, (size_t)hlen, src->size, &h);
-  if (!src->mem)
-    free(text);
+  free(owned);
   if (st != ATTN_OK)
     return st;
 
@@ -938,8 +936,8 @@ static bool add_entry(cJSON *root, const char *prefix, const st_out *t,
   return ok && add_int(offsets, offset) && add_int(offsets, offset + bytes);
 }
 
-/* The header text (unpadded) for tensors t, to be freed with free(); NULL
- * when out of memory. */
+/* The header text (unpadded) for tensors t, to be freed with cJSON_free();
+ * NULL when out of memory. */
 static char *build_header(const char *prefix, const st_out *t, int n) {
   cJSON *root = cJSON_CreateObject();
   cJSON *meta = root ? cJSON_AddObjectToObject(root, "__metadata__") : NULL;

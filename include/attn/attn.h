@@ -499,11 +499,13 @@ ATTN_API attn_status attn_layer_load_safetensors_mem(attn_layer *layer,
  * k_proj_weight and v_proj_weight; the packed in_proj_bias either way (when
  * bias is on). Biases are written only when bias is on.
  *
- * The file is written to a temporary file in the same directory, flushed to
- * disk and renamed over path, so path holds either its old content or the
- * whole new file, never a partial one; on failure the temporary file is
- * removed and path is untouched. A file written here loads back bit for bit
- * with attn_layer_load_safetensors().
+ * The file is written to a temporary file in the same directory
+ * (path + ".tmp-<pid>-<n>"), flushed to disk and renamed over path, so path
+ * holds either its old content or the whole new file, never a partial one;
+ * on failure the temporary file is removed and path is untouched. The new
+ * file gets the usual permissions of a new file (0666 less the umask), and
+ * a symbolic link at path is replaced, not followed. A file written here
+ * loads back bit for bit with attn_layer_load_safetensors().
  *
  * Errors: ATTN_ERR_NULL_POINTER (layer or path), ATTN_ERR_BAD_OPTION
  * (unknown naming, prefix not valid UTF-8), ATTN_ERR_WEIGHTS_NOT_SET (a
