@@ -43,18 +43,27 @@ typedef struct {
   int64_t ldq;
   int64_t lens_off, pad_off, tile_off, tile_floats;
   int64_t qblock, kblock;
+  bool chunked;                /* decode_attn.c instead of the core */
+  int64_t chunks, partial_off; /* its key chunks and partial results */
   int32_t threads;
   size_t bytes;
 } step_plan;
+
+/* A self-attention step with at most this many new tokens per row and no
+ * attention weights asked runs decode_attn.c's cache-streaming kernel;
+ * longer ones (a prompt) are ordinary attention for the core. */
+#define CHUNKED_MAX_NEW 16
 
 static attn_status overflow(const char *what) {
   return attn_fail(ATTN_ERR_OVERFLOW, "%s is too large: size overflows", what);
 }
 
-/* B rows of n queries, each row ldq floats wide, against len_k keys. */
+/* B rows of n queries, each row ldq floats wide, against len_k keys;
+ * `chunked` plans for decode_attn.c over rows of up to len_k keys. */
 static attn_status plan_step(const attn_layer *l, int64_t B, int64_t n,
                              int64_t ldq, int64_t len_k, int64_t pad_bytes,
-                             const attn_options *o, step_plan *p) {
+                             bool chunked, const attn_options *o,
+                             step_plan *p) {
   memset(p, 0, sizeof *p);
   p->ldq = ldq;
   int64_t rows, a, t;
@@ -75,15 +84,27 @@ static attn_status plan_step(const attn_layer *l, int64_t B, int64_t n,
   total += round_up(2 * B); /* B int64 */
   p->pad_off = total;
   total += round_up(pad_bytes / 4 + 1);
-  attn_core_blocks(l, n, len_k, o->attn_weights != NULL, &p->qblock,
-                   &p->kblock);
-  /* The core keeps int64 key ranges after qblock * (kblock + head_dim + 2)
-   * floats of its tile: keep that count even so they stay 8-byte aligned
-   * (a wider key block is always allowed). */
-  if (p->qblock % 2 && (p->kblock + l->head_dim) % 2)
-    p->kblock++;
-  p->tile_floats =
-      round_up(attn_core_tile_floats(p->qblock, p->kblock, l->head_dim));
+  p->chunked = chunked;
+  if (chunked) {
+    /* n <= CHUNKED_MAX_NEW and len_k <= INT_MAX keep these small. */
+    p->chunks = attn_dec_attn_chunks(len_k);
+    int64_t part = attn_dec_attn_partial_floats(l, 1, n, p->chunks);
+    if (!attn_mul64(part, B, &part) || part > INT64_MAX / 4)
+      return overflow("the partial results");
+    p->partial_off = total;
+    total += round_up(part);
+    p->tile_floats = round_up(attn_dec_attn_tile_floats(l, n));
+  } else {
+    attn_core_blocks(l, n, len_k, o->attn_weights != NULL, &p->qblock,
+                     &p->kblock);
+    /* The core keeps int64 key ranges after qblock * (kblock + head_dim +
+     * 2) floats of its tile: keep that count even so they stay 8-byte
+     * aligned (a wider key block is always allowed). */
+    if (p->qblock % 2 && (p->kblock + l->head_dim) % 2)
+      p->kblock++;
+    p->tile_floats =
+        round_up(attn_core_tile_floats(p->qblock, p->kblock, l->head_dim));
+  }
   p->threads = attn_resolve_threads(o->num_threads, l->num_threads);
   p->tile_off = total;
   int64_t tiles;
@@ -135,6 +156,51 @@ static void run_core(const attn_core *core, const step_plan *p, float *f) {
 }
 
 /* Self-attention step ----------------------------------------------------- */
+
+static bool use_chunked(int64_t n, const attn_options *o) {
+  return n <= CHUNKED_MAX_NEW && !o->attn_weights;
+}
+
+typedef struct {
+  const attn_dec_attn *a;
+  float *tiles;
+  int64_t tile_floats;
+} chunk_job;
+
+static void chunk_item(void *ctx, int64_t item, int32_t worker) {
+  chunk_job *j = ctx;
+  attn_dec_attn_chunk(j->a, item, j->tiles + worker * j->tile_floats);
+}
+
+static void merge_item(void *ctx, int64_t item, int32_t worker) {
+  (void)worker;
+  attn_dec_attn_merge(((chunk_job *)ctx)->a, item);
+}
+
+/* Rows of a projection up to which decode_attn.c's kernel runs it. */
+#define SMALL_PROJECTION_ROWS 8
+
+static void linear_item(void *ctx, int64_t item, int32_t worker) {
+  (void)worker;
+  attn_dec_linear_block(ctx, item);
+}
+
+/* y[M, N] = x W^T + b as attn_linear. A step's few rows make this a
+ * matrix-vector product bound by reading W: a general matrix product would
+ * first copy all of W into its packed layout (tripling the traffic), and
+ * the BLAS's own threads keep spinning after the call while the attention
+ * runs on ours. So few rows go to a small kernel on our threads. */
+static void project(int64_t M, int64_t N, int64_t K, const float *x,
+                    int64_t ldx, const float *w, const float *b, float *y,
+                    int64_t ldy, int32_t threads) {
+  if (M > SMALL_PROJECTION_ROWS) {
+    attn_linear(M, N, K, x, ldx, w, b, y, ldy);
+    return;
+  }
+  attn_dec_linear p = {M, N, K, x, ldx, w, b, y, ldy};
+  int64_t blocks = (N + ATTN_DEC_LINEAR_BLOCK - 1) / ATTN_DEC_LINEAR_BLOCK;
+  attn_parallel_for(threads, blocks, linear_item, &p);
+}
 
 void attn_decode_mask_init(attn_decode_mask *mask) {
   if (!mask)
@@ -193,7 +259,8 @@ attn_status attn_decode_scratch_size(const attn_layer *l,
     return st;
   step_plan p;
   if ((st = plan_step(l, c->batch, n_new, l->embed_dim + c->slot_ld,
-                      c->capacity, 0, &o, &p)) != ATTN_OK)
+                      c->capacity, 0, use_chunked(n_new, &o), &o, &p)) !=
+      ATTN_OK)
     return st;
   *bytes = p.bytes;
   return ATTN_OK;
@@ -262,7 +329,8 @@ attn_status attn_decode_step(const attn_layer *l, attn_kv_cache *c, int64_t B,
   int64_t E = l->embed_dim, KV = c->kv_dim, C = c->capacity;
   int64_t ldq = E + c->slot_ld;
   step_plan p;
-  if ((st = plan_step(l, B, n, ldq, C, 0, &o, &p)) != ATTN_OK)
+  if ((st = plan_step(l, B, n, ldq, C, 0, use_chunked(n, &o), &o, &p)) !=
+      ATTN_OK)
     return st;
   for (int64_t b = 0; b < B; b++) {
     int64_t add = dm.new_lengths ? dm.new_lengths[b] : n;
@@ -288,8 +356,8 @@ attn_status attn_decode_step(const attn_layer *l, attn_kv_cache *c, int64_t B,
   /* Nothing fails from here on: the cache changes only now. */
   float *qkv = f;
   int64_t *lens = (int64_t *)(void *)(f + p.lens_off);
-  attn_linear(B * n, ldq, E, x, E, attn_slot_ptr(l, ATTN_SLOT_WQ),
-              l->bias ? attn_slot_ptr(l, ATTN_SLOT_BQ) : NULL, qkv, ldq);
+  project(B * n, ldq, E, x, E, attn_slot_ptr(l, ATTN_SLOT_WQ),
+          l->bias ? attn_slot_ptr(l, ATTN_SLOT_BQ) : NULL, qkv, ldq, p.threads);
 
   bool ragged = false;
   for (int64_t b = 0; b < B; b++) {
@@ -327,32 +395,62 @@ attn_status attn_decode_step(const attn_layer *l, attn_kv_cache *c, int64_t B,
         memset(q + i * ldq, 0, (size_t)E * sizeof(float));
     }
 
-  attn_mask m;
-  attn_mask_init(&m);
-  m.causal = ATTN_CAUSAL_BOTTOM_RIGHT;
-  m.empty_rows = dm.empty_rows;
-  m.key_lengths = lens;
-  m.key_padding = c->any_pad ? c->pad : NULL;
-  m.window = c->window;
-  attn_core core = {.layer = l,
-                    .mask = &m,
-                    .batch = B,
-                    .len_q = n,
-                    .len_k = C,
-                    .q = qkv,
-                    .k = c->kv,
-                    .v = c->kv + KV,
-                    .ldq = ldq,
-                    .ldk = c->slot_ld,
-                    .ldv = c->slot_ld,
-                    .kv_rows = C,
-                    .ctx = qkv,
-                    .ldctx = ldq,
-                    .weights = o.attn_weights,
-                    .weights_mode = o.weights_mode,
-                    .qblock = p.qblock,
-                    .kblock = p.kblock};
-  run_core(&core, &p, f);
+  const uint8_t *pad = c->any_pad ? c->pad : NULL;
+  if (p.chunked) {
+    int64_t max_held = 0;
+    for (int64_t b = 0; b < B; b++)
+      max_held = lens[b] > max_held ? lens[b] : max_held;
+    attn_dec_attn a = {.layer = l,
+                       .n = n,
+                       .q = qkv,
+                       .ldq = ldq,
+                       .k = c->kv,
+                       .v = c->kv + KV,
+                       .ldkv = c->slot_ld,
+                       .kv_rows = C,
+                       .held = lens,
+                       .pad = pad,
+                       .window = c->window,
+                       .ctx = qkv,
+                       .ldctx = ldq,
+                       .empty_rows = dm.empty_rows,
+                       .chunks = attn_dec_attn_chunks(max_held),
+                       .partial = f + p.partial_off};
+    chunk_job job = {&a, f + p.tile_off, p.tile_floats};
+    attn_parallel_for(p.threads, B * a.chunks, chunk_item, &job);
+    /* The merge reads chunks * (head_dim + 2) floats per query row: only
+     * worth threads when that is a lot. */
+    int64_t merge_work = B * a.chunks * n * l->num_heads * l->head_dim;
+    attn_parallel_for(merge_work > (1 << 20) ? p.threads : 1, B, merge_item,
+                      &job);
+  } else {
+    attn_mask m;
+    attn_mask_init(&m);
+    m.causal = ATTN_CAUSAL_BOTTOM_RIGHT;
+    m.empty_rows = dm.empty_rows;
+    m.key_lengths = lens;
+    m.key_padding = pad;
+    m.window = c->window;
+    attn_core core = {.layer = l,
+                      .mask = &m,
+                      .batch = B,
+                      .len_q = n,
+                      .len_k = C,
+                      .q = qkv,
+                      .k = c->kv,
+                      .v = c->kv + KV,
+                      .ldq = ldq,
+                      .ldk = c->slot_ld,
+                      .ldv = c->slot_ld,
+                      .kv_rows = C,
+                      .ctx = qkv,
+                      .ldctx = ldq,
+                      .weights = o.attn_weights,
+                      .weights_mode = o.weights_mode,
+                      .qblock = p.qblock,
+                      .kblock = p.kblock};
+    run_core(&core, &p, f);
+  }
 
   if (ragged)
     for (int64_t b = 0; b < B; b++) {
@@ -374,8 +472,8 @@ attn_status attn_decode_step(const attn_layer *l, attn_kv_cache *c, int64_t B,
       }
     }
 
-  attn_linear(B * n, E, E, qkv, ldq, attn_slot_ptr(l, ATTN_SLOT_WO),
-              l->bias ? attn_slot_ptr(l, ATTN_SLOT_BO) : NULL, out, E);
+  project(B * n, E, E, qkv, ldq, attn_slot_ptr(l, ATTN_SLOT_WO),
+          l->bias ? attn_slot_ptr(l, ATTN_SLOT_BO) : NULL, out, E, p.threads);
   if (ragged)
     for (int64_t b = 0; b < B; b++) {
       int64_t add = dm.new_lengths[b];
@@ -415,8 +513,8 @@ attn_status attn_cross_scratch_size(const attn_layer *l, const attn_memory *m,
   int64_t len_k = m->len_k > 0 ? m->len_k : m->capacity;
   step_plan p;
   /* Room for merged padding flags whether or not a mask will need it. */
-  if ((st = plan_step(l, m->batch, n, l->embed_dim, len_k, m->batch * len_k, &o,
-                      &p)) != ATTN_OK)
+  if ((st = plan_step(l, m->batch, n, l->embed_dim, len_k, m->batch * len_k,
+                      false, &o, &p)) != ATTN_OK)
     return st;
   *bytes = p.bytes;
   return ATTN_OK;
@@ -453,7 +551,7 @@ attn_status attn_cross_step(const attn_layer *l, const attn_memory *mem,
     return st;
   bool merge_pad = m.key_padding && mem->any_pad;
   step_plan p;
-  if ((st = plan_step(l, B, n, E, Lk, merge_pad ? B * Lk : 0, &o, &p)) !=
+  if ((st = plan_step(l, B, n, E, Lk, merge_pad ? B * Lk : 0, false, &o, &p)) !=
       ATTN_OK)
     return st;
   if (!attn_all_finite(query, B * n * E))
@@ -464,8 +562,8 @@ attn_status attn_cross_step(const attn_layer *l, const attn_memory *mem,
     return st;
 
   float *q = f;
-  attn_linear(B * n, E, E, query, E, attn_slot_ptr(l, ATTN_SLOT_WQ),
-              l->bias ? attn_slot_ptr(l, ATTN_SLOT_BQ) : NULL, q, E);
+  project(B * n, E, E, query, E, attn_slot_ptr(l, ATTN_SLOT_WQ),
+          l->bias ? attn_slot_ptr(l, ATTN_SLOT_BQ) : NULL, q, E, p.threads);
   /* The memory's lengths and padding, narrowed by the step's mask. */
   int64_t *lens = (int64_t *)(void *)(f + p.lens_off);
   for (int64_t b = 0; b < B; b++) {
@@ -500,8 +598,8 @@ attn_status attn_cross_step(const attn_layer *l, const attn_memory *mem,
                     .qblock = p.qblock,
                     .kblock = p.kblock};
   run_core(&core, &p, f);
-  attn_linear(B * n, E, E, q, E, attn_slot_ptr(l, ATTN_SLOT_WO),
-              l->bias ? attn_slot_ptr(l, ATTN_SLOT_BO) : NULL, out, E);
+  project(B * n, E, E, q, E, attn_slot_ptr(l, ATTN_SLOT_WO),
+          l->bias ? attn_slot_ptr(l, ATTN_SLOT_BO) : NULL, out, E, p.threads);
   free(scratch);
   return ATTN_OK;
 }

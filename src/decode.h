@@ -48,6 +48,50 @@ struct attn_memory {
   void *owned;
 };
 
+/* decode_attn.c: attention of n new queries per row over a cache, in work
+ * items of (batch row, chunk of keys), then merged per batch row. */
+typedef struct {
+  const attn_layer *layer;
+  int64_t n;      /* query rows per batch row */
+  const float *q; /* [batch * n, ldq], head h at h * head_dim */
+  int64_t ldq;
+  const float *k, *v; /* kv_rows slots per batch row, stride ldkv */
+  int64_t ldkv, kv_rows;
+  const int64_t *held; /* [batch] keys held, new ones included;
+                          0 = the row is skipped */
+  const uint8_t *pad;  /* [batch, kv_rows] or NULL */
+  int64_t window;      /* 0 = none */
+  float *ctx;          /* may be q: written only by the merges */
+  int64_t ldctx;
+  int32_t empty_rows;
+  int64_t chunks; /* attn_dec_attn_chunks(max held) */
+  float *partial; /* attn_dec_attn_partial_floats() */
+} attn_dec_attn;
+
+/* Number of key chunks for rows holding at most max_held keys. */
+int64_t attn_dec_attn_chunks(int64_t max_held);
+/* Floats of the partial results, and of one thread's tile. */
+int64_t attn_dec_attn_partial_floats(const attn_layer *l, int64_t batch,
+                                     int64_t n, int64_t chunks);
+int64_t attn_dec_attn_tile_floats(const attn_layer *l, int64_t n);
+/* First pass: items 0 .. batch * chunks - 1. */
+void attn_dec_attn_chunk(const attn_dec_attn *a, int64_t item, float *tile);
+/* Second pass, after every first-pass item: batch row b, writing ctx. */
+void attn_dec_attn_merge(const attn_dec_attn *a, int64_t b);
+
+/* decode_attn.c: y[M, N] = x[M, K] W[N, K]^T + b for a few rows, reading
+ * the weights once: work items of ATTN_DEC_LINEAR_BLOCK output columns. */
+#define ATTN_DEC_LINEAR_BLOCK 32
+typedef struct {
+  int64_t M, N, K;
+  const float *x;
+  int64_t ldx;
+  const float *w, *b; /* b may be NULL */
+  float *y;           /* must not overlap x */
+  int64_t ldy;
+} attn_dec_linear;
+void attn_dec_linear_block(const attn_dec_linear *p, int64_t item);
+
 /* Fills *o from a layer. */
 void attn_dec_owner_init(attn_dec_owner *o, const attn_layer *l);
 
