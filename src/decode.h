@@ -68,6 +68,27 @@ typedef struct {
   float *partial; /* attn_dec_attn_partial_floats() */
 } attn_dec_attn;
 
+/* The two inner loops of a chunk (decode_attn.c's portable ones, or
+ * decode_avx2.c's): scores s[r * lds + j - jmin] = scale * q_r . k_j for
+ * query row r = i * num_heads + h of the batch row whose n query rows
+ * start at q, and acc[r * head_dim ..] += sum_j p[r * ldp + j - jmin] v_j,
+ * over keys j in [jmin, jmax) of the batch row's slots (k or v). */
+typedef struct {
+  void (*scores)(const attn_dec_attn *a, const float *q, const float *slots,
+                 int64_t jmin, int64_t jmax, float *s, int64_t lds);
+  void (*values)(const attn_dec_attn *a, const float *vslots, int64_t jmin,
+                 int64_t jmax, const float *p, int64_t ldp, float *acc);
+} attn_dec_kernels;
+/* The fastest kernels for this head size on this CPU. */
+const attn_dec_kernels *attn_dec_kernels_for(int64_t head_dim);
+/* decode_avx2.c: the AVX2/FMA kernels (head_dim a multiple of 8), or NULL
+ * when the CPU lacks them or they are not built. */
+const attn_dec_kernels *attn_dec_kernels_avx2(void);
+/* Prefetches the first `floats` floats of slot j (ld floats apart from
+ * base) if j < end. */
+void attn_dec_prefetch_slot(const float *base, int64_t j, int64_t end,
+                            int64_t ld, int64_t floats);
+
 /* Number of key chunks for rows holding at most max_held keys. */
 int64_t attn_dec_attn_chunks(int64_t max_held);
 /* Floats of the partial results, and of one thread's tile. */

@@ -71,6 +71,80 @@ static inline float dot(const float *x, const float *y, int64_t n) {
          ((acc[2] + acc[6]) + (acc[3] + acc[7]));
 }
 
+/* Each slot starts a new 4 KiB page (E = 512), where the hardware
+ * prefetchers start over: ask for the keys (or values) of a slot a few
+ * slots ahead. */
+#define PREFETCH_SLOTS 4
+
+void attn_dec_prefetch_slot(const float *base, int64_t j, int64_t end,
+                            int64_t ld, int64_t floats) {
+#if defined(__GNUC__)
+  if (j >= end)
+    return;
+  const char *p = (const char *)(base + j * ld);
+  for (int64_t off = 0; off < floats * (int64_t)sizeof(float); off += 64)
+    __builtin_prefetch(p + off, 0, 3);
+#else
+  (void)base;
+  (void)j;
+  (void)end;
+  (void)ld;
+  (void)floats;
+#endif
+}
+
+/* s[r * lds + j - jmin] = scale * q_r . k_j for every query row r of the
+ * batch row (q: its n rows) and key j in [jmin, jmax), walking the slots
+ * in order. */
+HOT_LOOP static void scores_portable(const attn_dec_attn *a, const float *q,
+                                     const float *slots, int64_t jmin,
+                                     int64_t jmax, float *s, int64_t lds) {
+  const attn_layer *L = a->layer;
+  int64_t hd = L->head_dim, H = L->num_heads;
+  int64_t group = H / L->num_kv_heads;
+  for (int64_t j = jmin; j < jmax; j++) {
+    const float *slot = slots + j * a->ldkv;
+    attn_dec_prefetch_slot(slots, j + PREFETCH_SLOTS, jmax, a->ldkv, L->kv_dim);
+    for (int64_t i = 0; i < a->n; i++)
+      for (int64_t h = 0; h < H; h++)
+        s[(i * H + h) * lds + (j - jmin)] =
+            L->scale *
+            dot(q + i * a->ldq + h * hd, slot + (h / group) * hd, hd);
+  }
+}
+
+/* acc[r] += sum over j of p[r, j] v_j, in slot order. */
+HOT_LOOP static void values_portable(const attn_dec_attn *a,
+                                     const float *vslots, int64_t jmin,
+                                     int64_t jmax, const float *p, int64_t ldp,
+                                     float *acc) {
+  const attn_layer *L = a->layer;
+  int64_t hd = L->head_dim, H = L->num_heads;
+  int64_t group = H / L->num_kv_heads, rows = a->n * H;
+  for (int64_t j = jmin; j < jmax; j++) {
+    const float *slot = vslots + j * a->ldkv;
+    attn_dec_prefetch_slot(vslots, j + PREFETCH_SLOTS, jmax, a->ldkv,
+                           L->kv_dim);
+    for (int64_t r = 0; r < rows; r++) {
+      float pj = p[r * ldp + (j - jmin)];
+      if (pj == 0.0f)
+        continue;
+      const float *vj = slot + ((r % H) / group) * hd;
+      float *ar = acc + r * hd;
+      for (int64_t d = 0; d < hd; d++)
+        ar[d] += pj * vj[d];
+    }
+  }
+}
+
+static const attn_dec_kernels portable_kernels = {scores_portable,
+                                                  values_portable};
+
+const attn_dec_kernels *attn_dec_kernels_for(int64_t head_dim) {
+  const attn_dec_kernels *k = attn_dec_kernels_avx2();
+  return k && head_dim % 8 == 0 ? k : &portable_kernels;
+}
+
 /* Partial results of chunk c of batch row b: per query row m, l and
  * acc[head_dim]. */
 static float *partial_at(const attn_dec_attn *a, int64_t b, int64_t c) {
@@ -78,11 +152,10 @@ static float *partial_at(const attn_dec_attn *a, int64_t b, int64_t c) {
   return a->partial + (b * a->chunks + c) * rows * (hd + 2);
 }
 
-HOT_LOOP void attn_dec_attn_chunk(const attn_dec_attn *a, int64_t item,
-                                  float *tile) {
+void attn_dec_attn_chunk(const attn_dec_attn *a, int64_t item, float *tile) {
   const attn_layer *L = a->layer;
-  int64_t hd = L->head_dim, H = L->num_heads, Hkv = L->num_kv_heads;
-  int64_t group = H / Hkv, rows = item_rows(a), n = a->n;
+  int64_t hd = L->head_dim, H = L->num_heads;
+  int64_t rows = item_rows(a), n = a->n;
   int64_t c = item % a->chunks, b = item / a->chunks;
   int64_t held = a->held[b];
   float *out = partial_at(a, b, c);
@@ -118,17 +191,9 @@ HOT_LOOP void attn_dec_attn_chunk(const attn_dec_attn *a, int64_t item,
   const uint8_t *pad = a->pad ? a->pad + b * a->kv_rows : NULL;
   const float *q = a->q + b * n * a->ldq;
   int64_t cols = jmax - jmin;
-  float scale = L->scale;
 
-  /* Scores: the chunk's keys in slot order, each against every query row
-   * that reads its key/value head. */
-  for (int64_t j = jmin; j < jmax; j++) {
-    const float *slot = slots + j * a->ldkv;
-    for (int64_t i = 0; i < n; i++)
-      for (int64_t h = 0; h < H; h++)
-        s[(i * H + h) * CHUNK + (j - jmin)] =
-            scale * dot(q + i * a->ldq + h * hd, slot + (h / group) * hd, hd);
-  }
+  const attn_dec_kernels *kern = attn_dec_kernels_for(hd);
+  kern->scores(a, q, slots, jmin, jmax, s, CHUNK);
   /* Mask, then exp(score - row max) in place. */
   const attn_vec_ops *vec = attn_vec();
   bool any = false;
@@ -152,19 +217,7 @@ HOT_LOOP void attn_dec_attn_chunk(const attn_dec_attn *a, int64_t item,
     return;
   /* Weighted values, again in slot order. */
   memset(acc, 0, (size_t)(rows * hd) * sizeof(float));
-  for (int64_t j = jmin; j < jmax; j++) {
-    const float *slot = vslots + j * a->ldkv;
-    for (int64_t r = 0; r < rows; r++) {
-      float p = s[r * CHUNK + (j - jmin)];
-      if (p == 0.0f)
-        continue;
-      const float *vj = slot + ((r % H) / group) * hd;
-      float *ar = acc + r * hd;
-      for (int64_t d = 0; d < hd; d++)
-        ar[d] += p * vj[d];
-    }
-  }
-  (void)Hkv;
+  kern->values(a, vslots, jmin, jmax, s, CHUNK, acc);
   for (int64_t r = 0; r < rows; r++)
     memcpy(out + r * (hd + 2) + 2, acc + r * hd, (size_t)hd * sizeof(float));
 }
