@@ -283,7 +283,8 @@ attn_status attn_forward(const attn_layer *l, int64_t B, int64_t Lq, int64_t Lk,
                     .qblock = p.qblock,
                     .kblock = p.kblock};
   core_job job = {&core, f + p.tile_off, p.tile_floats};
-  attn_parallel_for(p.threads, attn_core_items(&core), core_item, &job);
+  attn_parallel_for(attn_core_threads(&core, p.threads), attn_core_items(&core),
+                    core_item, &job);
 
   attn_linear(B * Lq, E, E, q, p.ldq, attn_slot_ptr(L, ATTN_SLOT_WO),
               L->bias ? attn_slot_ptr(L, ATTN_SLOT_BO) : NULL, out, E);

@@ -33,21 +33,41 @@ void attn_mask_tile(float *s, int64_t lds, int64_t rows, int64_t cols,
  * max m, rescales the running sum l and the accumulator row acc (acc_cols
  * wide, stride ldacc) to the new max, replaces the tile by exp(s - m) and
  * adds its sum to l. Rows with no visible key so far are left at m = -inf,
- * l = 0 and their tile row set to zero. */
-void attn_softmax_step(float *s, int64_t lds, int64_t rows, int64_t cols,
-                       float *m, float *l, float *acc, int64_t ldacc,
-                       int64_t acc_cols);
+ * l = 0 and their tile row set to zero. Returns the number of rows with a
+ * visible key in this tile (0: the tile is all zeros). */
+int64_t attn_softmax_step(float *s, int64_t lds, int64_t rows, int64_t cols,
+                          float *m, float *l, float *acc, int64_t ldacc,
+                          int64_t acc_cols);
 
-/* Vector primitives, chosen at run time for the CPU (AVX2/FMA or
- * portable). */
+/* Vector primitives, chosen once at run time for the CPU (AVX2/FMA or
+ * portable); every table is immutable, so any thread may use them. */
 typedef struct {
+  /* Largest of x[0..n-1]; -inf when n is 0. */
   float (*max)(const float *x, int64_t n);
-  /* x[i] = exp(x[i] - shift); returns the sum of the new values. -inf
-   * inputs give exactly 0. */
+  /* x[i] = exp(x[i] - shift) for shift >= max(x), shift finite; returns
+   * the sum of the new values. -inf inputs give exactly 0. */
   float (*exp_sum)(float *x, int64_t n, float shift);
   const char *name;
+  /* x[i] *= f. */
+  void (*scale)(float *x, int64_t n, float f);
+  /* dst[c * ldd + r] = src[r * lds + c] for r < rows, c < cols. */
+  void (*transpose)(const float *src, int64_t lds, int64_t rows, int64_t cols,
+                    float *dst, int64_t ldd);
 } attn_vec_ops;
+/* The best table this CPU supports. */
 const attn_vec_ops *attn_vec(void);
+/* Each implementation; attn_vec_avx2() is NULL where it is not built (not
+ * x86-64), and must only be used when attn_cpu_has_avx2_fma(). */
+const attn_vec_ops *attn_vec_portable(void);
+const attn_vec_ops *attn_vec_avx2(void);
+
+/* cpu.c ------------------------------------------------------------------ */
+
+/* True when the CPU and the OS support AVX2 and FMA. */
+bool attn_cpu_has_avx2_fma(void);
+
+/* Size of one core's L2 cache in bytes (1 MiB when it cannot be read). */
+int64_t attn_cpu_l2_bytes(void);
 
 /* core.c ----------------------------------------------------------------- */
 
@@ -67,6 +87,9 @@ typedef struct {
   float *weights; /* NULL or the caller's attention weight output */
   int32_t weights_mode;
   int64_t qblock, kblock;
+  /* Query rows per BLAS product. 0 (the normal case) means the library's
+   * choice (core.c); other values are for measurements. */
+  int64_t gemm_rows;
 } attn_core;
 
 /* Per-thread scratch of the core, in floats, for these block sizes. */
@@ -82,6 +105,13 @@ void attn_core_blocks(const attn_layer *l, int64_t len_q, int64_t len_k,
  * heads of one (batch row, query block) when averaged weights are asked. */
 int64_t attn_core_items(const attn_core *c);
 void attn_core_run(const attn_core *c, int64_t item, float *tile);
+
+/* How many of `threads` threads the core should use for c: fewer when the
+ * work is too small to pay for starting them, 1 when its BLAS products
+ * are too big to stay single-threaded (the BLAS then threads them). The
+ * result never changes the output: each item computes the same bits on
+ * any thread. */
+int32_t attn_core_threads(const attn_core *c, int32_t threads);
 
 /* threads.c -------------------------------------------------------------- */
 

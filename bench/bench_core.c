@@ -1,0 +1,160 @@
+/* bench_core: times the attention core alone (scores, mask, softmax, P*V;
+ * no projections) with block sizes forced from the command line. It is
+ * built from the library's sources, so it can reach the internal core
+ * interface; the block-size and dispatch measurements in
+ * docs/PERFORMANCE.md come from it.
+ *
+ * usage: bench_core B L E H qblock kblock gemm_rows threads causal [reps]
+ *   qblock, kblock, gemm_rows: 0 = the library's choice; kblock -1 = whole
+ *   rows (kblock = L); kblock -2 = the plain path the library does not use
+ *   (per head one L x L score product and one P*V product, each a single
+ *   BLAS call the BLAS threads itself, softmax over whole rows in between;
+ *   no mask) for comparison. Prints one line: the median time and the
+ *   core's GFLOP/s (4 * B * L * L * E, causal counted in full). */
+#include "kernels.h"
+
+#include <cblas.h>
+#include <math.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+static double now(void) {
+  struct timespec t;
+  clock_gettime(CLOCK_MONOTONIC, &t);
+  return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+}
+
+static int cmp_double(const void *a, const void *b) {
+  double x = *(const double *)a, y = *(const double *)b;
+  return (x > y) - (x < y);
+}
+
+typedef struct {
+  const attn_core *core;
+  float *tiles;
+  int64_t tile_floats;
+} job;
+
+/* The plain path: whole score matrices with BLAS-threaded products. */
+static void plain(const attn_core *c, float *scores) {
+  const attn_layer *L = c->layer;
+  int64_t n = c->len_q, hd = L->head_dim;
+  const attn_vec_ops *vec = attn_vec();
+  for (int64_t b = 0; b < c->batch; b++)
+    for (int64_t h = 0; h < L->num_heads; h++) {
+      const float *q = c->q + b * n * c->ldq + h * hd;
+      const float *k = c->k + b * n * c->ldk + h * hd;
+      const float *v = c->v + b * n * c->ldv + h * hd;
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)n, (int)n,
+                  (int)hd, L->scale, q, (int)c->ldq, k, (int)c->ldk, 0.0f,
+                  scores, (int)n);
+      for (int64_t i = 0; i < n; i++) {
+        float *row = scores + i * n;
+        float sum = vec->exp_sum(row, n, vec->max(row, n));
+        vec->scale(row, n, 1.0f / sum);
+      }
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)n, (int)hd,
+                  (int)n, 1.0f, scores, (int)n, v, (int)c->ldv, 0.0f,
+                  c->ctx + b * n * c->ldctx + h * hd, (int)c->ldctx);
+    }
+}
+
+static void item(void *ctx, int64_t i, int32_t worker) {
+  job *j = ctx;
+  attn_core_run(j->core, i, j->tiles + worker * j->tile_floats);
+}
+
+int main(int argc, char **argv) {
+  if (argc < 10) {
+    fprintf(stderr, "usage: bench_core B L E H qblock kblock gemm_keys "
+                    "threads causal [reps]\n");
+    return 2;
+  }
+  int64_t B = atoll(argv[1]), L = atoll(argv[2]), E = atoll(argv[3]);
+  int64_t H = atoll(argv[4]), qb = atoll(argv[5]), kb = atoll(argv[6]);
+  int64_t kg = atoll(argv[7]);
+  int32_t threads = atoi(argv[8]);
+  int causal = atoi(argv[9]);
+  int reps = argc > 10 ? atoi(argv[10]) : 5;
+  if (B <= 0 || L <= 0 || E <= 0 || H <= 0 || E % H || threads <= 0 ||
+      reps <= 0)
+    return 2;
+
+  attn_layer layer;
+  memset(&layer, 0, sizeof layer);
+  layer.embed_dim = layer.kdim = layer.vdim = E;
+  layer.num_heads = layer.num_kv_heads = H;
+  layer.head_dim = E / H;
+  layer.kv_dim = E;
+  layer.scale_d = 1.0 / sqrt((double)layer.head_dim);
+  layer.scale = (float)layer.scale_d;
+
+  int64_t dq, dk;
+  attn_core_blocks(&layer, L, L, false, &dq, &dk);
+  bool plain_path = kb == -2;
+  qb = qb > 0 ? qb : dq;
+  kb = kb > 0 ? kb : (kb < 0 ? L : dk);
+  attn_mask mask;
+  attn_mask_init(&mask);
+  mask.causal = causal;
+
+  int64_t ld = 3 * E;
+  float *qkv = malloc((size_t)(B * L * ld) * sizeof(float));
+  int64_t tile = (attn_core_tile_floats(qb, kb, layer.head_dim) + 15) / 16 * 16;
+  if (plain_path && tile < L * L)
+    tile = L * L;
+  float *tiles = aligned_alloc(64, (size_t)(tile * threads) * sizeof(float));
+  if (!qkv || !tiles)
+    return 1;
+  uint32_t x = 12345;
+  for (int64_t i = 0; i < B * L * ld; i++) {
+    x = x * 1664525u + 1013904223u;
+    qkv[i] = (float)(x >> 8) / (float)(1u << 24) - 0.5f;
+  }
+  attn_core c = {.layer = &layer,
+                 .mask = &mask,
+                 .batch = B,
+                 .len_q = L,
+                 .len_k = L,
+                 .q = qkv,
+                 .k = qkv + E,
+                 .v = qkv + 2 * E,
+                 .ldq = ld,
+                 .ldk = ld,
+                 .ldv = ld,
+                 .ctx = qkv, /* overwrites Q, as the forward pass does */
+                 .ldctx = ld,
+                 .qblock = qb,
+                 .kblock = kb,
+                 .gemm_rows = kg};
+  job j = {&c, tiles, tile};
+  double *t = malloc((size_t)reps * sizeof(double));
+  if (!t)
+    return 1;
+  int32_t used = plain_path ? 1 : attn_core_threads(&c, threads);
+  for (int r = -1; r < reps; r++) {
+    double t0 = now();
+    if (plain_path)
+      plain(&c, tiles);
+    else
+      attn_parallel_for(used, attn_core_items(&c), item, &j);
+    if (r >= 0)
+      t[r] = now() - t0;
+  }
+  qsort(t, (size_t)reps, sizeof *t, cmp_double);
+  double med = reps % 2 ? t[reps / 2] : 0.5 * (t[reps / 2 - 1] + t[reps / 2]);
+  double flops = 4.0 * (double)B * (double)L * (double)L * (double)E;
+  printf("B=%lld L=%lld E=%lld H=%lld qb=%lld kb=%lld rows_per_product=%lld "
+         "threads=%d "
+         "causal=%d plain=%d vec=%s median_ms=%.3f min_ms=%.3f gflops=%.1f\n",
+         (long long)B, (long long)L, (long long)E, (long long)H, (long long)qb,
+         (long long)kb, (long long)kg, used, causal, plain_path,
+         attn_vec()->name, 1e3 * med, 1e3 * t[0], flops / med * 1e-9);
+  free(t);
+  free(qkv);
+  free(tiles);
+  return 0;
+}
