@@ -1,11 +1,19 @@
 /* The self-attention key/value cache: creation (library- or
  * caller-allocated), lengths, truncation, beam reordering and reset. The
  * decoding step that fills it is in decode.c. */
+/* madvise(MADV_HUGEPAGE) is a Linux extension. */
+#if defined(__linux__) && !defined(_DEFAULT_SOURCE)
+#define _DEFAULT_SOURCE
+#endif
+
 #include "decode.h"
 
 #include <limits.h>
 #include <stdlib.h>
 #include <string.h>
+#if defined(__linux__)
+#include <sys/mman.h>
+#endif
 
 void attn_cache_config_init(attn_cache_config *cfg) {
   if (!cfg)
@@ -160,6 +168,26 @@ static attn_kv_cache *build_cache(const attn_layer *l, const cache_plan *p,
   return c;
 }
 
+/* Memory for a cache. A step reads a few KiB in each slot, one slot per
+ * 4 KiB page for E = 512, so a large cache spends much of a step on TLB
+ * misses with small pages: where the kernel offers transparent huge pages
+ * on request, ask for them (a hint; it changes nothing else). */
+#define HUGE_PAGE ((size_t)2 << 20)
+
+static void *alloc_cache(size_t bytes) {
+#if defined(__linux__) && defined(MADV_HUGEPAGE)
+  if (bytes >= 4 * HUGE_PAGE) {
+    void *mem = NULL;
+    if (posix_memalign(&mem, HUGE_PAGE, bytes) != 0)
+      return NULL;
+    size_t whole = bytes / HUGE_PAGE * HUGE_PAGE;
+    (void)madvise(mem, whole, MADV_HUGEPAGE);
+    return mem;
+  }
+#endif
+  return malloc(bytes);
+}
+
 attn_status attn_kv_cache_size(const attn_layer *l,
                                const attn_cache_config *cfg, size_t *bytes) {
   if (!bytes)
@@ -184,7 +212,7 @@ attn_status attn_kv_cache_create(const attn_layer *l,
     return st;
   /* The key/value slots are not cleared: only slots written by a step are
    * ever read. */
-  void *mem = malloc(p.bytes);
+  void *mem = alloc_cache(p.bytes);
   if (!mem)
     return attn_fail(ATTN_ERR_NO_MEMORY,
                      "cannot allocate %zu bytes for a KV cache", p.bytes);
