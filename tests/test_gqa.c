@@ -224,6 +224,37 @@ static void test_cache_paths(void **state) {
   }
 }
 
+/* Head sizes that are and are not multiples of 8 (the vector kernels take
+ * eight floats at a time), more and fewer than 32, with grouped heads,
+ * windows and chunks of new tokens. */
+static void test_head_sizes(void **state) {
+  (void)state;
+  const struct {
+    int64_t E, H, Hkv, W;
+  } cases[] = {{40, 4, 2, 0},  {60, 6, 3, 9},   {80, 2, 1, 0},
+               {128, 2, 2, 0}, {128, 2, 1, 17}, {24, 8, 4, 5}};
+  for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
+    attn_config cfg = gqa_config(cases[k].E, cases[k].H, cases[k].Hkv, 0, 0);
+    dsim s;
+    dsim_init(&s, &cfg, 2, cases[k].W ? 3 * cases[k].W : 300, cases[k].W, 300,
+              90 + (uint64_t)k);
+    int64_t lens[2];
+    for (;;) {
+      int64_t n = ref_rng_int(&s.rng, 1, 5);
+      if (s.len[0] + n > 290 || s.len[1] + n > 290)
+        break;
+      dsim_random_lengths(&s, n, lens);
+      dsim_step(&s, n, lens, 0.05);
+    }
+    char what[96];
+    snprintf(what, sizeof what, "head size E=%lld H=%lld Hkv=%lld W=%lld",
+             (long long)cases[k].E, (long long)cases[k].H,
+             (long long)cases[k].Hkv, (long long)cases[k].W);
+    dsim_check(&s, what);
+    dsim_free(&s);
+  }
+}
+
 /* The memory path: cross-attention with kdim != vdim != E, steps of a few
  * queries against one memory, for 1, 2 and H key/value heads. */
 static void test_memory_paths(void **state) {
@@ -299,6 +330,7 @@ int main(void) {
       cmocka_unit_test(test_equals_repeated_heads),
       cmocka_unit_test(test_cache_size),
       cmocka_unit_test(test_cache_paths),
+      cmocka_unit_test(test_head_sizes),
       cmocka_unit_test(test_memory_paths),
       cmocka_unit_test(test_bad_group),
   };
