@@ -97,11 +97,6 @@ static attn_status plan_step(const attn_layer *l, int64_t B, int64_t n,
   } else {
     attn_core_blocks(l, n, len_k, o->attn_weights != NULL, &p->qblock,
                      &p->kblock);
-    /* The core keeps int64 key ranges after qblock * (kblock + head_dim +
-     * 2) floats of its tile: keep that count even so they stay 8-byte
-     * aligned (a wider key block is always allowed). */
-    if (p->qblock % 2 && (p->kblock + l->head_dim) % 2)
-      p->kblock++;
     p->tile_floats =
         round_up(attn_core_tile_floats(p->qblock, p->kblock, l->head_dim));
   }
@@ -152,7 +147,8 @@ static void core_item(void *ctx, int64_t item, int32_t worker) {
 
 static void run_core(const attn_core *core, const step_plan *p, float *f) {
   core_job job = {core, f + p->tile_off, p->tile_floats};
-  attn_parallel_for(p->threads, attn_core_items(core), core_item, &job);
+  attn_parallel_for(attn_core_threads(core, p->threads), attn_core_items(core),
+                    core_item, &job);
 }
 
 /* Self-attention step ----------------------------------------------------- */
