@@ -5,12 +5,16 @@
  * docs/PERFORMANCE.md come from it.
  *
  * usage: bench_core B L E H qblock kblock gemm_rows threads causal [reps]
+ *        [project]
  *   qblock, kblock, gemm_rows: 0 = the library's choice; kblock -1 = whole
  *   rows (kblock = L); kblock -2 = the plain path the library does not use
  *   (per head one L x L score product and one P*V product, each a single
  *   BLAS call the BLAS threads itself, softmax over whole rows in between;
  *   no mask) for comparison. Prints one line: the median time and the
- *   core's GFLOP/s (4 * B * L * L * E, causal counted in full). */
+ *   core's GFLOP/s (4 * B * L * L * E, causal counted in full). project 1:
+ *   before each timed run, a Q/K/V-sized product with the BLAS's own
+ *   threads, as the forward pass does (its threads may still be spinning
+ *   while the core runs); only the core is timed. */
 #include "kernels.h"
 
 #include <cblas.h>
@@ -79,6 +83,7 @@ int main(int argc, char **argv) {
   int32_t threads = atoi(argv[8]);
   int causal = atoi(argv[9]);
   int reps = argc > 10 ? atoi(argv[10]) : 5;
+  int project = argc > 11 ? atoi(argv[11]) : 0;
   if (B <= 0 || L <= 0 || E <= 0 || H <= 0 || E % H || threads <= 0 ||
       reps <= 0)
     return 2;
@@ -135,7 +140,16 @@ int main(int argc, char **argv) {
   if (!t)
     return 1;
   int32_t used = plain_path ? 1 : attn_core_threads(&c, threads);
+  float *xin = project ? calloc((size_t)(B * L * E), sizeof(float)) : NULL;
+  float *wqkv = project ? calloc((size_t)(3 * E * E), sizeof(float)) : NULL;
+  float *y = project ? malloc((size_t)(B * L * 3 * E) * sizeof(float)) : NULL;
+  if (project && (!xin || !wqkv || !y))
+    return 1;
   for (int r = -1; r < reps; r++) {
+    if (project)
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)(B * L),
+                  (int)(3 * E), (int)E, 1.0f, xin, (int)E, wqkv, (int)E, 0.0f,
+                  y, (int)(3 * E));
     double t0 = now();
     if (plain_path)
       plain(&c, tiles);
@@ -154,6 +168,9 @@ int main(int argc, char **argv) {
          (long long)kb, (long long)kg, used, causal, plain_path,
          attn_vec()->name, 1e3 * med, 1e3 * t[0], flops / med * 1e-9);
   free(t);
+  free(xin);
+  free(y);
+  free(wqkv);
   free(qkv);
   free(tiles);
   return 0;

@@ -479,6 +479,7 @@ static void usage(void) {
       "  --ref-size N    n of the n*n*n reference sgemm (default 2048; 0 = "
       "skip)\n"
       "  --json FILE     write the JSON lines there instead of stdout\n"
+      "  --ref-only      only measure the reference sgemm\n"
       "  --no-fork       run cases in this process (peak RSS then "
       "accumulates)\n");
 }
@@ -489,6 +490,7 @@ int main(int argc, char **argv) {
   settings s = {0, 1, 5, 1.0, 2048, 1, stdout};
   static bench_case cases[MAX_CASES];
   int ncases = 0;
+  bool ref_only = false;
   for (int i = 1; i < argc; i++) {
     const char *a = argv[i];
     bool more = i + 1 < argc;
@@ -522,6 +524,8 @@ int main(int argc, char **argv) {
         perror(argv[i]);
         return 2;
       }
+    } else if (strcmp(a, "--ref-only") == 0) {
+      ref_only = true;
     } else if (strcmp(a, "--no-fork") == 0) {
       s.fork_cases = 0;
     } else if (a[0] == '-') {
@@ -538,7 +542,7 @@ int main(int argc, char **argv) {
       ncases++;
     }
   }
-  if (ncases == 0) {
+  if (ncases == 0 && !ref_only) {
     usage();
     return 2;
   }
@@ -594,6 +598,14 @@ int main(int argc, char **argv) {
   printf("reference sgemm %dx%dx%d: median %.1f GFLOP/s (min %.1f, max %.1f, "
          "%d runs before and after the cases)\n",
          s.ref_size, s.ref_size, s.ref_size, ref, ref_lo, ref_hi, nref);
+  if (nref)
+    fprintf(s.json,
+            "{\"reference_sgemm\":true,\"n\":%d,\"runs\":%d,"
+            "\"median_gflops\":%.2f,\"min_gflops\":%.2f,"
+            "\"max_gflops\":%.2f}\n",
+            s.ref_size, nref, ref, ref_lo, ref_hi);
+  if (ncases == 0)
+    return nref ? 0 : 1;
   printf("\n%-34s %10s %8s %7s %9s\n", "case", "median_ms", "GFLOP/s", "frac",
          "peak_MiB");
   int failed = 0;
@@ -617,20 +629,26 @@ int main(int argc, char **argv) {
     if (!r->ok)
       continue;
     double gf = case_flops(c) / r->median_s * 1e-9;
+    /* JSON has no NaN: null when there is no reference. */
+    char refs[32] = "null", frac[32] = "null";
+    if (nref) {
+      snprintf(refs, sizeof refs, "%.2f", ref);
+      snprintf(frac, sizeof frac, "%.4f", gf / ref);
+    }
     fprintf(s.json,
             "{\"case\":\"%s\",\"ok\":true,\"B\":%lld,\"Lq\":%lld,\"Lk\":%lld,"
             "\"E\":%lld,\"H\":%lld,\"kdim\":%lld,\"vdim\":%lld,\"causal\":%d,"
             "\"keylen\":%g,\"pad\":%g,\"bias\":%d,\"window\":%lld,"
             "\"weights\":%d,\"threads\":%d,\"blas_threads\":%d,\"reps\":%d,"
             "\"median_ms\":%.4f,\"min_ms\":%.4f,\"max_ms\":%.4f,"
-            "\"gflop\":%.6f,\"gflops\":%.2f,\"sgemm_gflops\":%.2f,"
-            "\"fraction\":%.4f,\"peak_rss_mib\":%.1f}\n",
+            "\"gflop\":%.6f,\"gflops\":%.2f,\"sgemm_gflops\":%s,"
+            "\"fraction\":%s,\"peak_rss_mib\":%.1f}\n",
             c->name, (long long)c->batch, (long long)c->len_q,
             (long long)c->len_k, (long long)c->embed, (long long)c->heads,
             (long long)c->kdim, (long long)c->vdim, c->causal, c->keylen,
             c->pad, c->bias, (long long)c->window, c->weights, c->threads,
             r->blas_threads, r->reps, 1e3 * r->median_s, 1e3 * r->min_s,
-            1e3 * r->max_s, case_flops(c) * 1e-9, gf, ref, gf / ref,
+            1e3 * r->max_s, case_flops(c) * 1e-9, gf, refs, frac,
             r->peak_rss_mib);
   }
   if (s.json != stdout)

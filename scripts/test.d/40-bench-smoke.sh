@@ -1,0 +1,91 @@
+#!/usr/bin/env bash
+# Benchmark smoke test (issue 4): builds the benchmark programs and runs them
+# on tiny sizes. Checks that they run and report well-formed results; no
+# timing is asserted (CI machines are shared and noisy).
+#
+#   1. bench_forward --preset smoke (self, causal, cross with kdim/vdim,
+#      masks, averaged weights; 1, 2 and all threads), each case in its own
+#      process: exit status 0, one JSON line per case with ok=true and
+#      positive times and memory, plus the reference sgemm line.
+#   2. bench_core on a tiny core, tiled and plain paths.
+#   3. The same with the generic BLAS build (ATTN_BLAS=generic) run against
+#      Debian's reference BLAS, where OpenBLAS's thread functions do not
+#      exist: the library and the benchmark must not depend on them. The
+#      threading and softmax tests run there too.
+#   4. bench/compare_torch.py on one tiny case when Debian's python3 has
+#      torch (it is not installed for this stage: it is large).
+#
+# Build trees: build/ci (shared with 10-unit.sh), build/bench-generic.
+set -euo pipefail
+cd "${ATTN_ROOT:-$(dirname "$0")/../..}"
+bash scripts/deps.sh libblas-dev
+tmp="$(mktemp -d /tmp/attn-bench.XXXXXX)"
+trap 'rm -rf "$tmp"' EXIT
+jobs="$(nproc)"
+
+# check_json FILE CASES: every case line ok with sane numbers, and the
+# reference line present.
+check_json() {
+  python3 - "$1" "$2" <<'EOF'
+import json, sys
+lines = [json.loads(l) for l in open(sys.argv[1]) if l.startswith("{")]
+cases = [l for l in lines if "case" in l]
+refs = [l for l in lines if l.get("reference_sgemm")]
+want = int(sys.argv[2])
+assert len(cases) == want, f"{len(cases)} case lines, want {want}"
+for c in cases:
+    assert c["ok"] is True, c
+    assert 0 < c["min_ms"] <= c["median_ms"] <= c["max_ms"], c
+    assert c["gflops"] > 0 and c["peak_rss_mib"] > 0 and c["reps"] >= 1, c
+    assert c["fraction"] is None or c["fraction"] > 0, c
+assert len(refs) == 1 and refs[0]["median_gflops"] > 0, refs
+print(f"bench smoke: {len(cases)} cases ok")
+EOF
+}
+
+smoke() { # smoke BUILD_DIR NAME
+  local dir="$1" name="$2"
+  "$dir/bench/bench_forward" --preset smoke --reps 2 --warmup 1 \
+    --ref-size 64 --json "$tmp/$name.json"
+  check_json "$tmp/$name.json" 5
+  # B L E H qblock kblock rows threads causal reps: library choice, whole
+  # rows, the plain path; causal with 2 threads.
+  "$dir/bench/bench_core" 2 40 32 4 0 0 0 1 0 2
+  "$dir/bench/bench_core" 2 40 32 4 16 -1 8 2 1 2
+  "$dir/bench/bench_core" 2 40 32 4 0 -2 0 1 0 2
+}
+
+echo "--- bench smoke: OpenBLAS build"
+cmake -S . -B build/ci -DCMAKE_BUILD_TYPE=Release -DATTN_WERROR=ON >/dev/null
+cmake --build build/ci -j"$jobs" --target bench_forward bench_core
+smoke build/ci openblas
+
+echo "--- bench smoke: generic BLAS build, reference BLAS"
+cmake -S . -B build/bench-generic -DCMAKE_BUILD_TYPE=Release \
+  -DATTN_WERROR=ON -DATTN_BLAS=generic -DATTN_BUILD_EXAMPLES=OFF >/dev/null
+cmake --build build/bench-generic -j"$jobs" --target bench_forward \
+  bench_core test_threads test_softmax
+refblas="$(dirname "$(find /usr/lib -path '*/blas/libblas.so.3' | head -1)")"
+[ -n "$refblas" ] || {
+  echo "bench smoke: Debian's reference BLAS (libblas3) is missing" >&2
+  exit 1
+}
+export LD_LIBRARY_PATH="$refblas${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+if ldd build/bench-generic/bench/bench_forward | grep -q openblas; then
+  echo "bench smoke: the generic build still loads OpenBLAS" >&2
+  exit 1
+fi
+smoke build/bench-generic generic
+ctest --test-dir build/bench-generic --output-on-failure --timeout 600 \
+  -R '^test_(threads|softmax)$'
+unset LD_LIBRARY_PATH
+
+if /usr/bin/python3 -c 'import torch' 2>/dev/null; then
+  echo "--- bench smoke: compare_torch.py"
+  /usr/bin/python3 bench/compare_torch.py --bench build/ci/bench/bench_forward \
+    --case "name=tiny,B=2,L=16,E=32,H=4" --reps 2 --ref-size 64 \
+    --json "$tmp/torch.json"
+  grep -q '"summary": "tiny"' "$tmp/torch.json"
+else
+  echo "--- bench smoke: no torch in /usr/bin/python3, compare_torch.py skipped"
+fi
