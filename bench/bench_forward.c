@@ -38,6 +38,8 @@ typedef struct {
   int64_t window; /* sliding window (0 = none) */
 } bench_case;
 
+#define MAX_SAMPLES 512
+
 typedef struct {
   int ok;
   char error[200];
@@ -45,10 +47,12 @@ typedef struct {
   double median_s, min_s, max_s;
   double peak_rss_mib;
   int blas_threads; /* -1: unknown (not OpenBLAS) */
+  int nsamples;     /* the first min(reps, MAX_SAMPLES) times */
+  double samples[MAX_SAMPLES];
 } case_result;
 
 typedef struct {
-  int reps, warmup, min_reps;
+  int reps, warmup, min_reps, rounds;
   double min_time;
   int ref_size;
   int fork_cases;
@@ -230,6 +234,8 @@ static void run_case(const bench_case *c, const settings *s, case_result *r) {
     r->min_s = t[i] < r->min_s ? t[i] : r->min_s;
     r->max_s = t[i] > r->max_s ? t[i] : r->max_s;
   }
+  r->nsamples = reps < MAX_SAMPLES ? reps : MAX_SAMPLES;
+  memcpy(r->samples, t, (size_t)r->nsamples * sizeof(double));
   r->median_s = median(t, reps);
   free(t);
   r->ok = 1;
@@ -476,6 +482,9 @@ static void usage(void) {
       "  --min-time S    seconds of timed runs per case (default 1.0)\n"
       "  --min-reps N    (default 5)\n"
       "  --warmup N      untimed runs first (default 1)\n"
+      "  --rounds N      run the whole list N times, the reference sgemm\n"
+      "                  between rounds; times of all rounds are pooled\n"
+      "                  (default 1)\n"
       "  --ref-size N    n of the n*n*n reference sgemm (default 2048; 0 = "
       "skip)\n"
       "  --json FILE     write the JSON lines there instead of stdout\n"
@@ -487,7 +496,7 @@ static void usage(void) {
 #define MAX_CASES 256
 
 int main(int argc, char **argv) {
-  settings s = {0, 1, 5, 1.0, 2048, 1, stdout};
+  settings s = {0, 1, 5, 1, 1.0, 2048, 1, stdout};
   static bench_case cases[MAX_CASES];
   int ncases = 0;
   bool ref_only = false;
@@ -514,6 +523,8 @@ int main(int argc, char **argv) {
       s.min_time = atof(argv[++i]);
     } else if (strcmp(a, "--min-reps") == 0 && more) {
       s.min_reps = atoi(argv[++i]);
+    } else if (strcmp(a, "--rounds") == 0 && more) {
+      s.rounds = atoi(argv[++i]);
     } else if (strcmp(a, "--warmup") == 0 && more) {
       s.warmup = atoi(argv[++i]);
     } else if (strcmp(a, "--ref-size") == 0 && more) {
@@ -551,52 +562,82 @@ int main(int argc, char **argv) {
   if (s.warmup < 0)
     s.warmup = 0;
 
-  /* Reference sgemm before and after the cases; the median of all its
-   * samples is the yardstick. */
+  if (s.rounds < 1)
+    s.rounds = 1;
+
+  /* Reference sgemm before, between and after the rounds; the median of
+   * all its samples is the yardstick. */
   enum { ref_reps = 5 };
-  double ref_samples[2 * ref_reps];
+  double *ref_samples = malloc(sizeof(double) * ref_reps * (s.rounds + 1));
+  /* Every timed run of every round, per case. */
+  double *pooled = malloc(sizeof(double) * MAX_SAMPLES * s.rounds *
+                          (size_t)(ncases ? ncases : 1));
+  static case_result results[MAX_CASES];
+  static int npooled[MAX_CASES];
+  if (!ref_samples || !pooled) {
+    fprintf(stderr, "bench_forward: out of memory\n");
+    return 1;
+  }
   int nref = 0;
   ref_arg ra = {s.ref_size, ref_reps};
   ref_result rr;
-  if (s.ref_size > 0 &&
-      in_child(s.fork_cases, ref_thunk, &ra, &rr, sizeof rr) == 0) {
-    memcpy(ref_samples, rr.gflops, sizeof(double) * ref_reps);
-    nref = ref_reps;
-  }
 
-  static case_result results[MAX_CASES];
   printf("libattn %s, BLAS threads %d, reference sgemm n=%d\n",
          attn_version_string(), blas_threads(), s.ref_size);
-  printf("%-34s %4s %5s %10s %10s %10s %8s %7s %9s\n", "case", "thr", "reps",
-         "median_ms", "min_ms", "max_ms", "GFLOP/s", "frac", "peak_MiB");
-  for (int i = 0; i < ncases; i++) {
-    case_arg ca = {&cases[i], &s};
-    case_result *r = &results[i];
-    if (in_child(s.fork_cases, case_thunk, &ca, r, sizeof *r) != 0 &&
-        !r->error[0]) {
-      memset(r, 0, sizeof *r);
-      snprintf(r->error, sizeof r->error, "child process failed");
+  printf("%-34s %5s %4s %5s %10s %10s %10s %8s %9s\n", "case", "round", "thr",
+         "reps", "median_ms", "min_ms", "max_ms", "GFLOP/s", "peak_MiB");
+  for (int round = 0; round <= s.rounds; round++) {
+    if (s.ref_size > 0 &&
+        in_child(s.fork_cases, ref_thunk, &ra, &rr, sizeof rr) == 0) {
+      memcpy(ref_samples + nref, rr.gflops, sizeof(double) * ref_reps);
+      nref += ref_reps;
     }
-    if (!r->ok) {
-      printf("%-34s FAILED: %s\n", cases[i].name, r->error);
-      continue;
+    if (round == s.rounds)
+      break;
+    for (int i = 0; i < ncases; i++) {
+      case_arg ca = {&cases[i], &s};
+      case_result r;
+      if (round > 0 && !results[i].ok)
+        continue; /* failed before */
+      if (in_child(s.fork_cases, case_thunk, &ca, &r, sizeof r) != 0 &&
+          !r.error[0]) {
+        memset(&r, 0, sizeof r);
+        snprintf(r.error, sizeof r.error, "child process failed");
+      }
+      case_result *agg = &results[i];
+      if (!r.ok) {
+        *agg = r;
+        printf("%-34s FAILED: %s\n", cases[i].name, r.error);
+        continue;
+      }
+      double gf = case_flops(&cases[i]) / r.median_s * 1e-9;
+      printf("%-34s %5d %4d %5d %10.3f %10.3f %10.3f %8.1f %9.1f\n",
+             cases[i].name, round + 1, cases[i].threads, r.reps,
+             1e3 * r.median_s, 1e3 * r.min_s, 1e3 * r.max_s, gf,
+             r.peak_rss_mib);
+      fflush(stdout);
+      double *mine = pooled + (size_t)i * MAX_SAMPLES * s.rounds;
+      memcpy(mine + npooled[i], r.samples, sizeof(double) * r.nsamples);
+      npooled[i] += r.nsamples;
+      if (round == 0) {
+        *agg = r;
+      } else {
+        agg->reps += r.reps;
+        agg->min_s = r.min_s < agg->min_s ? r.min_s : agg->min_s;
+        agg->max_s = r.max_s > agg->max_s ? r.max_s : agg->max_s;
+        agg->peak_rss_mib = r.peak_rss_mib > agg->peak_rss_mib
+                                ? r.peak_rss_mib
+                                : agg->peak_rss_mib;
+      }
+      agg->median_s =
+          median(pooled + (size_t)i * MAX_SAMPLES * s.rounds, npooled[i]);
     }
-    double gf = case_flops(&cases[i]) / r->median_s * 1e-9;
-    printf("%-34s %4d %5d %10.3f %10.3f %10.3f %8.1f %7s %9.1f\n",
-           cases[i].name, cases[i].threads, r->reps, 1e3 * r->median_s,
-           1e3 * r->min_s, 1e3 * r->max_s, gf, "-", r->peak_rss_mib);
-    fflush(stdout);
-  }
-  if (s.ref_size > 0 &&
-      in_child(s.fork_cases, ref_thunk, &ra, &rr, sizeof rr) == 0) {
-    memcpy(ref_samples + nref, rr.gflops, sizeof(double) * ref_reps);
-    nref += ref_reps;
   }
   double ref = nref ? median(ref_samples, nref) : NAN;
   double ref_lo = nref ? ref_samples[0] : NAN;
   double ref_hi = nref ? ref_samples[nref - 1] : NAN;
   printf("reference sgemm %dx%dx%d: median %.1f GFLOP/s (min %.1f, max %.1f, "
-         "%d runs before and after the cases)\n",
+         "%d runs around the rounds)\n",
          s.ref_size, s.ref_size, s.ref_size, ref, ref_lo, ref_hi, nref);
   if (nref)
     fprintf(s.json,
@@ -604,8 +645,11 @@ int main(int argc, char **argv) {
             "\"median_gflops\":%.2f,\"min_gflops\":%.2f,"
             "\"max_gflops\":%.2f}\n",
             s.ref_size, nref, ref, ref_lo, ref_hi);
-  if (ncases == 0)
+  if (ncases == 0) {
+    free(pooled);
+    free(ref_samples);
     return nref ? 0 : 1;
+  }
   printf("\n%-34s %10s %8s %7s %9s\n", "case", "median_ms", "GFLOP/s", "frac",
          "peak_MiB");
   int failed = 0;
@@ -639,7 +683,8 @@ int main(int argc, char **argv) {
             "{\"case\":\"%s\",\"ok\":true,\"B\":%lld,\"Lq\":%lld,\"Lk\":%lld,"
             "\"E\":%lld,\"H\":%lld,\"kdim\":%lld,\"vdim\":%lld,\"causal\":%d,"
             "\"keylen\":%g,\"pad\":%g,\"bias\":%d,\"window\":%lld,"
-            "\"weights\":%d,\"threads\":%d,\"blas_threads\":%d,\"reps\":%d,"
+            "\"weights\":%d,\"threads\":%d,\"blas_threads\":%d,"
+            "\"rounds\":%d,\"reps\":%d,"
             "\"median_ms\":%.4f,\"min_ms\":%.4f,\"max_ms\":%.4f,"
             "\"gflop\":%.6f,\"gflops\":%.2f,\"sgemm_gflops\":%s,"
             "\"fraction\":%s,\"peak_rss_mib\":%.1f}\n",
@@ -647,11 +692,13 @@ int main(int argc, char **argv) {
             (long long)c->len_k, (long long)c->embed, (long long)c->heads,
             (long long)c->kdim, (long long)c->vdim, c->causal, c->keylen,
             c->pad, c->bias, (long long)c->window, c->weights, c->threads,
-            r->blas_threads, r->reps, 1e3 * r->median_s, 1e3 * r->min_s,
-            1e3 * r->max_s, case_flops(c) * 1e-9, gf, refs, frac,
-            r->peak_rss_mib);
+            r->blas_threads, s.rounds, r->reps, 1e3 * r->median_s,
+            1e3 * r->min_s, 1e3 * r->max_s, case_flops(c) * 1e-9, gf, refs,
+            frac, r->peak_rss_mib);
   }
   if (s.json != stdout)
     fclose(s.json);
+  free(pooled);
+  free(ref_samples);
   return failed ? 1 : 0;
 }
