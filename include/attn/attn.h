@@ -27,6 +27,30 @@
  * attn_layer_init_weights()) must not run concurrently with any other call on
  * that layer. Scratch buffers passed in by callers belong to one call at a
  * time.
+ *
+ * Threads inside a call
+ * ---------------------
+ * A forward call makes its projections as single cblas_sgemm calls from the
+ * calling thread; the BLAS may run each on threads of its own (OpenBLAS:
+ * every core unless OPENBLAS_NUM_THREADS, OMP_NUM_THREADS or
+ * openblas_set_num_threads() say otherwise). The attention between them runs
+ * on up to num_threads threads that the library starts for the call, the
+ * calling thread being one of them (attn_options.num_threads,
+ * attn_config.num_threads). Every BLAS call made on those threads is kept
+ * small enough (M * N * K <= 262144) that OpenBLAS runs it in that thread,
+ * so BLAS threads and library threads never run nested. The library never
+ * reads or changes the BLAS's own settings. Consequently:
+ * - num_threads = 1 keeps the attention in the calling thread; for a call
+ *   that uses exactly one core, also give the BLAS one thread.
+ * - Several caller threads running forward calls at once each start their
+ *   own threads and share the BLAS's: to avoid running more threads than
+ *   cores, give each call a share of the cores and the BLAS one thread.
+ * - With a BLAS that threads even small products (e.g. some BLIS or MKL
+ *   builds installed as libblas.so.3), give that BLAS one thread.
+ * - Results are bit-identical for every num_threads: the work is cut into
+ *   blocks chosen from the shapes and the CPU (cache size, vector
+ *   instructions) only, and each block is computed the same way on any
+ *   thread. (With OpenBLAS they also do not depend on its thread count.)
  */
 #ifndef ATTN_ATTN_H
 #define ATTN_ATTN_H
@@ -164,8 +188,11 @@ typedef struct attn_config {
   int64_t vdim;
   /** Nonzero (default): projections have biases, as torch's bias=True. */
   int32_t bias;
-  /** Default number of threads for forward calls; 0 (default) = all cores
-   * of the machine, 1 = run in the calling thread only. */
+  /** Default number of the library's own threads for forward calls; 0
+   * (default) = one per online core of the machine, 1 = run in the calling
+   * thread only. The BLAS's threads are not counted: see "Threads inside a
+   * call" at the top of this file. Calls too small to gain from threads use
+   * fewer; results do not depend on the number. */
   int32_t num_threads;
   /** Score scale; 0 (default) means 1/sqrt(embed_dim / num_heads). */
   double scale;
@@ -352,8 +379,10 @@ typedef struct attn_options {
   float *attn_weights;
   /** ATTN_WEIGHTS_PER_HEAD (default) or ATTN_WEIGHTS_AVERAGE. */
   int32_t weights_mode;
-  /** Threads for this call: 0 (default) = the layer's num_threads, else the
-   * number of threads (1 = the calling thread only). */
+  /** The library's threads for this call: 0 (default) = the layer's
+   * num_threads, else that many (1 = the calling thread only). The BLAS's
+   * threads are not counted: see "Threads inside a call" at the top of this
+   * file. Results do not depend on it. */
   int32_t num_threads;
   /** Caller-provided scratch memory of scratch_size bytes, at least the
    * size attn_forward_scratch_size() reports, any alignment. The call then
