@@ -173,6 +173,17 @@ static void merge_item(void *ctx, int64_t item, int32_t worker) {
   attn_dec_attn_merge(((chunk_job *)ctx)->a, item);
 }
 
+/* Starting a thread costs tens of microseconds, and more when the other
+ * cores are busy: a step's small loops take another thread only for at
+ * least this much work each. */
+#define MACS_PER_THREAD ((int64_t)1 << 21)
+#define CACHE_BYTES_PER_THREAD ((int64_t)8 << 20)
+
+static int32_t threads_for(int64_t work, int64_t per_thread, int32_t max) {
+  int64_t t = work / per_thread;
+  return t < 1 ? 1 : t < max ? (int32_t)t : max;
+}
+
 /* Rows of a projection up to which decode_attn.c's kernel runs it. */
 #define SMALL_PROJECTION_ROWS 8
 
@@ -195,7 +206,8 @@ static void project(int64_t M, int64_t N, int64_t K, const float *x,
   }
   attn_dec_linear p = {M, N, K, x, ldx, w, b, y, ldy};
   int64_t blocks = (N + ATTN_DEC_LINEAR_BLOCK - 1) / ATTN_DEC_LINEAR_BLOCK;
-  attn_parallel_for(threads, blocks, linear_item, &p);
+  attn_parallel_for(threads_for(M * N * K, MACS_PER_THREAD, threads), blocks,
+                    linear_item, &p);
 }
 
 void attn_decode_mask_init(attn_decode_mask *mask) {
@@ -393,9 +405,11 @@ attn_status attn_decode_step(const attn_layer *l, attn_kv_cache *c, int64_t B,
 
   const uint8_t *pad = c->any_pad ? c->pad : NULL;
   if (p.chunked) {
-    int64_t max_held = 0;
-    for (int64_t b = 0; b < B; b++)
+    int64_t max_held = 0, all_held = 0;
+    for (int64_t b = 0; b < B; b++) {
       max_held = lens[b] > max_held ? lens[b] : max_held;
+      all_held += lens[b];
+    }
     attn_dec_attn a = {.layer = l,
                        .n = n,
                        .q = qkv,
@@ -413,7 +427,9 @@ attn_status attn_decode_step(const attn_layer *l, attn_kv_cache *c, int64_t B,
                        .chunks = attn_dec_attn_chunks(max_held),
                        .partial = f + p.partial_off};
     chunk_job job = {&a, f + p.tile_off, p.tile_floats};
-    attn_parallel_for(p.threads, B * a.chunks, chunk_item, &job);
+    int64_t bytes = all_held * c->slot_ld * (int64_t)sizeof(float);
+    attn_parallel_for(threads_for(bytes, CACHE_BYTES_PER_THREAD, p.threads),
+                      B * a.chunks, chunk_item, &job);
     /* The merge reads chunks * (head_dim + 2) floats per query row: only
      * worth threads when that is a lot. */
     int64_t merge_work = B * a.chunks * n * l->num_heads * l->head_dim;
