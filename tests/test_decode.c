@@ -937,6 +937,75 @@ static void test_threads(void **state) {
   free(outs[1]);
 }
 
+/* A cache large enough for the step to split its keys over several
+ * threads: the same bits on one thread and on two, and the reference's
+ * output for the newest tokens. */
+static void test_large_cache(void **state) {
+  (void)state;
+  attn_config cfg = self_config(256, 4, 0);
+  ref_model m;
+  assert_int_equal(ref_model_create(&m, &cfg, 140), ATTN_OK);
+  int64_t B = 2, E = 256, L = 4200, C = 4300;
+  int64_t lens[2] = {4200, 4100};
+  attn_cache_config cc;
+  attn_cache_config_init(&cc);
+  cc.batch = B;
+  cc.capacity = C;
+  attn_kv_cache *c1, *c2;
+  assert_int_equal(attn_kv_cache_create(m.layer, &cc, &c1), ATTN_OK);
+  assert_int_equal(attn_kv_cache_create(m.layer, &cc, &c2), ATTN_OK);
+  ref_rng r;
+  ref_rng_seed(&r, 141);
+  int64_t steps = 3, total = L + steps;
+  float *hist = ref_random(&r, B * total * E, -1, 1); /* [B, total, E] */
+  float *x = ref_xmalloc((size_t)(B * L * E) * sizeof(float));
+  float *out = ref_xmalloc((size_t)(B * L * E) * sizeof(float));
+  for (int64_t b = 0; b < B; b++)
+    memcpy(x + b * L * E, hist + b * total * E,
+           (size_t)(lens[b] * E) * sizeof(float));
+  attn_decode_mask dm;
+  attn_decode_mask_init(&dm);
+  dm.new_lengths = lens;
+  assert_int_equal(attn_decode_step(m.layer, c1, B, L, x, &dm, NULL, out),
+                   ATTN_OK);
+  assert_int_equal(attn_decode_step(m.layer, c2, B, L, x, &dm, NULL, out),
+                   ATTN_OK);
+  float tok[2 * 256], o1[2 * 256], o2[2 * 256];
+  attn_options one, two;
+  attn_options_init(&one);
+  attn_options_init(&two);
+  one.num_threads = 1;
+  two.num_threads = 2;
+  for (int64_t t = 0; t < steps; t++) {
+    for (int64_t b = 0; b < B; b++)
+      memcpy(tok + b * E, hist + (b * total + lens[b] + t) * E,
+             (size_t)E * sizeof(float));
+    assert_int_equal(attn_decode_step(m.layer, c1, B, 1, tok, NULL, &one, o1),
+                     ATTN_OK);
+    assert_int_equal(attn_decode_step(m.layer, c2, B, 1, tok, NULL, &two, o2),
+                     ATTN_OK);
+    assert_memory_equal(o1, o2, sizeof o1);
+  }
+  /* The last token of each row against the reference over its history. */
+  for (int64_t b = 0; b < B; b++) {
+    int64_t n = lens[b] + steps;
+    double want[256];
+    attn_mask mk;
+    attn_mask_init(&mk);
+    mk.causal = ATTN_CAUSAL_BOTTOM_RIGHT;
+    const float *h = hist + b * total * E;
+    ref_forward(&m.ref, 1, 1, n, h + (n - 1) * E, h, h, &mk, want, NULL);
+    assert_true(
+        ref_close("large cache", o1 + b * E, want, E, REF_RTOL, REF_ATOL));
+  }
+  attn_kv_cache_destroy(c1);
+  attn_kv_cache_destroy(c2);
+  free(hist);
+  free(x);
+  free(out);
+  ref_model_destroy(&m);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_token_by_token),
@@ -956,6 +1025,7 @@ int main(void) {
       cmocka_unit_test(test_memory_caller_buffer),
       cmocka_unit_test(test_errors),
       cmocka_unit_test(test_threads),
+      cmocka_unit_test(test_large_cache),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
