@@ -160,6 +160,17 @@ static void core_item(void *ctx, int64_t item, int32_t worker) {
   attn_core_run(j->core, item, j->tiles + worker * j->tile_floats);
 }
 
+/* A projection: on the library's threads when the BLAS is held to one
+ * thread (blas_threads.c), else one product the BLAS may thread. */
+static void project(bool ours, int32_t threads, int64_t M, int64_t N, int64_t K,
+                    const float *x, int64_t ldx, const float *w, const float *b,
+                    float *y, int64_t ldy) {
+  if (ours)
+    attn_linear_threads(threads, M, N, K, x, ldx, w, b, y, ldy);
+  else
+    attn_linear(M, N, K, x, ldx, w, b, y, ldy);
+}
+
 static attn_status check_inputs(const attn_layer *l, int64_t B, int64_t Lq,
                                 int64_t Lk, const float *query,
                                 const float *key, const float *value) {
@@ -252,15 +263,18 @@ attn_status attn_forward(const attn_layer *l, int64_t B, int64_t Lq, int64_t Lk,
   const float *bk = L->bias ? attn_slot_ptr(L, ATTN_SLOT_BK) : NULL;
   const float *bv = L->bias ? attn_slot_ptr(L, ATTN_SLOT_BV) : NULL;
   float *q = f, *k = f + p.k_off, *v = f + p.v_off;
+  /* Every thread of the call is the library's: see blas_threads.c. */
+  bool ours = attn_blas_serial_begin();
+  int32_t t = p.threads;
   if (p.fused_qkv) {
-    attn_linear(B * Lq, E + 2 * KV, E, query, E, wq, bq, q, p.ldq);
+    project(ours, t, B * Lq, E + 2 * KV, E, query, E, wq, bq, q, p.ldq);
   } else {
-    attn_linear(B * Lq, E, E, query, E, wq, bq, q, p.ldq);
+    project(ours, t, B * Lq, E, E, query, E, wq, bq, q, p.ldq);
     if (p.fused_kv) {
-      attn_linear(B * Lk, 2 * KV, L->kdim, key, L->kdim, wk, bk, k, p.ldk);
+      project(ours, t, B * Lk, 2 * KV, L->kdim, key, L->kdim, wk, bk, k, p.ldk);
     } else {
-      attn_linear(B * Lk, KV, L->kdim, key, L->kdim, wk, bk, k, p.ldk);
-      attn_linear(B * Lk, KV, L->vdim, value, L->vdim, wv, bv, v, p.ldv);
+      project(ours, t, B * Lk, KV, L->kdim, key, L->kdim, wk, bk, k, p.ldk);
+      project(ours, t, B * Lk, KV, L->vdim, value, L->vdim, wv, bv, v, p.ldv);
     }
   }
 
@@ -286,8 +300,10 @@ attn_status attn_forward(const attn_layer *l, int64_t B, int64_t Lq, int64_t Lk,
   attn_parallel_for(attn_core_threads(&core, p.threads), attn_core_items(&core),
                     core_item, &job);
 
-  attn_linear(B * Lq, E, E, q, p.ldq, attn_slot_ptr(L, ATTN_SLOT_WO),
-              L->bias ? attn_slot_ptr(L, ATTN_SLOT_BO) : NULL, out, E);
+  project(ours, t, B * Lq, E, E, q, p.ldq, attn_slot_ptr(L, ATTN_SLOT_WO),
+          L->bias ? attn_slot_ptr(L, ATTN_SLOT_BO) : NULL, out, E);
+  if (ours)
+    attn_blas_serial_end();
   free(mem);
   return ATTN_OK;
 }

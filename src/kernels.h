@@ -122,6 +122,24 @@ void attn_parallel_for(int32_t threads, int64_t items,
                        void (*fn)(void *ctx, int64_t item, int32_t worker),
                        void *ctx);
 
+/* blas_threads.c --------------------------------------------------------- */
+
+/* Starts a section in which the BLAS runs every product in the calling
+ * thread: with OpenBLAS (pthreads build), sets it to one thread until the
+ * last concurrent section ends, then restores its count. Returns false
+ * when the BLAS's threading cannot be controlled (generic CBLAS, OpenMP
+ * OpenBLAS): the section then changes nothing, and the BLAS may still
+ * thread big products. Every begin needs one attn_blas_serial_end(). */
+bool attn_blas_serial_begin(void);
+void attn_blas_serial_end(void);
+
+/* attn_linear split into blocks of rows (and columns, for few rows) run on
+ * up to `threads` threads; the blocks depend on the shapes only. For use
+ * inside a serial section (otherwise the BLAS may thread every block). */
+void attn_linear_threads(int32_t threads, int64_t M, int64_t N, int64_t K,
+                         const float *x, int64_t ldx, const float *w,
+                         const float *b, float *y, int64_t ldy);
+
 /* project.c -------------------------------------------------------------- */
 
 /* y[M, N] = x[M, K] * w[N, K]^T + b (b may be NULL), row strides ldx, ldy. */
