@@ -21,7 +21,8 @@
  * Thread safety
  * -------------
  * The library has no global mutable state apart from the per-thread error
- * message. A layer whose weights are set is read-only during forward calls:
+ * message and, with OpenBLAS, the hold on its thread count described under
+ * "Threads inside a call". A layer whose weights are set is read-only during forward calls:
  * any number of threads may call attn_forward() / attn_self_forward() on the
  * same layer at once. Functions that change a layer (weight setters,
  * attn_layer_init_weights()) must not run concurrently with any other call on
@@ -30,27 +31,33 @@
  *
  * Threads inside a call
  * ---------------------
- * A forward call makes its projections as single cblas_sgemm calls from the
- * calling thread; the BLAS may run each on threads of its own (OpenBLAS:
- * every core unless OPENBLAS_NUM_THREADS, OMP_NUM_THREADS or
- * openblas_set_num_threads() say otherwise). The attention between them runs
- * on up to num_threads threads that the library starts for the call, the
- * calling thread being one of them (attn_options.num_threads,
- * attn_config.num_threads). Every BLAS call made on those threads is kept
- * small enough (M * N * K <= 262144) that OpenBLAS runs it in that thread,
- * so BLAS threads and library threads never run nested. The library never
- * reads or changes the BLAS's own settings. Consequently:
- * - num_threads = 1 keeps the attention in the calling thread; for a call
- *   that uses exactly one core, also give the BLAS one thread.
- * - Several caller threads running forward calls at once each start their
- *   own threads and share the BLAS's: to avoid running more threads than
- *   cores, give each call a share of the cores and the BLAS one thread.
- * - With a BLAS that threads even small products (e.g. some BLIS or MKL
- *   builds installed as libblas.so.3), give that BLAS one thread.
- * - Results are bit-identical for every num_threads: the work is cut into
- *   blocks chosen from the shapes and the CPU (cache size, vector
- *   instructions) only, and each block is computed the same way on any
- *   thread. (With OpenBLAS they also do not depend on its thread count.)
+ * A forward call runs on up to num_threads threads that the library starts
+ * for the call, the calling thread being one of them (see
+ * attn_options.num_threads and attn_config.num_threads): the projections,
+ * cut into blocks of rows and columns, and the attention, cut into (batch
+ * row, head, block of queries) items. How that meets the BLAS's threads:
+ * - OpenBLAS, pthreads build (Debian's default, also when reached through
+ *   libblas.so.3): while at least one forward call is running, the library
+ *   sets OpenBLAS's process-wide thread count to 1 (openblas_set_num_threads,
+ *   looked up at run time) and puts the previous count back when the last of
+ *   the concurrent calls returns. Meanwhile, BLAS calls made by other threads
+ *   of the program run single-threaded, and a count they set is overwritten
+ *   by that restore. The reason: OpenBLAS's idle threads keep spinning for
+ *   about 0.1 s after each threaded product and would take cores from the
+ *   library's threads (docs/PERFORMANCE.md has the measurement). So
+ *   OPENBLAS_NUM_THREADS does not limit a forward call; num_threads does.
+ * - Any other BLAS (a generic CBLAS, OpenBLAS built with OpenMP): the
+ *   library leaves it alone. Each projection is then one BLAS call from the
+ *   calling thread, which the BLAS may thread itself; the attention's BLAS
+ *   calls, made on the library's threads, are kept small enough
+ *   (M * N * K <= 262144) that OpenBLAS runs them in the calling thread, so
+ *   its threads never run nested inside the library's. With a BLAS that
+ *   threads even small products, give that BLAS one thread.
+ * Several caller threads running forward calls at once each start their own
+ * threads: to avoid running more threads than cores, give each call a share
+ * of the cores. Results are bit-identical for every num_threads: the work is
+ * cut into blocks chosen from the shapes and the CPU (cache size, vector
+ * instructions) only, and each block is computed the same way on any thread.
  */
 #ifndef ATTN_ATTN_H
 #define ATTN_ATTN_H
@@ -188,11 +195,11 @@ typedef struct attn_config {
   int64_t vdim;
   /** Nonzero (default): projections have biases, as torch's bias=True. */
   int32_t bias;
-  /** Default number of the library's own threads for forward calls; 0
-   * (default) = one per online core of the machine, 1 = run in the calling
-   * thread only. The BLAS's threads are not counted: see "Threads inside a
-   * call" at the top of this file. Calls too small to gain from threads use
-   * fewer; results do not depend on the number. */
+  /** Default number of threads for forward calls; 0 (default) = one per
+   * online core of the machine, 1 = run in the calling thread only. With a
+   * BLAS other than OpenBLAS (pthreads), the BLAS's own threads come on top:
+   * see "Threads inside a call" at the top of this file. Calls too small to
+   * gain from threads use fewer; results do not depend on the number. */
   int32_t num_threads;
   /** Score scale; 0 (default) means 1/sqrt(embed_dim / num_heads). */
   double scale;
@@ -379,10 +386,10 @@ typedef struct attn_options {
   float *attn_weights;
   /** ATTN_WEIGHTS_PER_HEAD (default) or ATTN_WEIGHTS_AVERAGE. */
   int32_t weights_mode;
-  /** The library's threads for this call: 0 (default) = the layer's
-   * num_threads, else that many (1 = the calling thread only). The BLAS's
-   * threads are not counted: see "Threads inside a call" at the top of this
-   * file. Results do not depend on it. */
+  /** Threads for this call: 0 (default) = the layer's num_threads, else
+   * that many (1 = the calling thread only). With a BLAS other than OpenBLAS
+   * (pthreads), the BLAS's own threads come on top: see "Threads inside a
+   * call" at the top of this file. Results do not depend on it. */
   int32_t num_threads;
   /** Caller-provided scratch memory of scratch_size bytes, at least the
    * size attn_forward_scratch_size() reports, any alignment. The call then
