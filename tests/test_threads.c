@@ -8,7 +8,11 @@
  *   cores), and match the double-precision reference.
  * - Several caller threads running forward calls on one layer at once,
  *   each with its own thread count, get exactly the results of the same
- *   calls made one after another. */
+ *   calls made one after another.
+ * - With OpenBLAS, its thread count is the same after forward calls
+ *   (sequential or concurrent) as before: the library restores what it
+ *   held at one thread. */
+#define _GNU_SOURCE /* RTLD_DEFAULT */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -19,11 +23,26 @@
 #include "kernels.h"
 #include "ref.h"
 
+#include <dlfcn.h>
 #include <math.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+
+/* OpenBLAS's thread count, or -1 without OpenBLAS. */
+static int blas_threads(void) {
+  int (*get)(void) = NULL;
+  *(void **)&get = dlsym(RTLD_DEFAULT, "openblas_get_num_threads");
+  return get ? get() : -1;
+}
+
+static void set_blas_threads(int n) {
+  void (*set)(int) = NULL;
+  *(void **)&set = dlsym(RTLD_DEFAULT, "openblas_set_num_threads");
+  if (set)
+    set(n);
+}
 
 /* attn_parallel_for ------------------------------------------------------ */
 
@@ -259,7 +278,9 @@ static void test_tiled_self_thread_counts(void **state) {
   (void)state;
   problem p;
   problem_self(&p);
+  int before = blas_threads();
   check_thread_counts(&p);
+  assert_int_equal(blas_threads(), before);
   problem_free(&p);
 }
 
@@ -324,6 +345,10 @@ static void test_concurrent_callers(void **state) {
     compute(&ps[k], &ref, 1, &want[k]);
     reference_free(&ref);
   }
+  /* A count other than 1 and the machine's, which must come back. */
+  int before = blas_threads();
+  if (before > 0)
+    set_blas_threads(3);
   enum { CALLERS = 4 };
   pthread_t tid[CALLERS];
   caller c[CALLERS];
@@ -334,6 +359,10 @@ static void test_concurrent_callers(void **state) {
   for (int i = 0; i < CALLERS; i++) {
     pthread_join(tid[i], NULL);
     assert_int_equal(c[i].failures, 0);
+  }
+  if (before > 0) {
+    assert_int_equal(blas_threads(), 3);
+    set_blas_threads(before);
   }
   for (int k = 0; k < 2; k++) {
     results_free(&want[k]);
