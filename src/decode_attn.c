@@ -71,27 +71,8 @@ static inline float dot(const float *x, const float *y, int64_t n) {
          ((acc[2] + acc[6]) + (acc[3] + acc[7]));
 }
 
-/* Each slot starts a new 4 KiB page (E = 512), where the hardware
- * prefetchers start over: ask for the keys (or values) of a slot a few
- * slots ahead. */
+/* Slots ahead that the portable loops prefetch. */
 #define PREFETCH_SLOTS 4
-
-void attn_dec_prefetch_slot(const float *base, int64_t j, int64_t end,
-                            int64_t ld, int64_t floats) {
-#if defined(__GNUC__)
-  if (j >= end)
-    return;
-  const char *p = (const char *)(base + j * ld);
-  for (int64_t off = 0; off < floats * (int64_t)sizeof(float); off += 64)
-    __builtin_prefetch(p + off, 0, 3);
-#else
-  (void)base;
-  (void)j;
-  (void)end;
-  (void)ld;
-  (void)floats;
-#endif
-}
 
 /* s[r * lds + j - jmin] = scale * q_r . k_j for every query row r of the
  * batch row (q: its n rows) and key j in [jmin, jmax), walking the slots
