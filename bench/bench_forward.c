@@ -54,6 +54,7 @@ typedef struct {
 typedef struct {
   int reps, warmup, min_reps, rounds;
   double min_time;
+  double wait_idle; /* > 0: before each measurement, wait for idle CPUs */
   int ref_size;
   int fork_cases;
   FILE *json;
@@ -281,10 +282,53 @@ static void run_reference(int n, int reps, double *out) {
   free(a), free(b), free(c);
 }
 
+/* Idle and total jiffies of all CPUs so far (/proc/stat), false when
+ * unreadable. */
+static bool cpu_jiffies(double *idle, double *total) {
+  FILE *f = fopen("/proc/stat", "r");
+  if (!f)
+    return false;
+  unsigned long long v[8] = {0};
+  int n = fscanf(f, "cpu %llu %llu %llu %llu %llu %llu %llu %llu", &v[0], &v[1],
+                 &v[2], &v[3], &v[4], &v[5], &v[6], &v[7]);
+  fclose(f);
+  if (n < 5)
+    return false;
+  *idle = (double)(v[3] + v[4]);
+  *total = 0;
+  for (int i = 0; i < n; i++)
+    *total += (double)v[i];
+  return true;
+}
+
+/* On a shared machine: waits (up to 10 minutes) until the CPUs were idle
+ * for at least `fraction` of one second, so that a measurement does not
+ * start while other programs are busy. */
+static void wait_idle(double fraction) {
+  if (fraction <= 0)
+    return;
+  for (int tries = 0; tries < 600; tries++) {
+    double i0, t0, i1, t1;
+    if (!cpu_jiffies(&i0, &t0))
+      return;
+    struct timespec ts = {1, 0};
+    nanosleep(&ts, NULL);
+    if (!cpu_jiffies(&i1, &t1))
+      return;
+    if (t1 > t0 && (i1 - i0) / (t1 - t0) >= fraction)
+      return;
+  }
+  fprintf(stderr, "bench_forward: CPUs still busy after 10 minutes; "
+                  "measuring anyway\n");
+}
+
 /* Runs fn in a child process (or here, without --no-fork) and copies the
  * child's result of `size` bytes back. */
+static double idle_wanted; /* settings.wait_idle, for in_child */
+
 static int in_child(bool fork_it, void (*fn)(void *arg, void *res), void *arg,
                     void *res, size_t size) {
+  wait_idle(idle_wanted);
   if (!fork_it) {
     fn(arg, res);
     return 0;
@@ -489,6 +533,9 @@ static void usage(void) {
       "skip)\n"
       "  --json FILE     write the JSON lines there instead of stdout\n"
       "  --ref-only      only measure the reference sgemm\n"
+      "  --wait-idle F   before each measurement wait until the CPUs were\n"
+      "                  idle for a fraction F of a second (shared machines;\n"
+      "                  Linux /proc/stat; default 0 = do not wait)\n"
       "  --no-fork       run cases in this process (peak RSS then "
       "accumulates)\n");
 }
@@ -496,7 +543,7 @@ static void usage(void) {
 #define MAX_CASES 256
 
 int main(int argc, char **argv) {
-  settings s = {0, 1, 5, 1, 1.0, 2048, 1, stdout};
+  settings s = {0, 1, 5, 1, 1.0, 0.0, 2048, 1, stdout};
   static bench_case cases[MAX_CASES];
   int ncases = 0;
   bool ref_only = false;
@@ -535,6 +582,8 @@ int main(int argc, char **argv) {
         perror(argv[i]);
         return 2;
       }
+    } else if (strcmp(a, "--wait-idle") == 0 && more) {
+      s.wait_idle = atof(argv[++i]);
     } else if (strcmp(a, "--ref-only") == 0) {
       ref_only = true;
     } else if (strcmp(a, "--no-fork") == 0) {
@@ -564,6 +613,7 @@ int main(int argc, char **argv) {
 
   if (s.rounds < 1)
     s.rounds = 1;
+  idle_wanted = s.wait_idle;
 
   /* Reference sgemm before, between and after the rounds; the median of
    * all its samples is the yardstick. */

@@ -127,6 +127,27 @@ def run_torch_case(c, threads, reps, min_time, warmup):
                       "peak_rss_mib": rss}))
 
 
+def cpu_jiffies():
+    with open("/proc/stat") as f:
+        v = [int(x) for x in f.readline().split()[1:]]
+    return v[3] + v[4], sum(v)
+
+
+def wait_idle(fraction):
+    """Waits (up to 10 minutes) until the CPUs were idle for at least
+    `fraction` of one second: on a shared machine, a measurement should not
+    start while other programs are busy."""
+    if fraction <= 0:
+        return
+    for _ in range(600):
+        i0, t0 = cpu_jiffies()
+        time.sleep(1.0)
+        i1, t1 = cpu_jiffies()
+        if t1 > t0 and (i1 - i0) / (t1 - t0) >= fraction:
+            return
+    sys.stderr.write("compare_torch: CPUs still busy; measuring anyway\n")
+
+
 def run_json(cmd):
     """Runs cmd; returns its JSON lines (lines starting with '{')."""
     res = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -168,6 +189,10 @@ def main():
     ap.add_argument("--ref-size", type=int, default=2048,
                     help="n of the n*n*n reference sgemm")
     ap.add_argument("--json", help="also write every result line here")
+    ap.add_argument("--wait-idle", type=float, default=0.0,
+                    help="before each measurement, wait until the CPUs were "
+                         "idle for this fraction of a second (shared "
+                         "machines; 0 = do not wait)")
     ap.add_argument("--torch-case", help=argparse.SUPPRESS)
     ap.add_argument("--torch-threads-now", type=int, default=0,
                     help=argparse.SUPPRESS)
@@ -196,13 +221,14 @@ def main():
 
     def reference():
         for r in run_json([a.bench, "--ref-only", "--ref-size",
-                           str(a.ref_size)]):
+                           str(a.ref_size), "--wait-idle",
+                           str(a.wait_idle)]):
             if r.get("reference_sgemm"):
                 refs.append(r["median_gflops"])
                 record(r)
 
     common = ["--ref-size", "0", "--min-time", str(a.min_time), "--warmup",
-              str(a.warmup)]
+              str(a.warmup), "--wait-idle", str(a.wait_idle)]
     if a.reps:
         common += ["--reps", str(a.reps)]
     lib = {c["name"]: [] for c in cases}
@@ -221,6 +247,7 @@ def main():
                        "--torch-case", json.dumps(c), "--torch-threads-now",
                        str(t), "--min-time", str(a.min_time), "--warmup",
                        str(a.warmup), "--reps", str(a.reps)]
+                wait_idle(a.wait_idle)
                 for r in run_json(cmd):
                     if r.get("ok"):
                         tch[(c["name"], t)].append(r)
