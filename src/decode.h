@@ -131,6 +131,10 @@ typedef struct {
   int64_t ldy;
 } attn_dec_linear;
 void attn_dec_linear_block(const attn_dec_linear *p, int64_t item);
+/* decode_avx2.c: output columns [n0, n1) of p with AVX2/FMA; false (and
+ * nothing done) when the CPU lacks them, K is not a multiple of 8 or M is
+ * above 8. */
+bool attn_dec_linear_avx2(const attn_dec_linear *p, int64_t n0, int64_t n1);
 
 /* Fills *o from a layer. */
 void attn_dec_owner_init(attn_dec_owner *o, const attn_layer *l);

@@ -244,6 +244,8 @@ HOT_LOOP void attn_dec_linear_block(const attn_dec_linear *p, int64_t item) {
   int64_t n0 = item * ATTN_DEC_LINEAR_BLOCK;
   int64_t n1 =
       n0 + ATTN_DEC_LINEAR_BLOCK < p->N ? n0 + ATTN_DEC_LINEAR_BLOCK : p->N;
+  if (attn_dec_linear_avx2(p, n0, n1))
+    return;
   /* Each weight row is read once and meets every input row while it is in
    * the L1 cache. */
   for (int64_t j = n0; j < n1; j++) {

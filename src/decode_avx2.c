@@ -7,7 +7,8 @@
  * products over head_dim, summed across lanes together at the end, so the
  * horizontal sums cost one instruction per key instead of several. Values
  * add p * v into the row's accumulator eight keys at a time, 32 floats of
- * head_dim per pass, in registers. */
+ * head_dim per pass, in registers. The small projections of a step take
+ * the same shape: eight running sums per weight row, one per input row. */
 #include "decode.h"
 
 #if defined(__x86_64__) && defined(__GNUC__)
@@ -133,17 +134,65 @@ TARGET static void values_avx2(const attn_dec_attn *a, const float *vslots,
   }
 }
 
+/* Each weight row is loaded once, eight floats at a time, and multiplied
+ * into up to eight input rows' running sums; sum8 then gives the row's
+ * eight outputs at once. */
+TARGET static void linear_avx2(const attn_dec_linear *p, int64_t n0,
+                               int64_t n1) {
+  int64_t M = p->M, K = p->K;
+  const float *x[8];
+  for (int64_t m = 0; m < 8; m++)
+    x[m] = p->x + (m < M ? m : 0) * p->ldx;
+  float out[8];
+  for (int64_t j = n0; j < n1; j++) {
+    const float *w = p->w + j * K;
+    __m256 c0 = _mm256_setzero_ps(), c1 = c0, c2 = c0, c3 = c0, c4 = c0,
+           c5 = c0, c6 = c0, c7 = c0;
+    for (int64_t d = 0; d < K; d += 8) {
+      __m256 wv = _mm256_loadu_ps(w + d);
+      c0 = _mm256_fmadd_ps(wv, _mm256_loadu_ps(x[0] + d), c0);
+      c1 = _mm256_fmadd_ps(wv, _mm256_loadu_ps(x[1] + d), c1);
+      c2 = _mm256_fmadd_ps(wv, _mm256_loadu_ps(x[2] + d), c2);
+      c3 = _mm256_fmadd_ps(wv, _mm256_loadu_ps(x[3] + d), c3);
+      c4 = _mm256_fmadd_ps(wv, _mm256_loadu_ps(x[4] + d), c4);
+      c5 = _mm256_fmadd_ps(wv, _mm256_loadu_ps(x[5] + d), c5);
+      c6 = _mm256_fmadd_ps(wv, _mm256_loadu_ps(x[6] + d), c6);
+      c7 = _mm256_fmadd_ps(wv, _mm256_loadu_ps(x[7] + d), c7);
+    }
+    _mm256_storeu_ps(out, sum8(c0, c1, c2, c3, c4, c5, c6, c7));
+    float bj = p->b ? p->b[j] : 0.0f;
+    for (int64_t m = 0; m < M; m++)
+      p->y[m * p->ldy + j] = bj + out[m];
+  }
+}
+
+static bool have_avx2_fma(void) {
+  __builtin_cpu_init();
+  return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+}
+
+bool attn_dec_linear_avx2(const attn_dec_linear *p, int64_t n0, int64_t n1) {
+  if (p->M > 8 || p->K % 8 != 0 || !have_avx2_fma())
+    return false;
+  linear_avx2(p, n0, n1);
+  return true;
+}
+
 static const attn_dec_kernels avx2_kernels = {scores_avx2, values_avx2};
 
 const attn_dec_kernels *attn_dec_kernels_avx2(void) {
-  __builtin_cpu_init();
-  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
-    return &avx2_kernels;
-  return NULL;
+  return have_avx2_fma() ? &avx2_kernels : NULL;
 }
 
 #else
 
 const attn_dec_kernels *attn_dec_kernels_avx2(void) { return NULL; }
+
+bool attn_dec_linear_avx2(const attn_dec_linear *p, int64_t n0, int64_t n1) {
+  (void)p;
+  (void)n0;
+  (void)n1;
+  return false;
+}
 
 #endif
