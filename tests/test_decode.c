@@ -67,6 +67,23 @@ static void test_chunks(void **state) {
   dsim_free(&s);
 }
 
+/* Batches of 1 to 9 rows, single tokens and pairs: every row count of
+ * the small-projection kernel (up to 8 rows at once) and beyond. */
+static void test_batch_sizes(void **state) {
+  (void)state;
+  attn_config cfg = self_config(32, 4, 0);
+  for (int64_t B = 1; B <= 9; B++) {
+    dsim s;
+    dsim_init(&s, &cfg, B, 64, 0, 64, 150 + (uint64_t)B);
+    for (int i = 0; i < 20; i++)
+      dsim_step(&s, i % 3 == 2 ? 2 : 1, NULL, 0.0);
+    char what[32];
+    snprintf(what, sizeof what, "batch %lld", (long long)B);
+    dsim_check(&s, what);
+    dsim_free(&s);
+  }
+}
+
 /* A single prefill of the whole prompt, then single tokens. */
 static void test_prefill_then_tokens(void **state) {
   (void)state;
@@ -1010,6 +1027,7 @@ int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_token_by_token),
       cmocka_unit_test(test_chunks),
+      cmocka_unit_test(test_batch_sizes),
       cmocka_unit_test(test_prefill_then_tokens),
       cmocka_unit_test(test_window),
       cmocka_unit_test(test_truncate),
