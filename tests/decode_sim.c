@@ -191,15 +191,22 @@ void dsim_check(dsim *s, const char *what) {
   m.window = s->W;
   ref_forward(&s->m.ref, B, L, L, x, x, x, &m, want, NULL);
 
+  /* The library's own full forward over the same history. */
+  float *full = ref_xmalloc((size_t)(B * L * E) * sizeof(float));
+  assert_int_equal(attn_self_forward(s->m.layer, B, L, x, &m, NULL, full),
+                   ATTN_OK);
+
   int64_t total = 0;
   for (int64_t b = 0; b < B; b++)
     total += s->len[b] * E;
   float *got = ref_xmalloc((size_t)total * sizeof(float));
+  float *fwd = ref_xmalloc((size_t)total * sizeof(float));
   double *ref = ref_xmalloc((size_t)total * sizeof(double));
   int64_t k = 0;
   for (int64_t b = 0; b < B; b++) {
     memcpy(got + k, s->y + b * s->maxlen * E,
            (size_t)(s->len[b] * E) * sizeof(float));
+    memcpy(fwd + k, full + b * L * E, (size_t)(s->len[b] * E) * sizeof(float));
     memcpy(ref + k, want + b * L * E, (size_t)(s->len[b] * E) * sizeof(double));
     k += s->len[b] * E;
   }
@@ -207,6 +214,10 @@ void dsim_check(dsim *s, const char *what) {
   snprintf(buf, sizeof buf, "%s (after %lld steps, %lld positions)", what,
            (long long)s->steps, (long long)(total / E));
   assert_true(ref_close(buf, got, ref, total, REF_RTOL, REF_ATOL));
+  snprintf(buf, sizeof buf, "%s vs attn_self_forward", what);
+  assert_true(ref_close_f(buf, got, fwd, total, REF_RTOL, REF_ATOL));
+  free(full);
+  free(fwd);
   free(x);
   free(pad);
   free(want);

@@ -2,7 +2,8 @@
  * truncations and reorders while keeping, for every row, the whole token
  * history (inputs, padding flags and the outputs the steps produced), then
  * checks every recorded output against ref_forward() run once over the
- * whole history with ATTN_CAUSAL_TOP_LEFT, key padding and the window. */
+ * whole history with ATTN_CAUSAL_TOP_LEFT, key padding and the window, and
+ * against the library's own attn_self_forward() over the same. */
 #ifndef ATTN_TESTS_DECODE_SIM_H
 #define ATTN_TESTS_DECODE_SIM_H
 
@@ -40,7 +41,8 @@ void dsim_random_lengths(dsim *s, int64_t n, int64_t *lens);
 void dsim_truncate(dsim *s, const int64_t *lens);
 void dsim_reorder(dsim *s, const int64_t *src);
 
-/* Compares every recorded output with the reference. */
+/* Compares every recorded output with the reference and with one
+ * attn_self_forward() over each row's whole history. */
 void dsim_check(dsim *s, const char *what);
 
 #endif
