@@ -1,8 +1,10 @@
 /* Decoding steps: the self-attention step over a KV cache and the
  * cross-attention step over a memory. Both project only the new tokens and
- * run the attention core (core.c) on the stored keys and values in place:
- * the core reads a cache row as kv_rows = capacity slots of [K | V], and a
- * key/value head serves its group of query heads straight from there. */
+ * attend over the stored keys and values in place, a row being kv_rows =
+ * capacity slots of [K | V] and a key/value head serving its group of
+ * query heads straight from there: ordinary decoding steps through
+ * decode_attn.c's cache-streaming kernel, prompts, steps that want the
+ * attention weights and cross steps through the general core (core.c). */
 #include "decode.h"
 
 #include <limits.h>
@@ -194,7 +196,8 @@ static void linear_item(void *ctx, int64_t item, int32_t worker) {
 
 /* y[M, N] = x W^T + b as attn_linear. A step's few rows make this a
  * matrix-vector product bound by reading W: a general matrix product would
- * first copy all of W into its packed layout (tripling the traffic), and
+ * first copy all of W into its packed layout (reading it twice, writing
+ * it once), and
  * the BLAS's own threads keep spinning after the call while the attention
  * runs on ours. So few rows go to a small kernel on our threads. */
 static void project(int64_t M, int64_t N, int64_t K, const float *x,
