@@ -196,10 +196,10 @@ static void linear_item(void *ctx, int64_t item, int32_t worker) {
 
 /* y[M, N] = x W^T + b as attn_linear. A step's few rows make this a
  * matrix-vector product bound by reading W: a general matrix product would
- * first copy all of W into its packed layout (reading it twice, writing
- * it once), and
- * the BLAS's own threads keep spinning after the call while the attention
- * runs on ours. So few rows go to a small kernel on our threads. */
+ * first copy all of W into its packed layout (reading it twice, writing it
+ * once), and the BLAS's own threads keep spinning after the call while the
+ * attention runs on ours. So few rows go to a small kernel on our
+ * threads. */
 static void project(int64_t M, int64_t N, int64_t K, const float *x,
                     int64_t ldx, const float *w, const float *b, float *y,
                     int64_t ldy, int32_t threads) {
