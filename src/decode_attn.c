@@ -26,11 +26,12 @@
 #define CHUNK 128
 
 /* The loops below are plain C written so that the compiler vectorises
- * them; on x86-64 with GCC a second copy built for AVX2 is chosen at load
- * time when the CPU has it (both copies do the same arithmetic in the same
- * order, so results do not depend on which one runs). */
+ * them; on x86-64 with GCC and glibc (whose loader resolves the choice) a
+ * second copy built for AVX2 is chosen at load time when the CPU has it
+ * (both copies do the same arithmetic in the same order, so results do not
+ * depend on which one runs). */
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) &&         \
-    defined(__linux__)
+    defined(__linux__) && defined(__GLIBC__)
 #define HOT_LOOP __attribute__((target_clones("avx2", "default")))
 #else
 #define HOT_LOOP
