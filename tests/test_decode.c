@@ -639,6 +639,14 @@ static void check_cross(const attn_config *cfg, bool fused, uint64_t seed) {
         ref_close("cross steps", got, want, B * Lq * E, REF_RTOL, REF_ATOL));
     assert_true(ref_close("cross weights", gw, ww, B * H * Lq * Lk, REF_RTOL,
                           REF_ATOL));
+    /* And the library's full cross forward over all queries at once. */
+    float *full = ref_xmalloc((size_t)(B * Lq * E) * sizeof(float));
+    assert_int_equal(
+        attn_forward(m.layer, B, Lq, Lk, q, key, value, &rm, NULL, full),
+        ATTN_OK);
+    assert_true(ref_close_f("cross steps vs attn_forward", got, full,
+                            B * Lq * E, REF_RTOL, REF_ATOL));
+    free(full);
     free(want);
     free(ww);
     free(got);
