@@ -200,11 +200,16 @@ static void linear_item(void *ctx, int64_t item, int32_t worker) {
  * once), and the BLAS's own threads keep spinning after the call while the
  * attention runs on ours. So few rows go to a small kernel on our
  * threads. */
-static void project(int64_t M, int64_t N, int64_t K, const float *x,
+static void project(bool ours, int64_t M, int64_t N, int64_t K, const float *x,
                     int64_t ldx, const float *w, const float *b, float *y,
                     int64_t ldy, int32_t threads) {
   if (M > SMALL_PROJECTION_ROWS) {
-    attn_linear(M, N, K, x, ldx, w, b, y, ldy);
+    /* As attn_forward(): on our threads while the BLAS is held to one
+     * (blas_threads.c), else one product the BLAS may thread. */
+    if (ours)
+      attn_linear_threads(threads, M, N, K, x, ldx, w, b, y, ldy);
+    else
+      attn_linear(M, N, K, x, ldx, w, b, y, ldy);
     return;
   }
   attn_dec_linear p = {M, N, K, x, ldx, w, b, y, ldy};
@@ -364,10 +369,12 @@ attn_status attn_decode_step(const attn_layer *l, attn_kv_cache *c, int64_t B,
   if ((st = get_scratch(&o, &p, &mem, &f)) != ATTN_OK)
     return st;
 
-  /* Nothing fails from here on: the cache changes only now. */
+  /* Nothing fails from here on: the cache changes only now. Every thread
+   * of the step is the library's, as in attn_forward(). */
+  bool ours = attn_blas_serial_begin();
   float *qkv = f;
   int64_t *lens = (int64_t *)(void *)(f + p.lens_off);
-  project(B * n, ldq, E, x, E, attn_slot_ptr(l, ATTN_SLOT_WQ),
+  project(ours, B * n, ldq, E, x, E, attn_slot_ptr(l, ATTN_SLOT_WQ),
           l->bias ? attn_slot_ptr(l, ATTN_SLOT_BQ) : NULL, qkv, ldq, p.threads);
 
   bool ragged = false;
@@ -487,7 +494,7 @@ attn_status attn_decode_step(const attn_layer *l, attn_kv_cache *c, int64_t B,
       }
     }
 
-  project(B * n, E, E, qkv, ldq, attn_slot_ptr(l, ATTN_SLOT_WO),
+  project(ours, B * n, E, E, qkv, ldq, attn_slot_ptr(l, ATTN_SLOT_WO),
           l->bias ? attn_slot_ptr(l, ATTN_SLOT_BO) : NULL, out, E, p.threads);
   if (ragged)
     for (int64_t b = 0; b < B; b++) {
@@ -495,6 +502,8 @@ attn_status attn_decode_step(const attn_layer *l, attn_kv_cache *c, int64_t B,
       memset(out + (b * n + add) * E, 0,
              (size_t)((n - add) * E) * sizeof(float));
     }
+  if (ours)
+    attn_blas_serial_end();
   free(mem);
   return ATTN_OK;
 }
@@ -576,8 +585,9 @@ attn_status attn_cross_step(const attn_layer *l, const attn_memory *mem,
   if ((st = get_scratch(&o, &p, &scratch, &f)) != ATTN_OK)
     return st;
 
+  bool ours = attn_blas_serial_begin();
   float *q = f;
-  project(B * n, E, E, query, E, attn_slot_ptr(l, ATTN_SLOT_WQ),
+  project(ours, B * n, E, E, query, E, attn_slot_ptr(l, ATTN_SLOT_WQ),
           l->bias ? attn_slot_ptr(l, ATTN_SLOT_BQ) : NULL, q, E, p.threads);
   /* The memory's lengths and padding, narrowed by the step's mask. */
   int64_t *lens = (int64_t *)(void *)(f + p.lens_off);
@@ -613,8 +623,10 @@ attn_status attn_cross_step(const attn_layer *l, const attn_memory *mem,
                     .qblock = p.qblock,
                     .kblock = p.kblock};
   run_core(&core, &p, f);
-  project(B * n, E, E, q, E, attn_slot_ptr(l, ATTN_SLOT_WO),
+  project(ours, B * n, E, E, q, E, attn_slot_ptr(l, ATTN_SLOT_WO),
           l->bias ? attn_slot_ptr(l, ATTN_SLOT_BO) : NULL, out, E, p.threads);
+  if (ours)
+    attn_blas_serial_end();
   free(scratch);
   return ATTN_OK;
 }

@@ -143,6 +143,16 @@ void attn_memory_destroy(attn_memory *mem) {
     free(mem->owned);
 }
 
+/* y[M, N] = x[M, K] W^T + b with row strides K and ldy. */
+static void project(bool ours, int32_t threads, int64_t M, int64_t N, int64_t K,
+                    const float *x, const float *w, const float *b, float *y,
+                    int64_t ldy) {
+  if (ours)
+    attn_linear_threads(threads, M, N, K, x, K, w, b, y, ldy);
+  else
+    attn_linear(M, N, K, x, K, w, b, y, ldy);
+}
+
 attn_status attn_memory_set(const attn_layer *l, attn_memory *m, int64_t batch,
                             int64_t len_k, const float *key, const float *value,
                             const int64_t *key_lengths,
@@ -207,18 +217,24 @@ attn_status attn_memory_set(const attn_layer *l, attn_memory *m, int64_t batch,
    * slots apart, so a product covers all rows only when they are full. */
   bool fused = key == value && l->kdim == l->vdim;
   int64_t rows_at_once = len_k == C ? batch : 1;
+  /* As attn_forward(): on the library's threads while the BLAS is held to
+   * one thread (blas_threads.c), else products the BLAS may thread. */
+  bool ours = attn_blas_serial_begin();
+  int32_t threads = attn_resolve_threads(0, l->num_threads);
   for (int64_t b0 = 0; b0 < batch; b0 += rows_at_once) {
     int64_t M = rows_at_once * len_k;
     float *dst = m->kv + b0 * C * ld;
     const float *kin = key + b0 * len_k * l->kdim;
     const float *vin = value + b0 * len_k * l->vdim;
     if (fused) {
-      attn_linear(M, 2 * KV, l->kdim, kin, l->kdim, wk, bk, dst, ld);
+      project(ours, threads, M, 2 * KV, l->kdim, kin, wk, bk, dst, ld);
     } else {
-      attn_linear(M, KV, l->kdim, kin, l->kdim, wk, bk, dst, ld);
-      attn_linear(M, KV, l->vdim, vin, l->vdim, wv, bv, dst + KV, ld);
+      project(ours, threads, M, KV, l->kdim, kin, wk, bk, dst, ld);
+      project(ours, threads, M, KV, l->vdim, vin, wv, bv, dst + KV, ld);
     }
   }
+  if (ours)
+    attn_blas_serial_end();
   m->len_k = len_k;
   for (int64_t b = 0; b < batch; b++)
     m->lengths[b] = key_lengths ? key_lengths[b] : len_k;
