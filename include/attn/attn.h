@@ -582,7 +582,10 @@ ATTN_API attn_status attn_layer_save_safetensors(const attn_layer *layer,
  * decode with one layer at once, each with its own caches). A cache is used
  * by one thread at a time; so is a memory while attn_memory_set() runs on
  * it, but attn_cross_step() only reads its memory, so several threads may
- * run cross steps on one memory at once. See docs/DECODING.md. */
+ * run cross steps on one memory at once. Inside a call, steps and
+ * attn_memory_set() use threads, and hold OpenBLAS's thread count, exactly
+ * as forward calls do (see "Threads inside a call"); their results do not
+ * depend on the number of threads. See docs/DECODING.md. */
 
 /** Settings of a self-attention key/value cache. Fill with
  * attn_cache_config_init(), then set the fields you need. */
