@@ -22,9 +22,9 @@
  * -------------
  * The library has no global mutable state apart from the per-thread error
  * message and, with OpenBLAS, the hold on its thread count described under
- * "Threads inside a call". A layer whose weights are set is read-only during forward calls:
- * any number of threads may call attn_forward() / attn_self_forward() on the
- * same layer at once. Functions that change a layer (weight setters,
+ * "Threads inside a call". A layer whose weights are set is read-only during
+ * forward calls: any number of threads may call attn_forward() /
+ * attn_self_forward() on the same layer at once. Functions that change a layer (weight setters,
  * attn_layer_init_weights()) must not run concurrently with any other call on
  * that layer. Scratch buffers passed in by callers belong to one call at a
  * time.
@@ -165,8 +165,9 @@ typedef int32_t attn_status;
 /** An object was used with a layer it was not made for. */
 #define ATTN_ERR_MISMATCH 19
 
-/** Short English name of a status ("embed_dim/num_heads/size is invalid",
- * ...). Static storage; unknown values give "unknown status". Thread-safe. */
+/** Short English description of a status (e.g. "a size is zero, negative
+ * or inconsistent" for ATTN_ERR_BAD_SIZE). Static storage; unknown values
+ * give "unknown status". Thread-safe. */
 ATTN_API const char *attn_status_string(attn_status status);
 
 /** Detail message of the last failed call made by the calling thread, e.g.
