@@ -26,11 +26,11 @@ static void find(void) {
   /* In the global scope when the program linked OpenBLAS; otherwise (a
    * dlopen()ed libattn, OpenBLAS behind libblas.so.3) ask the loaded
    * OpenBLAS itself, never loading it. */
-  void *handles[2] = {RTLD_DEFAULT,
-                      dlopen("libopenblas.so.0", RTLD_LAZY | RTLD_NOLOAD)};
+  void *loaded = dlopen("libopenblas.so.0", RTLD_LAZY | RTLD_NOLOAD);
+  void *handles[2] = {RTLD_DEFAULT, loaded}; /* RTLD_DEFAULT may be NULL */
   for (int i = 0; i < 2 && !(get && set && parallel); i++) {
-    if (!handles[i])
-      continue;
+    if (i == 1 && !loaded)
+      break;
     *(void **)&get = dlsym(handles[i], "openblas_get_num_threads");
     *(void **)&set = dlsym(handles[i], "openblas_set_num_threads");
     *(void **)&parallel = dlsym(handles[i], "openblas_get_parallel");
