@@ -9,9 +9,9 @@
  * - Several caller threads running forward calls on one layer at once,
  *   each with its own thread count, get exactly the results of the same
  *   calls made one after another.
- * - With OpenBLAS, its thread count is the same after forward calls
- *   (sequential or concurrent) as before: the library restores what it
- *   held at one thread. */
+ * - With OpenBLAS, its thread count is 1 while a forward call runs, and the
+ *   same after forward calls (sequential or concurrent) as before: the
+ *   library restores what it held at one thread. */
 #define _GNU_SOURCE /* RTLD_DEFAULT */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -29,6 +29,7 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 /* OpenBLAS's thread count, or -1 without OpenBLAS. */
 static int blas_threads(void) {
@@ -370,12 +371,57 @@ static void test_concurrent_callers(void **state) {
   }
 }
 
+/* OpenBLAS held at one thread during calls ---------------------------------
+ */
+
+typedef struct {
+  const problem *p;
+  atomic_int stop;
+} busy_caller;
+
+static void *busy_main(void *arg) {
+  busy_caller *c = arg;
+  float *out = ref_xmalloc((size_t)out_count(c->p) * sizeof(float));
+  while (!atomic_load(&c->stop))
+    if (run(c->p, 2, -1, out, NULL) != ATTN_OK)
+      break;
+  free(out);
+  return NULL;
+}
+
+static void test_blas_held(void **state) {
+  (void)state;
+  int before = blas_threads();
+  if (before < 0)
+    skip(); /* not OpenBLAS */
+  set_blas_threads(2);
+  problem p;
+  problem_self(&p);
+  busy_caller c = {&p, 0};
+  pthread_t tid;
+  assert_int_equal(pthread_create(&tid, NULL, busy_main, &c), 0);
+  /* Calls run back to back: within seconds the count must read 1. */
+  bool seen_one = false;
+  for (int i = 0; i < 200000 && !seen_one; i++) {
+    seen_one = blas_threads() == 1;
+    struct timespec ts = {0, 100000};
+    nanosleep(&ts, NULL);
+  }
+  atomic_store(&c.stop, 1);
+  pthread_join(tid, NULL);
+  assert_true(seen_one);
+  assert_int_equal(blas_threads(), 2);
+  set_blas_threads(before);
+  problem_free(&p);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_parallel_for),
       cmocka_unit_test(test_tiled_self_thread_counts),
       cmocka_unit_test(test_tiled_cross_thread_counts),
       cmocka_unit_test(test_concurrent_callers),
+      cmocka_unit_test(test_blas_held),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
