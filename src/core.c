@@ -39,6 +39,7 @@
  * runs once per row (no rescaling of the accumulator); beyond it, keys
  * are processed in blocks (measured: see docs/PERFORMANCE.md). */
 #define WHOLE_ROW_MAX_KEYS 256
+#define MAX_KEY_BLOCK 1024
 
 static int64_t round16(int64_t n) { return (n + 15) / 16 * 16; }
 
@@ -49,6 +50,10 @@ static int64_t max64(int64_t a, int64_t b) { return a > b ? a : b; }
  * product in the calling thread, a multiple of 16 when possible. */
 static int64_t product_keys(int64_t rows, int64_t hd) {
   int64_t n = BLAS_SINGLE_THREAD_MNK / (rows * hd);
+  /* Tiny heads would allow huge blocks: keep a chunk's scores (16 rows)
+   * within 64 KiB. */
+  if (n > MAX_KEY_BLOCK)
+    n = MAX_KEY_BLOCK;
   return n >= 16 ? n / 16 * 16 : (n > 0 ? n : 1);
 }
 

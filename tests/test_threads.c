@@ -160,6 +160,29 @@ static void problem_cross(problem *p) {
   p->mask.bias_stride_q = p->Lk;
 }
 
+/* One head of 256: key blocks of 64, query chunks of 16 rows. Sliding
+ * window of 100 under a top-left causal mask, so most key blocks of a
+ * query block are skipped and the rest cut rows' ranges. */
+static void problem_wide_head(problem *p) {
+  memset(p, 0, sizeof *p);
+  attn_config cfg;
+  attn_config_init(&cfg);
+  cfg.embed_dim = p->E = 256;
+  cfg.num_heads = p->H = 1;
+  assert_int_equal(ref_model_create(&p->m, &cfg, 45), ATTN_OK);
+  p->B = 2;
+  p->Lq = p->Lk = 400;
+  p->kdim = p->E;
+  p->self = true;
+  p->weights = true;
+  ref_rng r;
+  ref_rng_seed(&r, 46);
+  p->q = ref_random(&r, p->B * p->Lq * p->E, -1, 1);
+  attn_mask_init(&p->mask);
+  p->mask.causal = ATTN_CAUSAL_TOP_LEFT;
+  p->mask.window = 100;
+}
+
 static void problem_free(problem *p) {
   free(p->q);
   free(p->kv);
@@ -334,6 +357,14 @@ static void *caller_main(void *arg) {
   return NULL;
 }
 
+static void test_wide_head_thread_counts(void **state) {
+  (void)state;
+  problem p;
+  problem_wide_head(&p);
+  check_thread_counts(&p);
+  problem_free(&p);
+}
+
 static void test_concurrent_callers(void **state) {
   (void)state;
   problem ps[2];
@@ -420,6 +451,7 @@ int main(void) {
       cmocka_unit_test(test_parallel_for),
       cmocka_unit_test(test_tiled_self_thread_counts),
       cmocka_unit_test(test_tiled_cross_thread_counts),
+      cmocka_unit_test(test_wide_head_thread_counts),
       cmocka_unit_test(test_concurrent_callers),
       cmocka_unit_test(test_blas_held),
   };
