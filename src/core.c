@@ -1,8 +1,9 @@
 /* The attention core: for one (batch row, head, block of queries), loop over
  * blocks of keys with scores and P*V on strided head views (cblas_sgemm),
  * and the online softmax in between. Memory per thread is
- * O(qblock * (kblock + head_dim)), whatever the sequence lengths, except
- * when attention weights are asked for: then a block holds whole rows.
+ * O(qblock * head_dim + kblock * (head_dim + 64)) floats, whatever the
+ * sequence lengths (about 270 KiB with head_dim 64), except when attention
+ * weights are asked for: then a key block holds whole rows (kblock = Lk).
  *
  * Threading: work items run on the library's own threads, and every BLAS
  * product inside an item is kept small enough that OpenBLAS runs it in the
