@@ -35,6 +35,7 @@ typedef struct {
   int bias;       /* 1: an additive [Lq, Lk] bias */
   int weights;    /* 0 none, 1 per head, 2 averaged */
   int threads;    /* attn_options.num_threads (0 = all cores) */
+  int scratch;    /* 1: pass caller-allocated scratch memory */
   int64_t window; /* sliding window (0 = none) */
 } bench_case;
 
@@ -159,6 +160,7 @@ static void run_case(const bench_case *c, const settings *s, case_result *r) {
   float *bias = c->bias ? random_floats(Lq * Lk) : NULL;
   int64_t wcount = B * Lq * Lk * (c->weights == 1 ? c->heads : 1);
   float *weights = c->weights ? malloc((size_t)wcount * sizeof(float)) : NULL;
+  void *scratch = NULL;
   if (!q || !k || !v || !out || !keylen || !pad || (c->bias && !bias) ||
       (c->weights && !weights)) {
     snprintf(r->error, sizeof r->error, "out of memory for the inputs");
@@ -191,6 +193,16 @@ static void run_case(const bench_case *c, const settings *s, case_result *r) {
   opts.attn_weights = weights;
   opts.weights_mode =
       c->weights == 2 ? ATTN_WEIGHTS_AVERAGE : ATTN_WEIGHTS_PER_HEAD;
+  if (c->scratch) {
+    size_t bytes = 0;
+    if (attn_forward_scratch_size(layer, B, Lq, Lk, &opts, &bytes) != ATTN_OK ||
+        !(scratch = malloc(bytes))) {
+      snprintf(r->error, sizeof r->error, "scratch: %s", attn_last_error());
+      goto done;
+    }
+    opts.scratch = scratch;
+    opts.scratch_size = bytes;
+  }
 
 #define FORWARD()                                                              \
   (self ? attn_self_forward(layer, B, Lq, q, &mask, &opts, out)                \
@@ -252,6 +264,7 @@ done:
   free(pad);
   free(bias);
   free(weights);
+  free(scratch);
   attn_layer_destroy(layer);
 }
 
@@ -458,6 +471,8 @@ static int parse_case(const char *text, bench_case *c) {
       c->threads = (int)i;
     else if (strcmp(key, "window") == 0)
       c->window = i;
+    else if (strcmp(key, "scratch") == 0)
+      c->scratch = (int)i;
     else {
       fprintf(stderr, "bench_forward: unknown case key '%s'\n", key);
       return -1;
@@ -517,7 +532,8 @@ static void usage(void) {
       "        H (8), kdim, vdim (E), causal (0|1 top-left|2 bottom-right),\n"
       "        keylen (fraction of Lk valid), pad (fraction of keys padded in\n"
       "        odd batch rows), bias (1: [Lq,Lk] float bias), window,\n"
-      "        weights (1 per head, 2 averaged), threads (0 = all cores; N > "
+      "        weights (1 per head, 2 averaged), scratch (1: caller-provided\n"
+      "        scratch memory), threads (0 = all cores; N > "
       "0\n"
       "        also sets OpenBLAS to N threads for the case), name.\n"
       "  --preset targets|smoke|scaling  add a named list of cases\n"
@@ -733,6 +749,7 @@ int main(int argc, char **argv) {
             "{\"case\":\"%s\",\"ok\":true,\"B\":%lld,\"Lq\":%lld,\"Lk\":%lld,"
             "\"E\":%lld,\"H\":%lld,\"kdim\":%lld,\"vdim\":%lld,\"causal\":%d,"
             "\"keylen\":%g,\"pad\":%g,\"bias\":%d,\"window\":%lld,"
+            "\"scratch\":%d,"
             "\"weights\":%d,\"threads\":%d,\"blas_threads\":%d,"
             "\"rounds\":%d,\"reps\":%d,"
             "\"median_ms\":%.4f,\"min_ms\":%.4f,\"max_ms\":%.4f,"
@@ -741,8 +758,8 @@ int main(int argc, char **argv) {
             c->name, (long long)c->batch, (long long)c->len_q,
             (long long)c->len_k, (long long)c->embed, (long long)c->heads,
             (long long)c->kdim, (long long)c->vdim, c->causal, c->keylen,
-            c->pad, c->bias, (long long)c->window, c->weights, c->threads,
-            r->blas_threads, s.rounds, r->reps, 1e3 * r->median_s,
+            c->pad, c->bias, (long long)c->window, c->scratch, c->weights,
+            c->threads, r->blas_threads, s.rounds, r->reps, 1e3 * r->median_s,
             1e3 * r->min_s, 1e3 * r->max_s, case_flops(c) * 1e-9, gf, refs,
             frac, r->peak_rss_mib);
   }
