@@ -340,7 +340,7 @@ attn_status attn_decode_step(const attn_layer *l, attn_kv_cache *c, int64_t B,
   attn_decode_mask dm;
   if ((st = load_decode_mask(mask_in, B, n, &dm)) != ATTN_OK)
     return st;
-  if ((st = attn_dec_check_weights(l)) != ATTN_OK)
+  if ((st = attn_layer_check_set(l, "attn_decode_step")) != ATTN_OK)
     return st;
   int64_t E = l->embed_dim, KV = c->kv_dim, C = c->capacity;
   int64_t ldq = E + c->slot_ld;
@@ -571,7 +571,7 @@ attn_status attn_cross_step(const attn_layer *l, const attn_memory *mem,
   attn_mask m;
   if ((st = attn_mask_load(mask_in, B, l->num_heads, n, Lk, &m)) != ATTN_OK)
     return st;
-  if ((st = attn_dec_check_weights(l)) != ATTN_OK)
+  if ((st = attn_layer_check_set(l, "attn_cross_step")) != ATTN_OK)
     return st;
   bool merge_pad = m.key_padding && mem->any_pad;
   step_plan p;

@@ -144,9 +144,6 @@ void attn_dec_owner_init(attn_dec_owner *o, const attn_layer *l);
 attn_status attn_dec_owner_check(const attn_dec_owner *o, const attn_layer *l,
                                  const char *what);
 
-/* ATTN_ERR_WEIGHTS_NOT_SET unless every weight of the layer is set. */
-attn_status attn_dec_check_weights(const attn_layer *l);
-
 /* Rounds a byte count up to a multiple of 64; false on overflow. */
 bool attn_dec_round64(size_t n, size_t *out);
 

@@ -208,21 +208,8 @@ attn_status attn_forward(const attn_layer *l, int64_t B, int64_t Lq, int64_t Lk,
   if ((st = make_plan(l, B, Lq, Lk, query == key && same_kv, same_kv, &o,
                       &p)) != ATTN_OK)
     return st;
-  uint32_t need = (1u << ATTN_SLOT_BQ) - 1;
-  if (l->bias)
-    need = (1u << ATTN_SLOT_COUNT) - 1;
-  if ((l->slots_set & need) != need) {
-    static const char *const names[] = {
-        "q_proj_weight", "k_proj_weight", "v_proj_weight", "out_proj.weight",
-        "q bias",        "k bias",        "v bias",        "out_proj.bias"};
-    int s = 0;
-    while (l->slots_set & (1u << s))
-      s++;
-    return attn_fail(ATTN_ERR_WEIGHTS_NOT_SET,
-                     "%s has not been set (set every weight or call "
-                     "attn_layer_init_weights)",
-                     names[s]);
-  }
+  if ((st = attn_layer_check_set(l, "attn_forward")) != ATTN_OK)
+    return st;
   attn_mask mask;
   if ((st = attn_mask_load(mask_in, B, l->num_heads, Lq, Lk, &mask)) != ATTN_OK)
     return st;

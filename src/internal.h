@@ -81,6 +81,11 @@ static inline float *attn_slot_ptr(const struct attn_layer *l, int slot) {
   return (slot >= ATTN_SLOT_BQ ? l->biases : l->weights) + l->slot_offset[slot];
 }
 
+/* ATTN_ERR_WEIGHTS_NOT_SET, naming the first weight never set, unless every
+ * weight the layer needs is set; `action` starts the message. */
+attn_status attn_layer_check_set(const struct attn_layer *l,
+                                 const char *action);
+
 /* Number of threads to use for a call (resolves 0 = all cores). */
 int32_t attn_resolve_threads(int32_t requested, int32_t layer_default);
 

@@ -49,24 +49,6 @@ attn_status attn_dec_owner_check(const attn_dec_owner *o, const attn_layer *l,
   return ATTN_OK;
 }
 
-attn_status attn_dec_check_weights(const attn_layer *l) {
-  uint32_t need = (1u << ATTN_SLOT_BQ) - 1;
-  if (l->bias)
-    need = (1u << ATTN_SLOT_COUNT) - 1;
-  if ((l->slots_set & need) == need)
-    return ATTN_OK;
-  static const char *const names[] = {
-      "q_proj_weight", "k_proj_weight", "v_proj_weight", "out_proj.weight",
-      "q bias",        "k bias",        "v bias",        "out_proj.bias"};
-  int s = 0;
-  while (l->slots_set & (1u << s))
-    s++;
-  return attn_fail(ATTN_ERR_WEIGHTS_NOT_SET,
-                   "%s has not been set (set every weight or call "
-                   "attn_layer_init_weights)",
-                   names[s]);
-}
-
 bool attn_dec_round64(size_t n, size_t *out) {
   if (n > SIZE_MAX - 63)
     return false;

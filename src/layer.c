@@ -325,6 +325,23 @@ attn_status attn_layer_init_weights(attn_layer *l, uint64_t seed) {
   return ATTN_OK;
 }
 
+attn_status attn_layer_check_set(const attn_layer *l, const char *action) {
+  static const char *const names[ATTN_SLOT_COUNT] = {
+      "q_proj_weight", "k_proj_weight", "v_proj_weight", "out_proj.weight",
+      "q bias",        "k bias",        "v bias",        "out_proj.bias"};
+  uint32_t need = (1u << (l->bias ? ATTN_SLOT_COUNT : ATTN_SLOT_BQ)) - 1;
+  uint32_t missing = need & ~l->slots_set;
+  if (!missing)
+    return ATTN_OK;
+  int s = 0;
+  while (!(missing & (1u << s)))
+    s++;
+  return attn_fail(ATTN_ERR_WEIGHTS_NOT_SET,
+                   "%s: %s has never been set (set every weight, load a "
+                   "weight file or call attn_layer_init_weights)",
+                   action, names[s]);
+}
+
 int32_t attn_resolve_threads(int32_t requested, int32_t layer_default) {
   int32_t n = requested > 0 ? requested : layer_default;
   if (n <= 0) {

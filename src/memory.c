@@ -189,7 +189,7 @@ attn_status attn_memory_set(const attn_layer *l, attn_memory *m, int64_t batch,
                      "attn_memory_set: key/value of batch %lld and len_k "
                      "%lld are too large",
                      (long long)batch, (long long)len_k);
-  if ((st = attn_dec_check_weights(l)) != ATTN_OK)
+  if ((st = attn_layer_check_set(l, "attn_memory_set")) != ATTN_OK)
     return st;
   if (key_lengths)
     for (int64_t b = 0; b < batch; b++)

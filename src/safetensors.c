@@ -1039,16 +1039,9 @@ attn_status attn_layer_save_safetensors(const attn_layer *l, const char *path,
     return attn_fail(ATTN_ERR_BAD_OPTION,
                      "prefix is not valid UTF-8, which safetensors headers "
                      "must be");
-  uint32_t need =
-      l->bias ? (1u << ATTN_SLOT_COUNT) - 1 : (1u << ATTN_SLOT_BQ) - 1;
-  if ((l->slots_set & need) != need) {
-    static const char *const names[] = {
-        "q_proj_weight", "k_proj_weight", "v_proj_weight", "out_proj.weight",
-        "q bias",        "k bias",        "v bias",        "out_proj.bias"};
-    return attn_fail(ATTN_ERR_WEIGHTS_NOT_SET,
-                     "cannot save the layer: %s has never been set",
-                     names[lowest_bit(need & ~l->slots_set)]);
-  }
+  attn_status st = attn_layer_check_set(l, "cannot save the layer");
+  if (st != ATTN_OK)
+    return st;
   /* The layer's sizes already fit in memory as floats, so the data section
    * (the same floats) cannot overflow; the header is small. */
   st_out t[8];
@@ -1084,13 +1077,13 @@ attn_status attn_layer_save_safetensors(const attn_layer *l, const char *path,
       break;
   }
   if (fd < 0) {
-    attn_status st = attn_fail(ATTN_ERR_IO, "cannot create '%.300s': %s", tmp,
-                               errno_text(err, msg, sizeof msg));
+    st = attn_fail(ATTN_ERR_IO, "cannot create '%.300s': %s", tmp,
+                   errno_text(err, msg, sizeof msg));
     free(tmp);
     cJSON_free(header);
     return st;
   }
-  attn_status st = write_file(fd, tmp, l, header, padded, t, n);
+  st = write_file(fd, tmp, l, header, padded, t, n);
   cJSON_free(header);
   if (st == ATTN_OK && fsync(fd) != 0)
     st = attn_fail(ATTN_ERR_IO, "cannot flush '%.300s' to disk: %s", tmp,

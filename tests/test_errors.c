@@ -462,7 +462,7 @@ static void test_weights_not_set(void **state) {
   cfg.num_heads = f.H;
   assert_int_equal(attn_layer_create(&cfg, &f.layer), ATTN_OK);
   EXPECT_FAIL(fwd(&f, NULL), ATTN_ERR_WEIGHTS_NOT_SET,
-              "q_proj_weight has not been set");
+              "q_proj_weight has never been set");
   untouched(&f);
   /* Set everything but one piece at a time, in order: each missing piece is
    * named. */
