@@ -123,3 +123,12 @@ void attn_linear_threads(int32_t threads, int64_t M, int64_t N, int64_t K,
     threads = useful < 1.0 ? 1 : (int32_t)useful;
   attn_parallel_for(threads < 1 ? 1 : threads, items, linear_item, &j);
 }
+
+void attn_project(bool serial, int32_t threads, int64_t M, int64_t N, int64_t K,
+                  const float *x, int64_t ldx, const float *w, const float *b,
+                  float *y, int64_t ldy) {
+  if (serial)
+    attn_linear_threads(threads, M, N, K, x, ldx, w, b, y, ldy);
+  else
+    attn_linear(M, N, K, x, ldx, w, b, y, ldy);
+}

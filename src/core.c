@@ -322,3 +322,21 @@ void attn_core_run(const attn_core *c, int64_t item, float *tile) {
   for (int64_t h = h0; h < h1; h++)
     run_head(c, b, h, i0, rows, tile);
 }
+
+typedef struct {
+  const attn_core *core;
+  float *tiles;
+  int64_t tile_floats;
+} core_job;
+
+static void core_item(void *ctx, int64_t item, int32_t worker) {
+  const core_job *j = ctx;
+  attn_core_run(j->core, item, j->tiles + worker * j->tile_floats);
+}
+
+void attn_core_run_all(const attn_core *c, int32_t threads, float *tiles,
+                       int64_t tile_floats) {
+  core_job job = {c, tiles, tile_floats};
+  attn_parallel_for(attn_core_threads(c, threads), attn_core_items(c),
+                    core_item, &job);
+}

@@ -113,46 +113,6 @@ static attn_status plan_step(const attn_layer *l, int64_t B, int64_t n,
   return ATTN_OK;
 }
 
-/* The caller's scratch, or a new allocation (*mem, to be freed). */
-static attn_status get_scratch(const attn_options *o, const step_plan *p,
-                               void **mem, float **f) {
-  unsigned char *base;
-  *mem = NULL;
-  if (o->scratch) {
-    if (o->scratch_size < p->bytes)
-      return attn_fail(ATTN_ERR_SCRATCH_TOO_SMALL,
-                       "scratch of %zu bytes is smaller than the %zu bytes "
-                       "this step needs",
-                       o->scratch_size, p->bytes);
-    base = o->scratch;
-  } else {
-    *mem = malloc(p->bytes);
-    if (!*mem)
-      return attn_fail(ATTN_ERR_NO_MEMORY,
-                       "cannot allocate %zu bytes of scratch", p->bytes);
-    base = *mem;
-  }
-  *f = (float *)(void *)(base + ((64 - (uintptr_t)base % 64) % 64));
-  return ATTN_OK;
-}
-
-typedef struct {
-  const attn_core *core;
-  float *tiles;
-  int64_t tile_floats;
-} core_job;
-
-static void core_item(void *ctx, int64_t item, int32_t worker) {
-  core_job *j = ctx;
-  attn_core_run(j->core, item, j->tiles + worker * j->tile_floats);
-}
-
-static void run_core(const attn_core *core, const step_plan *p, float *f) {
-  core_job job = {core, f + p->tile_off, p->tile_floats};
-  attn_parallel_for(attn_core_threads(core, p->threads), attn_core_items(core),
-                    core_item, &job);
-}
-
 /* Self-attention step ----------------------------------------------------- */
 
 static bool use_chunked(int64_t n, const attn_options *o) {
@@ -206,10 +166,7 @@ static void project(bool ours, int64_t M, int64_t N, int64_t K, const float *x,
   if (M > SMALL_PROJECTION_ROWS) {
     /* As attn_forward(): on our threads while the BLAS is held to one
      * (blas_threads.c), else one product the BLAS may thread. */
-    if (ours)
-      attn_linear_threads(threads, M, N, K, x, ldx, w, b, y, ldy);
-    else
-      attn_linear(M, N, K, x, ldx, w, b, y, ldy);
+    attn_project(ours, threads, M, N, K, x, ldx, w, b, y, ldy);
     return;
   }
   attn_dec_linear p = {M, N, K, x, ldx, w, b, y, ldy};
@@ -364,9 +321,10 @@ attn_status attn_decode_step(const attn_layer *l, attn_kv_cache *c, int64_t B,
                        "x contains NaN or infinity (batch row %lld)",
                        (long long)b);
   }
-  void *mem;
+  void *mem = NULL;
   float *f = NULL;
-  if ((st = get_scratch(&o, &p, &mem, &f)) != ATTN_OK)
+  if ((st = attn_scratch_acquire(&o, p.bytes, "attn_decode_scratch_size", &mem,
+                                 &f)) != ATTN_OK)
     return st;
 
   /* Nothing fails from here on: the cache changes only now. Every thread
@@ -471,7 +429,7 @@ attn_status attn_decode_step(const attn_layer *l, attn_kv_cache *c, int64_t B,
                       .weights_mode = o.weights_mode,
                       .qblock = p.qblock,
                       .kblock = p.kblock};
-    run_core(&core, &p, f);
+    attn_core_run_all(&core, p.threads, f + p.tile_off, p.tile_floats);
   }
 
   if (ragged)
@@ -582,7 +540,8 @@ attn_status attn_cross_step(const attn_layer *l, const attn_memory *mem,
     return attn_fail(ATTN_ERR_NOT_FINITE, "query contains NaN or infinity");
   void *scratch;
   float *f = NULL;
-  if ((st = get_scratch(&o, &p, &scratch, &f)) != ATTN_OK)
+  if ((st = attn_scratch_acquire(&o, p.bytes, "attn_cross_scratch_size",
+                                 &scratch, &f)) != ATTN_OK)
     return st;
 
   bool ours = attn_blas_serial_begin();
@@ -622,7 +581,7 @@ attn_status attn_cross_step(const attn_layer *l, const attn_memory *mem,
                     .weights_mode = o.weights_mode,
                     .qblock = p.qblock,
                     .kblock = p.kblock};
-  run_core(&core, &p, f);
+  attn_core_run_all(&core, p.threads, f + p.tile_off, p.tile_floats);
   project(ours, B * n, E, E, q, E, attn_slot_ptr(l, ATTN_SLOT_WO),
           l->bias ? attn_slot_ptr(l, ATTN_SLOT_BO) : NULL, out, E, p.threads);
   if (ours)

@@ -149,28 +149,6 @@ attn_status attn_forward_scratch_size(const attn_layer *l, int64_t batch,
   return ATTN_OK;
 }
 
-typedef struct {
-  const attn_core *core;
-  float *tiles;
-  int64_t tile_floats;
-} core_job;
-
-static void core_item(void *ctx, int64_t item, int32_t worker) {
-  core_job *j = ctx;
-  attn_core_run(j->core, item, j->tiles + worker * j->tile_floats);
-}
-
-/* A projection: on the library's threads when the BLAS is held to one
- * thread (blas_threads.c), else one product the BLAS may thread. */
-static void project(bool ours, int32_t threads, int64_t M, int64_t N, int64_t K,
-                    const float *x, int64_t ldx, const float *w, const float *b,
-                    float *y, int64_t ldy) {
-  if (ours)
-    attn_linear_threads(threads, M, N, K, x, ldx, w, b, y, ldy);
-  else
-    attn_linear(M, N, K, x, ldx, w, b, y, ldy);
-}
-
 static attn_status check_inputs(const attn_layer *l, int64_t B, int64_t Lq,
                                 int64_t Lk, const float *query,
                                 const float *key, const float *value) {
@@ -216,29 +194,21 @@ attn_status attn_forward(const attn_layer *l, int64_t B, int64_t Lq, int64_t Lk,
   if ((st = check_inputs(l, B, Lq, Lk, query, key, value)) != ATTN_OK)
     return st;
 
-  void *mem = NULL;
-  unsigned char *base;
+  /* Callers are held to the size attn_forward_scratch_size reports, even
+   * when this call's fused layout would fit in less: a short buffer is then
+   * caught whichever inputs alias. */
+  size_t need = p.bytes;
   if (o.scratch) {
-    /* Callers are held to the size attn_forward_scratch_size reports, even
-     * when this call's fused layout would fit in less: a short buffer is
-     * then caught whichever inputs alias. */
     plan reported;
     if ((st = make_plan(l, B, Lq, Lk, false, false, &o, &reported)) != ATTN_OK)
       return st;
-    if (o.scratch_size < reported.bytes)
-      return attn_fail(ATTN_ERR_SCRATCH_TOO_SMALL,
-                       "scratch of %zu bytes is smaller than the %zu bytes "
-                       "this call needs (attn_forward_scratch_size)",
-                       o.scratch_size, reported.bytes);
-    base = o.scratch;
-  } else {
-    mem = malloc(p.bytes);
-    if (!mem)
-      return attn_fail(ATTN_ERR_NO_MEMORY,
-                       "cannot allocate %zu bytes of scratch", p.bytes);
-    base = mem;
+    need = reported.bytes;
   }
-  float *f = (float *)(void *)(base + ((64 - (uintptr_t)base % 64) % 64));
+  void *mem = NULL;
+  float *f = NULL;
+  if ((st = attn_scratch_acquire(&o, need, "attn_forward_scratch_size", &mem,
+                                 &f)) != ATTN_OK)
+    return st;
 
   /* Projections: fused where the inputs allow one product. */
   const attn_layer *L = l;
@@ -254,14 +224,17 @@ attn_status attn_forward(const attn_layer *l, int64_t B, int64_t Lq, int64_t Lk,
   bool ours = attn_blas_serial_begin();
   int32_t t = p.threads;
   if (p.fused_qkv) {
-    project(ours, t, B * Lq, E + 2 * KV, E, query, E, wq, bq, q, p.ldq);
+    attn_project(ours, t, B * Lq, E + 2 * KV, E, query, E, wq, bq, q, p.ldq);
   } else {
-    project(ours, t, B * Lq, E, E, query, E, wq, bq, q, p.ldq);
+    attn_project(ours, t, B * Lq, E, E, query, E, wq, bq, q, p.ldq);
     if (p.fused_kv) {
-      project(ours, t, B * Lk, 2 * KV, L->kdim, key, L->kdim, wk, bk, k, p.ldk);
+      attn_project(ours, t, B * Lk, 2 * KV, L->kdim, key, L->kdim, wk, bk, k,
+                   p.ldk);
     } else {
-      project(ours, t, B * Lk, KV, L->kdim, key, L->kdim, wk, bk, k, p.ldk);
-      project(ours, t, B * Lk, KV, L->vdim, value, L->vdim, wv, bv, v, p.ldv);
+      attn_project(ours, t, B * Lk, KV, L->kdim, key, L->kdim, wk, bk, k,
+                   p.ldk);
+      attn_project(ours, t, B * Lk, KV, L->vdim, value, L->vdim, wv, bv, v,
+                   p.ldv);
     }
   }
 
@@ -283,12 +256,10 @@ attn_status attn_forward(const attn_layer *l, int64_t B, int64_t Lq, int64_t Lk,
                     .weights_mode = o.weights_mode,
                     .qblock = p.qblock,
                     .kblock = p.kblock};
-  core_job job = {&core, f + p.tile_off, p.tile_floats};
-  attn_parallel_for(attn_core_threads(&core, p.threads), attn_core_items(&core),
-                    core_item, &job);
+  attn_core_run_all(&core, p.threads, f + p.tile_off, p.tile_floats);
 
-  project(ours, t, B * Lq, E, E, q, p.ldq, attn_slot_ptr(L, ATTN_SLOT_WO),
-          L->bias ? attn_slot_ptr(L, ATTN_SLOT_BO) : NULL, out, E);
+  attn_project(ours, t, B * Lq, E, E, q, p.ldq, attn_slot_ptr(L, ATTN_SLOT_WO),
+               L->bias ? attn_slot_ptr(L, ATTN_SLOT_BO) : NULL, out, E);
   if (ours)
     attn_blas_serial_end();
   free(mem);
@@ -305,4 +276,26 @@ attn_status attn_self_forward(const attn_layer *l, int64_t batch, int64_t len,
                      (long long)l->embed_dim, (long long)l->kdim,
                      (long long)l->vdim);
   return attn_forward(l, batch, len, len, x, x, x, mask, opts, out);
+}
+
+attn_status attn_scratch_acquire(const attn_options *o, size_t need,
+                                 const char *who, void **mem, float **f) {
+  unsigned char *base;
+  *mem = NULL;
+  if (o->scratch) {
+    if (o->scratch_size < need)
+      return attn_fail(ATTN_ERR_SCRATCH_TOO_SMALL,
+                       "scratch of %zu bytes is smaller than the %zu bytes "
+                       "this call needs (%s)",
+                       o->scratch_size, need, who);
+    base = o->scratch;
+  } else {
+    *mem = malloc(need);
+    if (!*mem)
+      return attn_fail(ATTN_ERR_NO_MEMORY,
+                       "cannot allocate %zu bytes of scratch", need);
+    base = *mem;
+  }
+  *f = (float *)(void *)(base + ((64 - (uintptr_t)base % 64) % 64));
+  return ATTN_OK;
 }

@@ -106,6 +106,11 @@ void attn_core_blocks(const attn_layer *l, int64_t len_q, int64_t len_k,
 int64_t attn_core_items(const attn_core *c);
 void attn_core_run(const attn_core *c, int64_t item, float *tile);
 
+/* Every item of c on up to `threads` threads (attn_core_threads() decides
+ * how many are worth it), worker w using tiles + w * tile_floats. */
+void attn_core_run_all(const attn_core *c, int32_t threads, float *tiles,
+                       int64_t tile_floats);
+
 /* How many of `threads` threads the core should use for c: fewer when the
  * work is too small to pay for starting them, 1 when its BLAS products
  * are too big to stay single-threaded (the BLAS then threads them). The
@@ -139,6 +144,22 @@ void attn_blas_serial_end(void);
 void attn_linear_threads(int32_t threads, int64_t M, int64_t N, int64_t K,
                          const float *x, int64_t ldx, const float *w,
                          const float *b, float *y, int64_t ldy);
+
+/* A projection as a call runs it: on the library's threads when `serial`
+ * (the section from attn_blas_serial_begin() holds the BLAS to one thread),
+ * else one product that the BLAS may thread itself. */
+void attn_project(bool serial, int32_t threads, int64_t M, int64_t N, int64_t K,
+                  const float *x, int64_t ldx, const float *w, const float *b,
+                  float *y, int64_t ldy);
+
+/* forward.c -------------------------------------------------------------- */
+
+/* The scratch of a call: the caller's (o->scratch, refused when smaller
+ * than `need` bytes; `who` names the size query in the message) or a new
+ * allocation returned in *mem for the caller to free. *f is the scratch's
+ * first 64-byte-aligned float (need includes 64 bytes of slack). */
+attn_status attn_scratch_acquire(const attn_options *o, size_t need,
+                                 const char *who, void **mem, float **f);
 
 /* project.c -------------------------------------------------------------- */
 

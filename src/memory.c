@@ -143,16 +143,6 @@ void attn_memory_destroy(attn_memory *mem) {
     free(mem->owned);
 }
 
-/* y[M, N] = x[M, K] W^T + b with row strides K and ldy. */
-static void project(bool ours, int32_t threads, int64_t M, int64_t N, int64_t K,
-                    const float *x, const float *w, const float *b, float *y,
-                    int64_t ldy) {
-  if (ours)
-    attn_linear_threads(threads, M, N, K, x, K, w, b, y, ldy);
-  else
-    attn_linear(M, N, K, x, K, w, b, y, ldy);
-}
-
 attn_status attn_memory_set(const attn_layer *l, attn_memory *m, int64_t batch,
                             int64_t len_k, const float *key, const float *value,
                             const int64_t *key_lengths,
@@ -227,10 +217,13 @@ attn_status attn_memory_set(const attn_layer *l, attn_memory *m, int64_t batch,
     const float *kin = key + b0 * len_k * l->kdim;
     const float *vin = value + b0 * len_k * l->vdim;
     if (fused) {
-      project(ours, threads, M, 2 * KV, l->kdim, kin, wk, bk, dst, ld);
+      attn_project(ours, threads, M, 2 * KV, l->kdim, kin, l->kdim, wk, bk, dst,
+                   ld);
     } else {
-      project(ours, threads, M, KV, l->kdim, kin, wk, bk, dst, ld);
-      project(ours, threads, M, KV, l->vdim, vin, wv, bv, dst + KV, ld);
+      attn_project(ours, threads, M, KV, l->kdim, kin, l->kdim, wk, bk, dst,
+                   ld);
+      attn_project(ours, threads, M, KV, l->vdim, vin, l->vdim, wv, bv,
+                   dst + KV, ld);
     }
   }
   if (ours)
