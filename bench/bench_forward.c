@@ -55,7 +55,8 @@ typedef struct {
 typedef struct {
   int reps, warmup, min_reps, rounds;
   double min_time;
-  double wait_idle; /* > 0: before each measurement, wait for idle CPUs */
+  double wait_idle;   /* > 0: before each measurement, wait for idle CPUs */
+  double max_foreign; /* > 0: repeat measurements other programs disturbed */
   int ref_size;
   int fork_cases;
   FILE *json;
@@ -338,51 +339,107 @@ static void wait_idle(double fraction) {
 /* Runs fn in a child process (or here, without --no-fork) and copies the
  * child's result of `size` bytes back. */
 static double idle_wanted; /* settings.wait_idle, for in_child */
+static double max_foreign; /* settings.max_foreign, for in_child */
+static int disturbed;      /* measurements kept although disturbed */
 
+static double cpu_seconds(const struct rusage *ru) {
+  return (double)ru->ru_utime.tv_sec + 1e-6 * (double)ru->ru_utime.tv_usec +
+         (double)ru->ru_stime.tv_sec + 1e-6 * (double)ru->ru_stime.tv_usec;
+}
+
+/* One run of fn, in a child process unless fork_it is false. *foreign is
+ * the CPU time other programs used meanwhile, in CPUs (0.5 = half a core
+ * on average), or -1 when /proc/stat cannot be read. */
+static int child_once(bool fork_it, void (*fn)(void *arg, void *res), void *arg,
+                      void *res, size_t size, double *foreign) {
+  wait_idle(idle_wanted);
+  double idle0 = 0, total0 = 0, idle1 = 0, total1 = 0, mine = 0;
+  bool have = cpu_jiffies(&idle0, &total0);
+  double t0 = now();
+  int rc = 0;
+  if (!fork_it) {
+    struct rusage r0, r1;
+    getrusage(RUSAGE_SELF, &r0);
+    fn(arg, res);
+    getrusage(RUSAGE_SELF, &r1);
+    mine = cpu_seconds(&r1) - cpu_seconds(&r0);
+  } else {
+    int fd[2];
+    if (pipe(fd) != 0)
+      return -1;
+    fflush(NULL);
+    pid_t pid = fork();
+    if (pid < 0)
+      return -1;
+    if (pid == 0) {
+      close(fd[0]);
+      fn(arg, res);
+      const char *p = res;
+      size_t left = size;
+      while (left > 0) {
+        ssize_t w = write(fd[1], p, left);
+        if (w <= 0)
+          _exit(1);
+        p += w;
+        left -= (size_t)w;
+      }
+      _exit(0);
+    }
+    close(fd[1]);
+    char *p = res;
+    size_t got = 0;
+    while (got < size) {
+      ssize_t n = read(fd[0], p + got, size - got);
+      if (n < 0 && errno == EINTR)
+        continue;
+      if (n <= 0)
+        break;
+      got += (size_t)n;
+    }
+    close(fd[0]);
+    int status = 0;
+    struct rusage ru;
+    memset(&ru, 0, sizeof ru);
+    while (wait4(pid, &status, 0, &ru) < 0 && errno == EINTR)
+      ;
+    mine = cpu_seconds(&ru);
+    rc = got == size && WIFEXITED(status) && WEXITSTATUS(status) == 0 ? 0 : -1;
+  }
+  double wall = now() - t0;
+  have = have && cpu_jiffies(&idle1, &total1);
+  long tick = sysconf(_SC_CLK_TCK);
+  *foreign = -1;
+  if (have && tick > 0 && wall > 0) {
+    double busy = ((total1 - idle1) - (total0 - idle0)) / (double)tick;
+    *foreign = (busy - mine) / wall;
+  }
+  return rc;
+}
+
+/* Runs fn in a child process (or here, without --no-fork) and copies the
+ * child's result of `size` bytes back. With --max-foreign, a run during
+ * which other programs used more CPU than allowed is repeated (up to 4
+ * times; then the last is kept and counted as disturbed). */
 static int in_child(bool fork_it, void (*fn)(void *arg, void *res), void *arg,
                     void *res, size_t size) {
-  wait_idle(idle_wanted);
-  if (!fork_it) {
-    fn(arg, res);
-    return 0;
-  }
-  int fd[2];
-  if (pipe(fd) != 0)
-    return -1;
-  fflush(NULL);
-  pid_t pid = fork();
-  if (pid < 0)
-    return -1;
-  if (pid == 0) {
-    close(fd[0]);
-    fn(arg, res);
-    const char *p = res;
-    size_t left = size;
-    while (left > 0) {
-      ssize_t w = write(fd[1], p, left);
-      if (w <= 0)
-        _exit(1);
-      p += w;
-      left -= (size_t)w;
+  for (int attempt = 0;; attempt++) {
+    double foreign = 0;
+    int rc = child_once(fork_it, fn, arg, res, size, &foreign);
+    if (rc != 0 || max_foreign <= 0 || foreign <= max_foreign)
+      return rc;
+    if (attempt == 4) {
+      disturbed++;
+      fprintf(stderr,
+              "bench_forward: other programs used %.2f CPUs during the "
+              "last try too; kept\n",
+              foreign);
+      return rc;
     }
-    _exit(0);
+    fprintf(stderr,
+            "bench_forward: other programs used %.2f CPUs during a "
+            "measurement; repeating it\n",
+            foreign);
   }
-  close(fd[1]);
-  char *p = res;
-  size_t got = 0;
-  while (got < size) {
-    ssize_t n = read(fd[0], p + got, size - got);
-    if (n < 0 && errno == EINTR)
-      continue;
-    if (n <= 0)
-      break;
-    got += (size_t)n;
-  }
-  close(fd[0]);
-  int status = 0;
-  while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
-    ;
-  return got == size && WIFEXITED(status) && WEXITSTATUS(status) == 0 ? 0 : -1;
 }
 
 typedef struct {
@@ -552,6 +609,9 @@ static void usage(void) {
       "  --wait-idle F   before each measurement wait until the CPUs were\n"
       "                  idle for a fraction F of a second (shared machines;\n"
       "                  Linux /proc/stat; default 0 = do not wait)\n"
+      "  --max-foreign F repeat a measurement (up to 4 times) when other\n"
+      "                  programs used more than F CPUs meanwhile (e.g.\n"
+      "                  0.05; Linux /proc/stat; default 0 = never)\n"
       "  --no-fork       run cases in this process (peak RSS then "
       "accumulates)\n");
 }
@@ -559,7 +619,7 @@ static void usage(void) {
 #define MAX_CASES 256
 
 int main(int argc, char **argv) {
-  settings s = {0, 1, 5, 1, 1.0, 0.0, 2048, 1, stdout};
+  settings s = {0, 1, 5, 1, 1.0, 0.0, 0.0, 2048, 1, stdout};
   static bench_case cases[MAX_CASES];
   int ncases = 0;
   bool ref_only = false;
@@ -598,6 +658,8 @@ int main(int argc, char **argv) {
         perror(argv[i]);
         return 2;
       }
+    } else if (strcmp(a, "--max-foreign") == 0 && more) {
+      s.max_foreign = atof(argv[++i]);
     } else if (strcmp(a, "--wait-idle") == 0 && more) {
       s.wait_idle = atof(argv[++i]);
     } else if (strcmp(a, "--ref-only") == 0) {
@@ -630,6 +692,7 @@ int main(int argc, char **argv) {
   if (s.rounds < 1)
     s.rounds = 1;
   idle_wanted = s.wait_idle;
+  max_foreign = s.max_foreign;
 
   /* Reference sgemm before, between and after the rounds; the median of
    * all its samples is the yardstick. */
@@ -705,6 +768,10 @@ int main(int argc, char **argv) {
   printf("reference sgemm %dx%dx%d: median %.1f GFLOP/s (min %.1f, max %.1f, "
          "%d runs around the rounds)\n",
          s.ref_size, s.ref_size, s.ref_size, ref, ref_lo, ref_hi, nref);
+  if (max_foreign > 0)
+    printf("measurements kept although other programs used more than %.2f "
+           "CPUs: %d\n",
+           max_foreign, disturbed);
   if (nref)
     fprintf(s.json,
             "{\"reference_sgemm\":true,\"n\":%d,\"runs\":%d,"
