@@ -148,10 +148,28 @@ def wait_idle(fraction):
     sys.stderr.write("compare_torch: CPUs still busy; measuring anyway\n")
 
 
-def run_json(cmd):
-    """Runs cmd; returns its JSON lines (lines starting with '{')."""
-    res = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                         text=True)
+def run_json(cmd, max_foreign=0.0):
+    """Runs cmd; returns its JSON lines (lines starting with '{'). With
+    max_foreign > 0, a run during which other programs used more than that
+    many CPUs is repeated (up to 4 times)."""
+    for attempt in range(5):
+        i0, t0 = cpu_jiffies()
+        c0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+        w0 = time.monotonic()
+        res = subprocess.run(cmd, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
+        wall = time.monotonic() - w0
+        c1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+        i1, t1 = cpu_jiffies()
+        tick = os.sysconf("SC_CLK_TCK")
+        busy = ((t1 - i1) - (t0 - i0)) / tick
+        mine = (c1.ru_utime - c0.ru_utime) + (c1.ru_stime - c0.ru_stime)
+        foreign = (busy - mine) / wall if wall > 0 else 0.0
+        if max_foreign <= 0 or foreign <= max_foreign or attempt == 4:
+            break
+        sys.stderr.write(f"compare_torch: other programs used "
+                         f"{foreign:.2f} CPUs during a measurement; "
+                         f"repeating it\n")
     lines = [json.loads(x) for x in res.stdout.splitlines()
              if x.startswith("{")]
     if res.returncode != 0 and not lines:
@@ -193,6 +211,10 @@ def main():
                     help="before each measurement, wait until the CPUs were "
                          "idle for this fraction of a second (shared "
                          "machines; 0 = do not wait)")
+    ap.add_argument("--max-foreign", type=float, default=0.0,
+                    help="repeat a measurement (up to 4 times) when other "
+                         "programs used more than this many CPUs meanwhile "
+                         "(e.g. 0.05; 0 = never)")
     ap.add_argument("--torch-case", help=argparse.SUPPRESS)
     ap.add_argument("--torch-threads-now", type=int, default=0,
                     help=argparse.SUPPRESS)
@@ -222,13 +244,15 @@ def main():
     def reference():
         for r in run_json([a.bench, "--ref-only", "--ref-size",
                            str(a.ref_size), "--wait-idle",
-                           str(a.wait_idle)]):
+                           str(a.wait_idle), "--max-foreign",
+                           str(a.max_foreign)]):
             if r.get("reference_sgemm"):
                 refs.append(r["median_gflops"])
                 record(r)
 
     common = ["--ref-size", "0", "--min-time", str(a.min_time), "--warmup",
-              str(a.warmup), "--wait-idle", str(a.wait_idle)]
+              str(a.warmup), "--wait-idle", str(a.wait_idle), "--max-foreign",
+              str(a.max_foreign)]
     if a.reps:
         common += ["--reps", str(a.reps)]
     lib = {c["name"]: [] for c in cases}
@@ -248,7 +272,7 @@ def main():
                        str(t), "--min-time", str(a.min_time), "--warmup",
                        str(a.warmup), "--reps", str(a.reps)]
                 wait_idle(a.wait_idle)
-                for r in run_json(cmd):
+                for r in run_json(cmd, a.max_foreign):
                     if r.get("ok"):
                         tch[(c["name"], t)].append(r)
                         record(dict(r, impl="torch", round=rnd,
