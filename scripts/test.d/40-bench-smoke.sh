@@ -18,7 +18,7 @@
 # Build trees: build/ci (shared with 10-unit.sh), build/bench-generic.
 set -euo pipefail
 cd "${ATTN_ROOT:-$(dirname "$0")/../..}"
-bash scripts/deps.sh libblas-dev
+bash scripts/deps.sh libblas-dev python3
 tmp="$(mktemp -d /tmp/attn-bench.XXXXXX)"
 trap 'rm -rf "$tmp"' EXIT
 jobs="$(nproc)"
@@ -57,8 +57,12 @@ smoke() { # smoke BUILD_DIR NAME
 
 echo "--- bench smoke: OpenBLAS build"
 cmake -S . -B build/ci -DCMAKE_BUILD_TYPE=Release -DATTN_WERROR=ON >/dev/null
-cmake --build build/ci -j"$jobs" --target bench_forward bench_core
+cmake --build build/ci -j"$jobs" --target bench_forward bench_core bench_decode
 smoke build/ci openblas
+# Decoding steps on tiny contexts (against the full forward and the measured
+# read bandwidth): runs and prints its table.
+build/ci/bench/bench_decode --contexts 16,64 --batches 1,2 --steps 8 \
+  --bw-mib 8 --full-budget 0
 
 echo "--- bench smoke: generic BLAS build, reference BLAS"
 cmake -S . -B build/bench-generic -DCMAKE_BUILD_TYPE=Release \
