@@ -17,26 +17,6 @@ static int64_t round_up(int64_t n) {
   return (n + ALIGN_FLOATS - 1) / ALIGN_FLOATS * ALIGN_FLOATS;
 }
 
-static attn_status load_options(const attn_options *in, attn_options *o) {
-  attn_options_init(o);
-  if (!in)
-    return ATTN_OK;
-  return attn_load_struct(o, sizeof *o, in, sizeof *o, "attn_options");
-}
-
-static attn_status check_options(const attn_options *o) {
-  if (o->weights_mode != ATTN_WEIGHTS_PER_HEAD &&
-      o->weights_mode != ATTN_WEIGHTS_AVERAGE)
-    return attn_fail(ATTN_ERR_BAD_OPTION, "unknown weights_mode %d",
-                     o->weights_mode);
-  if (o->num_threads < 0)
-    return attn_fail(ATTN_ERR_BAD_OPTION,
-                     "num_threads %d must not be negative (0 means the "
-                     "layer's setting)",
-                     o->num_threads);
-  return ATTN_OK;
-}
-
 /* Where a step's scratch goes, in floats from a 64-byte aligned base: the
  * projected queries (with the new keys and values beside them in a
  * self-attention step), the key lengths the core sees, merged padding
@@ -207,14 +187,14 @@ static attn_status load_decode_mask(const attn_decode_mask *in, int64_t B,
 }
 
 static attn_status check_cache_call(const attn_layer *l, const attn_kv_cache *c,
-                                    int64_t n, const attn_options *o) {
+                                    int64_t n) {
   attn_status st = attn_dec_owner_check(&c->owner, l, "cache");
   if (st != ATTN_OK)
     return st;
   if (n <= 0)
     return attn_fail(ATTN_ERR_BAD_SIZE, "n_new %lld must be positive",
                      (long long)n);
-  return check_options(o);
+  return ATTN_OK;
 }
 
 attn_status attn_decode_scratch_size(const attn_layer *l,
@@ -227,8 +207,8 @@ attn_status attn_decode_scratch_size(const attn_layer *l,
                      : !c ? "cache"
                           : "bytes");
   attn_options o;
-  attn_status st = load_options(opts, &o);
-  if (st != ATTN_OK || (st = check_cache_call(l, c, n_new, &o)) != ATTN_OK)
+  attn_status st = attn_options_load(opts, &o);
+  if (st != ATTN_OK || (st = check_cache_call(l, c, n_new)) != ATTN_OK)
     return st;
   step_plan p;
   if ((st = plan_step(l, c->batch, n_new, l->embed_dim + c->slot_ld,
@@ -286,8 +266,8 @@ attn_status attn_decode_step(const attn_layer *l, attn_kv_cache *c, int64_t B,
                      : !x ? "x"
                           : "out");
   attn_options o;
-  attn_status st = load_options(opts, &o);
-  if (st != ATTN_OK || (st = check_cache_call(l, c, n, &o)) != ATTN_OK)
+  attn_status st = attn_options_load(opts, &o);
+  if (st != ATTN_OK || (st = check_cache_call(l, c, n)) != ATTN_OK)
     return st;
   if (B != c->batch)
     return attn_fail(ATTN_ERR_BAD_SIZE,
@@ -469,14 +449,14 @@ attn_status attn_decode_step(const attn_layer *l, attn_kv_cache *c, int64_t B,
 /* Cross-attention step --------------------------------------------------- */
 
 static attn_status check_memory_call(const attn_layer *l, const attn_memory *m,
-                                     int64_t n, const attn_options *o) {
+                                     int64_t n) {
   attn_status st = attn_dec_owner_check(&m->owner, l, "memory");
   if (st != ATTN_OK)
     return st;
   if (n <= 0)
     return attn_fail(ATTN_ERR_BAD_SIZE, "n %lld must be positive",
                      (long long)n);
-  return check_options(o);
+  return ATTN_OK;
 }
 
 attn_status attn_cross_scratch_size(const attn_layer *l, const attn_memory *m,
@@ -489,8 +469,8 @@ attn_status attn_cross_scratch_size(const attn_layer *l, const attn_memory *m,
                      : !m ? "mem"
                           : "bytes");
   attn_options o;
-  attn_status st = load_options(opts, &o);
-  if (st != ATTN_OK || (st = check_memory_call(l, m, n, &o)) != ATTN_OK)
+  attn_status st = attn_options_load(opts, &o);
+  if (st != ATTN_OK || (st = check_memory_call(l, m, n)) != ATTN_OK)
     return st;
   int64_t len_k = m->len_k > 0 ? m->len_k : m->capacity;
   step_plan p;
@@ -513,8 +493,8 @@ attn_status attn_cross_step(const attn_layer *l, const attn_memory *mem,
                      : !query ? "query"
                               : "out");
   attn_options o;
-  attn_status st = load_options(opts, &o);
-  if (st != ATTN_OK || (st = check_memory_call(l, mem, n, &o)) != ATTN_OK)
+  attn_status st = attn_options_load(opts, &o);
+  if (st != ATTN_OK || (st = check_memory_call(l, mem, n)) != ATTN_OK)
     return st;
   if (B != mem->batch)
     return attn_fail(ATTN_ERR_BAD_SIZE,

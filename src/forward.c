@@ -43,15 +43,6 @@ static attn_status make_plan(const attn_layer *l, int64_t B, int64_t Lq,
     return attn_fail(ATTN_ERR_BAD_SIZE,
                      "batch %lld, len_q %lld and len_k %lld must be positive",
                      (long long)B, (long long)Lq, (long long)Lk);
-  if (o->weights_mode != ATTN_WEIGHTS_PER_HEAD &&
-      o->weights_mode != ATTN_WEIGHTS_AVERAGE)
-    return attn_fail(ATTN_ERR_BAD_OPTION, "unknown weights_mode %d",
-                     o->weights_mode);
-  if (o->num_threads < 0)
-    return attn_fail(ATTN_ERR_BAD_OPTION,
-                     "num_threads %d must not be negative (0 means the "
-                     "layer's setting)",
-                     o->num_threads);
   int64_t E = l->embed_dim, KV = l->kv_dim, hd = l->head_dim;
   memset(p, 0, sizeof *p);
   p->fused_qkv = same_qkv && Lq == Lk && l->kdim == E && l->vdim == E;
@@ -122,11 +113,24 @@ static attn_status make_plan(const attn_layer *l, int64_t B, int64_t Lq,
   return ATTN_OK;
 }
 
-static attn_status load_options(const attn_options *in, attn_options *o) {
+attn_status attn_options_load(const attn_options *in, attn_options *o) {
   attn_options_init(o);
-  if (!in)
-    return ATTN_OK;
-  return attn_load_struct(o, sizeof *o, in, sizeof *o, "attn_options");
+  if (in) {
+    attn_status st =
+        attn_load_struct(o, sizeof *o, in, sizeof *o, "attn_options");
+    if (st != ATTN_OK)
+      return st;
+  }
+  if (o->weights_mode != ATTN_WEIGHTS_PER_HEAD &&
+      o->weights_mode != ATTN_WEIGHTS_AVERAGE)
+    return attn_fail(ATTN_ERR_BAD_OPTION, "unknown weights_mode %d",
+                     o->weights_mode);
+  if (o->num_threads < 0)
+    return attn_fail(ATTN_ERR_BAD_OPTION,
+                     "num_threads %d must not be negative (0 means the "
+                     "layer's setting)",
+                     o->num_threads);
+  return ATTN_OK;
 }
 
 attn_status attn_forward_scratch_size(const attn_layer *l, int64_t batch,
@@ -137,7 +141,7 @@ attn_status attn_forward_scratch_size(const attn_layer *l, int64_t batch,
                      "attn_forward_scratch_size: %s is NULL",
                      !l ? "layer" : "bytes");
   attn_options o;
-  attn_status st = load_options(opts, &o);
+  attn_status st = attn_options_load(opts, &o);
   if (st != ATTN_OK)
     return st;
   /* The fused and the separate layouts take the same room; plan the one
@@ -178,7 +182,7 @@ attn_status attn_forward(const attn_layer *l, int64_t B, int64_t Lq, int64_t Lk,
                      : !value ? "value"
                               : "out");
   attn_options o;
-  attn_status st = load_options(opts, &o);
+  attn_status st = attn_options_load(opts, &o);
   if (st != ATTN_OK)
     return st;
   plan p;

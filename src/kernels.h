@@ -154,6 +154,9 @@ void attn_project(bool serial, int32_t threads, int64_t M, int64_t N, int64_t K,
 
 /* forward.c -------------------------------------------------------------- */
 
+/* Copies the caller's options (NULL = defaults) into *o and checks them. */
+attn_status attn_options_load(const attn_options *in, attn_options *o);
+
 /* The scratch of a call: the caller's (o->scratch, refused when smaller
  * than `need` bytes; `who` names the size query in the message) or a new
  * allocation returned in *mem for the caller to free. *f is the scratch's
