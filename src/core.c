@@ -1,9 +1,12 @@
 /* The attention core: for one (batch row, head, block of queries), loop over
- * blocks of keys with scores and P*V on strided head views (cblas_sgemm),
- * and the online softmax in between. Memory per thread is
- * O(qblock * head_dim + kblock * (head_dim + 64)) floats, whatever the
- * sequence lengths (about 270 KiB with head_dim 64), except when attention
- * weights are asked for: then a key block holds whole rows (kblock = Lk).
+ * blocks of keys with scores and P*V on cblas_sgemm, and the online softmax
+ * in between. Q and V are read as strided head views; each key block is
+ * copied once, transposed, into the thread's tile, because OpenBLAS's small
+ * kernels run the scores twice as fast from it (docs/PERFORMANCE.md). Memory
+ * per thread is O(qblock * head_dim + kblock * (head_dim + 64)) floats,
+ * whatever the sequence lengths (about 270 KiB with head_dim 64), except when
+ * attention weights are asked for: then a key block holds whole rows (kblock =
+ * Lk).
  *
  * Threading: work items run on the library's own threads, and every BLAS
  * product inside an item is kept small enough that OpenBLAS runs it in the
@@ -175,10 +178,10 @@ static void put_weights(const head_work *w, int64_t r0, int64_t n,
         avg ? c->weights + (w->b * c->len_q + i) * c->len_k
             : c->weights + ((w->b * H + w->h) * c->len_q + i) * c->len_k;
     float l = w->t.l[r0 + r];
-    const float *p = s + r * lds - lo;
+    const float *p = s + r * lds; /* p[0] is key lo */
     float inv = l > 0.0f ? f / l : 0.0f;
     for (int64_t j = 0; j < c->len_k; j++) {
-      float x = l > 0.0f ? (j >= lo && j < hi ? p[j] * inv : 0.0f) : empty;
+      float x = l > 0.0f ? (j >= lo && j < hi ? p[j - lo] * inv : 0.0f) : empty;
       dst[j] = first ? x : dst[j] + x;
     }
   }

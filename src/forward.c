@@ -94,12 +94,6 @@ static attn_status make_plan(const attn_layer *l, int64_t B, int64_t Lq,
   }
 
   attn_core_blocks(l, Lq, Lk, o->attn_weights != NULL, &p->qblock, &p->kblock);
-  /* The core keeps int64 key ranges after qblock * (kblock + head_dim + 2)
-   * floats of its tile: keep that count even so they stay 8-byte aligned
-   * (misaligned otherwise, which UBSan reports; a wider key block is always
-   * allowed). */
-  if (p->qblock % 2 && (p->kblock + hd) % 2)
-    p->kblock++;
   int64_t tile = round_up(attn_core_tile_floats(p->qblock, p->kblock, hd));
   p->threads = attn_resolve_threads(o->num_threads, l->num_threads);
   p->tile_off = total;
