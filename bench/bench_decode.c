@@ -34,21 +34,7 @@
 #include <sys/mman.h>
 #endif
 
-static double now(void) {
-  struct timespec t;
-  clock_gettime(CLOCK_MONOTONIC, &t);
-  return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
-}
-
-static int cmp_double(const void *a, const void *b) {
-  double x = *(const double *)a, y = *(const double *)b;
-  return (x > y) - (x < y);
-}
-
-static double median(double *v, int n) {
-  qsort(v, (size_t)n, sizeof *v, cmp_double);
-  return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
-}
+#include "bench_util.h"
 
 static void *xmalloc(size_t n) {
   void *p = malloc(n);
@@ -175,7 +161,8 @@ static result run_case(const settings *s, const bw_probe *bw, int64_t B,
   attn_cache_config cc;
   attn_cache_config_init(&cc);
   cc.batch = B;
-  cc.capacity = L + s->steps + 1;
+  /* The warm-up step plus the timed steps, rounded up to whole rounds. */
+  cc.capacity = L + (s->steps + ROUNDS - 1) / ROUNDS * ROUNDS + 1;
   attn_kv_cache *cache;
   check(attn_kv_cache_create(layer, &cc, &cache), "attn_kv_cache_create");
 
