@@ -19,8 +19,10 @@ set -euo pipefail
 cd "${ATTN_ROOT:-$(dirname "$0")/../..}"
 root="$PWD"
 
+# libgfortran-12-dev: `pkg-config --static openblas` asks for -lgfortran,
+# which a static consumer can only link with the development symlink.
 bash scripts/deps.sh libblas-dev abigail-tools doxygen debhelper lintian \
-  dpkg-dev pkgconf g++
+  dpkg-dev pkgconf g++ libgfortran-12-dev
 
 tmp="$(mktemp -d /tmp/attn-packaging.XXXXXX)"
 installed_debs=0
