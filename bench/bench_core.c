@@ -1,6 +1,6 @@
 /* bench_core: times the attention core alone (scores, mask, softmax, P*V;
- * no projections) with block sizes forced from the command line. It is
- * built from the library's sources, so it can reach the internal core
+ * no projections) with block sizes forced from the command line. It links
+ * the library's objects (attn_internal), so it can reach the internal core
  * interface; the block-size and dispatch measurements in
  * docs/PERFORMANCE.md come from it.
  *
@@ -15,7 +15,9 @@
  *   before each timed run, a Q/K/V-sized product with the BLAS's own
  *   threads, as the forward pass does (its threads may still be spinning
  *   while the core runs); only the core is timed. */
-#include "kernels.h"
+#include "common/runtime.h"
+#include "core/simd.h"
+#include "core/tiled.h"
 
 #include <cblas.h>
 #include <math.h>
@@ -27,17 +29,11 @@
 
 #include "bench_util.h"
 
-typedef struct {
-  const attn_core *core;
-  float *tiles;
-  int64_t tile_floats;
-} job;
-
 /* The plain path: whole score matrices with BLAS-threaded products. */
 static void plain(const attn_core *c, float *scores) {
-  const attn_layer *L = c->layer;
+  const attn_heads *L = c->heads;
   int64_t n = c->len_q, hd = L->head_dim;
-  const attn_vec_ops *vec = attn_vec();
+  const attn_simd *vec = attn_simd_get();
   for (int64_t b = 0; b < c->batch; b++)
     for (int64_t h = 0; h < L->num_heads; h++) {
       const float *q = c->q + b * n * c->ldq + h * hd;
@@ -57,11 +53,6 @@ static void plain(const attn_core *c, float *scores) {
     }
 }
 
-static void item(void *ctx, int64_t i, int32_t worker) {
-  job *j = ctx;
-  attn_core_run(j->core, i, j->tiles + worker * j->tile_floats);
-}
-
 int main(int argc, char **argv) {
   if (argc < 10) {
     fprintf(stderr, "usage: bench_core B L E H qblock kblock gemm_keys "
@@ -79,14 +70,21 @@ int main(int argc, char **argv) {
       reps <= 0)
     return 2;
 
-  attn_layer layer;
-  memset(&layer, 0, sizeof layer);
-  layer.embed_dim = layer.kdim = layer.vdim = E;
-  layer.num_heads = layer.num_kv_heads = H;
-  layer.head_dim = E / H;
-  layer.kv_dim = E;
-  layer.scale_d = 1.0 / sqrt((double)layer.head_dim);
-  layer.scale = (float)layer.scale_d;
+  attn_heads layer = {.num_heads = H,
+                      .num_kv_heads = H,
+                      .head_dim = E / H,
+                      .kv_dim = E,
+                      .scale = (float)(1.0 / sqrt((double)(E / H)))};
+  /* A runtime of exactly `threads` threads, holding the BLAS as forward
+   * calls do by default. */
+  attn_runtime_config rc;
+  attn_runtime_config_init(&rc);
+  rc.num_threads = threads;
+  attn_runtime *rt = NULL;
+  attn_exec ex;
+  if (attn_runtime_create(&rc, &rt) != ATTN_OK ||
+      attn_exec_resolve(rt, threads, 0, &ex) != ATTN_OK)
+    return 1;
 
   int64_t dq, dk;
   attn_core_blocks(&layer, L, L, false, &dq, &dk);
@@ -110,7 +108,7 @@ int main(int argc, char **argv) {
     x = x * 1664525u + 1013904223u;
     qkv[i] = (float)(x >> 8) / (float)(1u << 24) - 0.5f;
   }
-  attn_core c = {.layer = &layer,
+  attn_core c = {.heads = &layer,
                  .mask = &mask,
                  .batch = B,
                  .len_q = L,
@@ -126,7 +124,6 @@ int main(int argc, char **argv) {
                  .qblock = qb,
                  .kblock = kb,
                  .gemm_rows = kg};
-  job j = {&c, tiles, tile};
   double *t = malloc((size_t)reps * sizeof(double));
   if (!t)
     return 1;
@@ -142,10 +139,13 @@ int main(int argc, char **argv) {
                   (int)(3 * E), (int)E, 1.0f, xin, (int)E, wqkv, (int)E, 0.0f,
                   y, (int)(3 * E));
     double t0 = now();
-    if (plain_path)
+    if (plain_path) {
       plain(&c, tiles);
-    else
-      attn_parallel_for(used, attn_core_items(&c), item, &j);
+    } else {
+      attn_exec_enter(&ex);
+      attn_core_run_all(&c, &ex, used, tiles, tile);
+      attn_exec_leave(&ex);
+    }
     if (r >= 0)
       t[r] = now() - t0;
   }
@@ -157,12 +157,13 @@ int main(int argc, char **argv) {
          "causal=%d plain=%d vec=%s median_ms=%.3f min_ms=%.3f gflops=%.1f\n",
          (long long)B, (long long)L, (long long)E, (long long)H, (long long)qb,
          (long long)kb, (long long)kg, used, causal, plain_path,
-         attn_vec()->name, 1e3 * med, 1e3 * t[0], flops / med * 1e-9);
+         attn_simd_get()->name, 1e3 * med, 1e3 * t[0], flops / med * 1e-9);
   free(t);
   free(xin);
   free(y);
   free(wqkv);
   free(qkv);
   free(tiles);
+  attn_runtime_destroy(rt);
   return 0;
 }

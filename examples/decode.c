@@ -88,7 +88,7 @@ int main(void) {
   attn_memory *memory;
   check(attn_memory_create(cross_attn, &mc, &memory), "attn_memory_create");
   check(attn_memory_set(cross_attn, memory, 1, SRC_LEN, encoded, encoded, NULL,
-                        NULL),
+                        NULL, NULL),
         "attn_memory_set");
 
   /* Self-attention cache for the tokens the decoder produces. */

@@ -11,7 +11,9 @@
 
 #include <cmocka.h>
 
-#include "kernels.h"
+#include "common/cpu.h"
+#include "core/simd.h"
+#include "core/softmax.h"
 
 #include <float.h>
 #include <math.h>
@@ -20,11 +22,11 @@
 #include <string.h>
 
 /* Implementations to test: portable always, AVX2 when the CPU has it. */
-static int implementations(const attn_vec_ops **ops) {
+static int implementations(const attn_simd **ops) {
   int n = 0;
-  ops[n++] = attn_vec_portable();
-  if (attn_vec_avx2() && attn_cpu_has_avx2_fma())
-    ops[n++] = attn_vec_avx2();
+  ops[n++] = attn_simd_portable();
+  if (attn_simd_avx2() && attn_cpu()->avx2_fma)
+    ops[n++] = attn_simd_avx2();
   return n;
 }
 
@@ -42,23 +44,31 @@ static void *xmalloc(size_t n) {
   return p;
 }
 
-/* Where the library's attn_vec() points: one of the tested tables. */
+/* Where the library's dispatch points: one of the tested tables, the
+ * same on every call, and the portable one for shapes the vector kernels
+ * do not take. */
 static void test_dispatch(void **state) {
   (void)state;
-  const attn_vec_ops *v = attn_vec();
+  const attn_simd *v = attn_simd_get();
   assert_non_null(v);
-  if (attn_vec_avx2() && attn_cpu_has_avx2_fma())
-    assert_ptr_equal(v, attn_vec_avx2());
+  if (attn_simd_avx2() && attn_cpu()->avx2_fma)
+    assert_ptr_equal(v, attn_simd_avx2());
   else
-    assert_ptr_equal(v, attn_vec_portable());
-  print_message("attn_vec() = %s\n", v->name);
+    assert_ptr_equal(v, attn_simd_portable());
+  assert_ptr_equal(attn_simd_get(), v);
+  assert_ptr_equal(attn_simd_for_head(64), v);
+  assert_ptr_equal(attn_simd_for_head(12), attn_simd_portable());
+  assert_ptr_equal(attn_simd_for_rows(8, 512), v);
+  assert_ptr_equal(attn_simd_for_rows(9, 512), attn_simd_portable());
+  assert_ptr_equal(attn_simd_for_rows(1, 20), attn_simd_portable());
+  print_message("dispatch: %s\n", v->name);
 }
 
 /* exp over the softmax's range: relative error against exp() in double,
  * on a dense grid plus random points, with shift 0 and with a shift. */
 static void test_exp_accuracy(void **state) {
   (void)state;
-  const attn_vec_ops *ops[2];
+  const attn_simd *ops[2];
   int nops = implementations(ops);
   const double lo = -87.33654; /* ln(FLT_MIN): below, results may be 0 */
   const int64_t n = 1 << 21;
@@ -117,7 +127,7 @@ static void test_exp_accuracy(void **state) {
  * every tail length; values past n untouched. */
 static void test_exp_edges(void **state) {
   (void)state;
-  const attn_vec_ops *ops[2];
+  const attn_simd *ops[2];
   int nops = implementations(ops);
   for (int k = 0; k < nops; k++) {
     float x[64];
@@ -149,7 +159,7 @@ static void test_exp_edges(void **state) {
 
 static void test_max(void **state) {
   (void)state;
-  const attn_vec_ops *ops[2];
+  const attn_simd *ops[2];
   int nops = implementations(ops);
   float x[100];
   for (int k = 0; k < nops; k++) {
@@ -171,7 +181,7 @@ static void test_max(void **state) {
 
 static void test_scale_transpose(void **state) {
   (void)state;
-  const attn_vec_ops *ops[2];
+  const attn_simd *ops[2];
   int nops = implementations(ops);
   float src[40 * 37], dst[37 * 45], y[100], z[100];
   for (int i = 0; i < 40 * 37; i++)

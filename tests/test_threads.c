@@ -1,17 +1,21 @@
-/* Threading of the forward pass and the parallel for-loop under it.
+/* Threading of the forward pass, runtimes and the BLAS policy (the pool
+ * under them has its own test, test_pool.c).
  *
- * - attn_parallel_for runs every item exactly once, on worker ids below the
- *   thread count, for item counts below, at and above the thread count.
  * - Long sequences that take the tiled core path (several query blocks and
  *   key blocks, masks that skip whole key blocks, rows that lose every key)
  *   give bit-identical outputs and weights for 1, 2, 3 threads and 0 (all
- *   cores), and match the double-precision reference.
+ *   cores) of the default runtime, and for runtimes of 3 and 7 threads
+ *   (more threads than this machine has cores), and match the
+ *   double-precision reference.
  * - Several caller threads running forward calls on one layer at once,
  *   each with its own thread count, get exactly the results of the same
  *   calls made one after another.
- * - With OpenBLAS, its thread count is 1 while a forward call runs, and the
- *   same after forward calls (sequential or concurrent) as before: the
- *   library restores what it held at one thread. */
+ * - With OpenBLAS and ATTN_BLAS_HOLD, its thread count is 1 while a
+ *   forward call runs, and the same after forward calls (sequential or
+ *   concurrent) as before; a count the program sets while calls run is
+ *   kept. With ATTN_BLAS_LEAVE the count is never touched.
+ * - Runtimes refuse bad settings, report their thread count, and one
+ *   destroyed while a call of another thread runs waits for it. */
 #define _GNU_SOURCE /* RTLD_DEFAULT */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -20,13 +24,14 @@
 
 #include <cmocka.h>
 
-#include "kernels.h"
 #include "ref.h"
 
 #include <dlfcn.h>
 #include <math.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdatomic.h>
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -43,40 +48,6 @@ static void set_blas_threads(int n) {
   *(void **)&set = dlsym(RTLD_DEFAULT, "openblas_set_num_threads");
   if (set)
     set(n);
-}
-
-/* attn_parallel_for ------------------------------------------------------ */
-
-typedef struct {
-  atomic_int *hits;
-  int32_t threads;
-  atomic_int bad_worker;
-} count_job;
-
-static void count_item(void *ctx, int64_t item, int32_t worker) {
-  count_job *j = ctx;
-  atomic_fetch_add(&j->hits[item], 1);
-  if (worker < 0 || worker >= j->threads)
-    atomic_store(&j->bad_worker, 1);
-}
-
-static void test_parallel_for(void **state) {
-  (void)state;
-  const int64_t items[] = {0, 1, 2, 3, 7, 1000};
-  const int32_t threads[] = {1, 2, 3, 8, 300};
-  for (size_t a = 0; a < sizeof items / sizeof *items; a++)
-    for (size_t t = 0; t < sizeof threads / sizeof *threads; t++) {
-      int64_t n = items[a];
-      atomic_int *hits = ref_xmalloc((size_t)(n + 1) * sizeof *hits);
-      for (int64_t i = 0; i < n; i++)
-        atomic_init(&hits[i], 0);
-      count_job j = {hits, threads[t], 0};
-      attn_parallel_for(threads[t], n, count_item, &j);
-      for (int64_t i = 0; i < n; i++)
-        assert_int_equal(atomic_load(&hits[i]), 1);
-      assert_int_equal(atomic_load(&j.bad_worker), 0);
-      free(hits);
-    }
 }
 
 /* Long-sequence problems -------------------------------------------------- */
@@ -197,12 +168,16 @@ static int64_t weight_count(const problem *p, int32_t mode) {
   return p->B * p->Lq * p->Lk * (mode == ATTN_WEIGHTS_PER_HEAD ? p->H : 1);
 }
 
+/* The runtime run() uses; NULL = the default one. */
+static attn_runtime *run_rt;
+
 /* mode < 0: no weights. */
 static attn_status run(const problem *p, int32_t threads, int32_t mode,
                        float *out, float *weights) {
   attn_options o;
   attn_options_init(&o);
   o.num_threads = threads;
+  o.runtime = run_rt;
   if (mode >= 0) {
     o.weights_mode = mode;
     o.attn_weights = weights;
@@ -283,6 +258,19 @@ static void results_free(results *r) {
   }
 }
 
+static attn_runtime *new_runtime(int32_t threads, int32_t policy) {
+  attn_runtime_config rc;
+  assert_int_equal(attn_runtime_config_init(&rc), ATTN_OK);
+  rc.num_threads = threads;
+  rc.blas_policy = policy;
+  attn_runtime *rt = NULL;
+  assert_int_equal(attn_runtime_create(&rc, &rt), ATTN_OK);
+  int32_t n = 0;
+  assert_int_equal(attn_runtime_threads(rt, &n), ATTN_OK);
+  assert_int_equal(n, threads);
+  return rt;
+}
+
 static void check_thread_counts(problem *p) {
   reference ref;
   reference_new(p, &ref);
@@ -293,6 +281,16 @@ static void check_thread_counts(problem *p) {
     compute(p, &ref, counts[t], &other);
     assert_same(p, &first, &other);
     results_free(&other);
+  }
+  /* Runtimes with more threads than cores, under either BLAS policy. */
+  const int32_t sizes[] = {3, 7};
+  for (size_t r = 0; r < 2; r++) {
+    run_rt = new_runtime(sizes[r], r ? ATTN_BLAS_LEAVE : ATTN_BLAS_HOLD);
+    compute(p, &ref, 0, &other);
+    assert_same(p, &first, &other);
+    results_free(&other);
+    attn_runtime_destroy(run_rt);
+    run_rt = NULL;
   }
   results_free(&first);
   reference_free(&ref);
@@ -420,6 +418,17 @@ static void *busy_main(void *arg) {
   return NULL;
 }
 
+/* Polls OpenBLAS's count while c's calls run: true once it reads 1. */
+static bool wait_for_one(void) {
+  for (int i = 0; i < 200000; i++) {
+    if (blas_threads() == 1)
+      return true;
+    struct timespec ts = {0, 100000};
+    nanosleep(&ts, NULL);
+  }
+  return false;
+}
+
 static void test_blas_held(void **state) {
   (void)state;
   int before = blas_threads();
@@ -432,12 +441,7 @@ static void test_blas_held(void **state) {
   pthread_t tid;
   assert_int_equal(pthread_create(&tid, NULL, busy_main, &c), 0);
   /* Calls run back to back: within seconds the count must read 1. */
-  bool seen_one = false;
-  for (int i = 0; i < 200000 && !seen_one; i++) {
-    seen_one = blas_threads() == 1;
-    struct timespec ts = {0, 100000};
-    nanosleep(&ts, NULL);
-  }
+  bool seen_one = wait_for_one();
   atomic_store(&c.stop, 1);
   pthread_join(tid, NULL);
   assert_true(seen_one);
@@ -446,14 +450,149 @@ static void test_blas_held(void **state) {
   problem_free(&p);
 }
 
+/* A count the program sets while calls hold OpenBLAS is kept, not
+ * overwritten when the calls end. */
+static void test_blas_program_count_kept(void **state) {
+  (void)state;
+  int before = blas_threads();
+  if (before < 0)
+    skip();
+  set_blas_threads(2);
+  problem p;
+  problem_self(&p);
+  busy_caller c = {&p, 0};
+  pthread_t tid;
+  assert_int_equal(pthread_create(&tid, NULL, busy_main, &c), 0);
+  bool seen_one = wait_for_one();
+  set_blas_threads(3); /* the program's own choice, mid-call */
+  atomic_store(&c.stop, 1);
+  pthread_join(tid, NULL);
+  assert_true(seen_one);
+  assert_int_equal(blas_threads(), 3);
+  set_blas_threads(before);
+  problem_free(&p);
+}
+
+/* ATTN_BLAS_LEAVE: the count is never changed, even while calls run. */
+static void test_blas_leave(void **state) {
+  (void)state;
+  int before = blas_threads();
+  if (before < 0)
+    skip();
+  set_blas_threads(2);
+  problem p;
+  problem_self(&p);
+  run_rt = new_runtime(2, ATTN_BLAS_LEAVE);
+  busy_caller c = {&p, 0};
+  pthread_t tid;
+  assert_int_equal(pthread_create(&tid, NULL, busy_main, &c), 0);
+  int changed = 0;
+  for (int i = 0; i < 3000; i++) {
+    changed += blas_threads() != 2;
+    struct timespec ts = {0, 100000};
+    nanosleep(&ts, NULL);
+  }
+  atomic_store(&c.stop, 1);
+  pthread_join(tid, NULL);
+  assert_int_equal(changed, 0);
+  attn_runtime_destroy(run_rt);
+  run_rt = NULL;
+  set_blas_threads(before);
+  problem_free(&p);
+}
+
+static void test_runtime_errors(void **state) {
+  (void)state;
+  attn_runtime_config rc;
+  attn_runtime *rt = (attn_runtime *)&rc; /* must stay untouched */
+  attn_runtime *const sentinel = rt;
+  assert_int_equal(attn_runtime_config_init(&rc), ATTN_OK);
+  assert_int_equal(rc.num_threads, 0);
+  assert_int_equal(rc.blas_policy, ATTN_BLAS_HOLD);
+  assert_int_equal(attn_runtime_create(&rc, NULL), ATTN_ERR_NULL_POINTER);
+  rc.num_threads = -1;
+  assert_int_equal(attn_runtime_create(&rc, &rt), ATTN_ERR_BAD_OPTION);
+  rc.num_threads = ATTN_MAX_THREADS + 1;
+  assert_int_equal(attn_runtime_create(&rc, &rt), ATTN_ERR_BAD_OPTION);
+  assert_non_null(strstr(attn_last_error(), "num_threads"));
+  rc.num_threads = 2;
+  rc.blas_policy = 7;
+  assert_int_equal(attn_runtime_create(&rc, &rt), ATTN_ERR_BAD_OPTION);
+  assert_non_null(strstr(attn_last_error(), "blas_policy"));
+  rc.blas_policy = ATTN_BLAS_LEAVE;
+  rc.struct_size = 4;
+  assert_int_equal(attn_runtime_create(&rc, &rt), ATTN_ERR_STRUCT_SIZE);
+  assert_ptr_equal(rt, sentinel);
+  assert_int_equal(attn_runtime_threads(NULL, NULL), ATTN_ERR_NULL_POINTER);
+  /* NULL config: the defaults, one thread per CPU this process may use. */
+  assert_int_equal(attn_runtime_create(NULL, &rt), ATTN_OK);
+  int32_t n = 0, d = 0;
+  assert_int_equal(attn_runtime_threads(rt, &n), ATTN_OK);
+  assert_int_equal(n, attn_cpu_count());
+  assert_int_equal(attn_runtime_threads(NULL, &d), ATTN_OK);
+  assert_int_equal(d, attn_cpu_count());
+  attn_runtime_destroy(rt);
+  attn_runtime_destroy(NULL);
+}
+
+/* A runtime destroyed while another thread's call runs on it: the destroy
+ * waits for the call, which completes normally (ASan would see a use after
+ * free otherwise). Under ATTN_BLAS_HOLD the count reads 1 only once the
+ * call is inside the runtime, which tells the test when to destroy. */
+typedef struct {
+  const problem *p;
+  attn_status st;
+} long_caller;
+
+static void *long_main(void *arg) {
+  long_caller *c = arg;
+  float *out = ref_xmalloc((size_t)out_count(c->p) * sizeof(float));
+  c->st = run(c->p, 0, -1, out, NULL);
+  free(out);
+  return NULL;
+}
+
+static void test_runtime_destroy_waits(void **state) {
+  (void)state;
+  int before = blas_threads();
+  if (before < 0)
+    skip();
+  set_blas_threads(2);
+  problem p;
+  problem_self(&p);
+  p.B = 1;
+  p.Lq = p.Lk = 1400; /* tens of milliseconds, from p's inputs */
+  p.mask.key_padding = NULL;
+  run_rt = new_runtime(2, ATTN_BLAS_HOLD);
+  long_caller c = {&p, -1};
+  pthread_t tid;
+  assert_int_equal(pthread_create(&tid, NULL, long_main, &c), 0);
+  bool inside = false;
+  for (int i = 0; i < 2000000 && !inside; i++)
+    inside = blas_threads() == 1;
+  if (inside)
+    attn_runtime_destroy(run_rt);
+  pthread_join(tid, NULL);
+  if (!inside)
+    attn_runtime_destroy(run_rt);
+  run_rt = NULL;
+  assert_int_equal(c.st, ATTN_OK);
+  assert_int_equal(blas_threads(), 2);
+  set_blas_threads(before);
+  problem_free(&p);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
-      cmocka_unit_test(test_parallel_for),
       cmocka_unit_test(test_tiled_self_thread_counts),
       cmocka_unit_test(test_tiled_cross_thread_counts),
       cmocka_unit_test(test_wide_head_thread_counts),
       cmocka_unit_test(test_concurrent_callers),
       cmocka_unit_test(test_blas_held),
+      cmocka_unit_test(test_blas_program_count_kept),
+      cmocka_unit_test(test_blas_leave),
+      cmocka_unit_test(test_runtime_errors),
+      cmocka_unit_test(test_runtime_destroy_waits),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

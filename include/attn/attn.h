@@ -14,50 +14,45 @@
  *   left exactly as they were. attn_last_error() then gives a message that
  *   says what exactly was wrong.
  * - Structs that may grow start with their own size (struct_size) and are
- *   filled with defaults by an attn_*_init() function. New fields are only
- *   ever appended. Structs are always passed by pointer.
+ *   filled with defaults by an attn_*_init() function. Those are inline
+ *   functions of this header: they pass the size of the struct as the
+ *   caller's program was compiled, to the exported attn_*_init_sized(), so
+ *   a program built against an older header never has more bytes written
+ *   into its struct than it has (FFI callers call attn_*_init_sized() with
+ *   their own struct's size). New fields are only ever appended. The
+ *   library reads and writes only the first struct_size bytes of a
+ *   caller's struct; fields past them take their documented defaults. A
+ *   struct_size smaller than the struct's first released layout (the
+ *   ATTN_*_SIZE_0_1 constants) is refused, and so is a larger one than
+ *   the library knows unless the unknown tail is all zero bytes. Structs
+ *   are always passed by pointer. See docs/ABI.md.
  * - Destroy functions accept NULL.
  *
  * Thread safety
  * -------------
- * The library has no global mutable state apart from the per-thread error
- * message and, with OpenBLAS, the hold on its thread count described under
- * "Threads inside a call". A layer whose weights are set is read-only during
- * forward calls: any number of threads may call attn_forward() /
- * attn_self_forward() on the same layer at once. Functions that change a layer (weight setters,
- * attn_layer_init_weights()) must not run concurrently with any other call on
- * that layer. Scratch buffers passed in by callers belong to one call at a
- * time.
+ * A layer whose weights are set is read-only during forward calls: any
+ * number of threads may call attn_forward() / attn_self_forward() on the
+ * same layer at once. Functions that change a layer (weight setters,
+ * attn_layer_init_weights(), loading a weight file) must not run
+ * concurrently with any other call on that layer. Scratch buffers passed in
+ * by callers belong to one call at a time. The library keeps no hidden
+ * global state: what a call needs besides its arguments (worker threads,
+ * the BLAS policy) lives in an attn_runtime, and the one process-wide
+ * effect a runtime may have, holding OpenBLAS at one thread while a call
+ * runs, is described under "Runtimes" below and can be turned off.
  *
  * Threads inside a call
  * ---------------------
- * A forward call runs on up to num_threads threads that the library starts
- * for the call, the calling thread being one of them (see
- * attn_options.num_threads and attn_config.num_threads): the projections,
- * cut into blocks of rows and columns, and the attention, cut into (batch
- * row, head, block of queries) items. How that meets the BLAS's threads:
- * - OpenBLAS, pthreads build (Debian's default, also when reached through
- *   libblas.so.3): while at least one forward call is running, the library
- *   sets OpenBLAS's process-wide thread count to 1 (openblas_set_num_threads,
- *   looked up at run time) and puts the previous count back when the last of
- *   the concurrent calls returns. Meanwhile, BLAS calls made by other threads
- *   of the program run single-threaded, and a count they set is overwritten
- *   by that restore. The reason: OpenBLAS's idle threads keep spinning for
- *   about 0.1 s after each threaded product and would take cores from the
- *   library's threads (docs/PERFORMANCE.md has the measurement). So
- *   OPENBLAS_NUM_THREADS does not limit a forward call; num_threads does.
- * - Any other BLAS (a generic CBLAS, OpenBLAS built with OpenMP): the
- *   library leaves it alone. Each projection is then one BLAS call from the
- *   calling thread, which the BLAS may thread itself; the attention's BLAS
- *   calls, made on the library's threads, are kept small enough
- *   (M * N * K <= 262144) that OpenBLAS runs them in the calling thread, so
- *   its threads never run nested inside the library's. With a BLAS that
- *   threads even small products, give that BLAS one thread.
- * Several caller threads running forward calls at once each start their own
- * threads: to avoid running more threads than cores, give each call a share
- * of the cores. Results are bit-identical for every num_threads: the work is
- * cut into blocks chosen from the shapes and the CPU (cache size, vector
- * instructions) only, and each block is computed the same way on any thread.
+ * A call runs on the calling thread plus idle worker threads of its
+ * runtime (attn_options.runtime; NULL = the default runtime), at most
+ * attn_options.num_threads (or attn_config.num_threads) in all, and fewer
+ * when the work is too small to pay for them. Workers are started once,
+ * when the runtime is created, and sleep between calls. Results are
+ * bit-identical for every thread count: the work is cut into blocks
+ * chosen from the shapes and the CPU (cache size, vector instructions)
+ * only, and each block is computed the same way on any thread. How the
+ * library meets the BLAS's own threads is the runtime's BLAS policy
+ * (ATTN_BLAS_HOLD, ATTN_BLAS_LEAVE).
  */
 #ifndef ATTN_ATTN_H
 #define ATTN_ATTN_H
@@ -177,6 +172,106 @@ ATTN_API const char *attn_status_string(attn_status status);
 ATTN_API const char *attn_last_error(void);
 
 /* ------------------------------------------------------------------------ */
+/* Runtimes: worker threads and the BLAS policy                              */
+/* ------------------------------------------------------------------------ */
+
+/* BLAS policies of a runtime. Values are append-only. */
+/** Default. While a call of this runtime runs, OpenBLAS (pthreads build,
+ * found at run time, also behind libblas.so.3) is held at one thread, so
+ * that every BLAS product runs in the thread that calls it: the library
+ * then cuts the projections into blocks for its own threads. Reason:
+ * OpenBLAS's idle threads keep spinning for about 0.1 s after each
+ * threaded product and take the cores from the library's threads
+ * (docs/PERFORMANCE.md has the measurement). OpenBLAS's thread count is
+ * process-wide: the first of overlapping calls (of any runtime with this
+ * policy) reads it and sets 1, the last one to finish puts the count it
+ * read back, unless the count is no longer 1 then: a count the program set
+ * while calls ran is kept, never overwritten. Meanwhile, BLAS calls that
+ * other threads of the program make run single-threaded. With a BLAS whose
+ * threads cannot be controlled (a generic CBLAS, OpenMP OpenBLAS) this
+ * acts as ATTN_BLAS_LEAVE. */
+#define ATTN_BLAS_HOLD 0
+/** The library never changes a BLAS setting. Each projection is one BLAS
+ * call from the calling thread, which the BLAS may thread itself; the
+ * attention's products, made on the library's threads, stay small enough
+ * (M * N * K <= 262144) that OpenBLAS runs them in the calling thread, so
+ * its threads never run nested inside the library's. */
+#define ATTN_BLAS_LEAVE 1
+
+/** Largest number of threads a runtime can have. */
+#define ATTN_MAX_THREADS 1024
+
+/** Settings of a runtime. Fill with attn_runtime_config_init(). */
+typedef struct attn_runtime_config {
+  /** sizeof(attn_runtime_config) as compiled by the caller; set by
+   * attn_runtime_config_init(). */
+  size_t struct_size;
+  /** Threads of the runtime, the calling thread included (the runtime
+   * starts num_threads - 1 workers). 0 (default) = the CPUs this process
+   * may run on: its CPU affinity mask, further limited by a cgroup v2
+   * cpu.max quota when there is one (attn_cpu_count()). At most
+   * ATTN_MAX_THREADS. */
+  int32_t num_threads;
+  /** ATTN_BLAS_HOLD (default) or ATTN_BLAS_LEAVE. */
+  int32_t blas_policy;
+} attn_runtime_config;
+
+/** Size of attn_runtime_config in its first released layout. */
+#define ATTN_RUNTIME_CONFIG_SIZE_0_1                                           \
+  (offsetof(attn_runtime_config, blas_policy) + sizeof(int32_t))
+
+/** Fills the first `size` bytes at cfg with the defaults (num_threads 0,
+ * ATTN_BLAS_HOLD) and sets cfg->struct_size to `size`, as
+ * attn_config_init_sized(). Errors (nothing written):
+ * ATTN_ERR_NULL_POINTER, ATTN_ERR_STRUCT_SIZE. Thread-safe. */
+ATTN_API attn_status attn_runtime_config_init_sized(attn_runtime_config *cfg,
+                                                    size_t size);
+
+/** attn_runtime_config_init_sized(cfg, sizeof *cfg). */
+static inline attn_status attn_runtime_config_init(attn_runtime_config *cfg) {
+  return attn_runtime_config_init_sized(cfg, sizeof *cfg);
+}
+
+/** Opaque execution context: a pool of worker threads, created once and
+ * asleep between calls (they never spin), and a BLAS policy. Calls choose
+ * one through attn_options.runtime; a NULL runtime means the default
+ * runtime, created on first use (thread-safe) with the defaults of
+ * attn_runtime_config and kept until the process exits. Any number of
+ * threads may make calls with one runtime at once: a call takes the
+ * workers that are idle, and runs alone on its calling thread when none
+ * is, so overlapping calls never run more threads than the runtime has
+ * plus their callers. A process that forks runs calls of runtimes created
+ * before the fork on the calling thread only, in the child. */
+typedef struct attn_runtime attn_runtime;
+
+/** Creates a runtime and starts its workers. On success *out owns it, to be
+ * freed with attn_runtime_destroy(); on failure *out is unchanged.
+ * cfg may be NULL for the defaults. Errors: ATTN_ERR_NULL_POINTER (out),
+ * ATTN_ERR_STRUCT_SIZE, ATTN_ERR_BAD_OPTION (num_threads negative or above
+ * ATTN_MAX_THREADS, unknown blas_policy), ATTN_ERR_NO_MEMORY (also: the
+ * system refused to start a thread). Thread-safe. */
+ATTN_API attn_status attn_runtime_create(const attn_runtime_config *cfg,
+                                         attn_runtime **out);
+
+/** Stops the runtime's workers and frees it. NULL is allowed. Calls still
+ * running on it are waited for; making a call with a runtime after (or
+ * while) it is destroyed is a bug of the caller's. Never call it from
+ * inside a call of that runtime. */
+ATTN_API void attn_runtime_destroy(attn_runtime *rt);
+
+/** Number of threads of rt (NULL: of the default runtime, creating it if
+ * needed), the calling thread included, in *threads. Errors:
+ * ATTN_ERR_NULL_POINTER (threads), ATTN_ERR_NO_MEMORY (the default runtime
+ * could not be created). Thread-safe. */
+ATTN_API attn_status attn_runtime_threads(const attn_runtime *rt,
+                                          int32_t *threads);
+
+/** Number of CPUs this process may run on: the CPUs of its affinity mask,
+ * limited by a cgroup v2 cpu.max quota (rounded up) when one applies; at
+ * least 1. Read anew on each call. Thread-safe. */
+ATTN_API int32_t attn_cpu_count(void);
+
+/* ------------------------------------------------------------------------ */
 /* Layer configuration                                                       */
 /* ------------------------------------------------------------------------ */
 
@@ -196,11 +291,11 @@ typedef struct attn_config {
   int64_t vdim;
   /** Nonzero (default): projections have biases, as torch's bias=True. */
   int32_t bias;
-  /** Default number of threads for forward calls; 0 (default) = one per
-   * online core of the machine, 1 = run in the calling thread only. With a
-   * BLAS other than OpenBLAS (pthreads), the BLAS's own threads come on top:
-   * see "Threads inside a call" at the top of this file. Calls too small to
-   * gain from threads use fewer; results do not depend on the number. */
+  /** Default number of threads for calls with this layer; 0 (default) =
+   * every thread of the call's runtime, 1 = the calling thread only. A
+   * count above the runtime's is clamped to it. Calls too small to gain
+   * from threads use fewer; results do not depend on the number. See
+   * "Threads inside a call" at the top of this file. */
   int32_t num_threads;
   /** Score scale; 0 (default) means 1/sqrt(embed_dim / num_heads). */
   double scale;
@@ -210,9 +305,25 @@ typedef struct attn_config {
   int64_t num_kv_heads;
 } attn_config;
 
-/** Fills cfg with defaults and sets cfg->struct_size. Does nothing when cfg
- * is NULL. Thread-safe. */
-ATTN_API void attn_config_init(attn_config *cfg);
+/** Size of attn_config in release 0.1.0, its first released layout: the
+ * smallest struct_size the library accepts. */
+#define ATTN_CONFIG_SIZE_0_1                                                   \
+  (offsetof(attn_config, num_kv_heads) + sizeof(int64_t))
+
+/** Fills the first `size` bytes at cfg with the layer defaults (num_heads 1,
+ * bias on, every other field 0) and sets cfg->struct_size to `size`. Fields
+ * past the library's own layout (a caller compiled against a newer header) are
+ * set to zero, which is their default. Use attn_config_init() from C and C++;
+ * FFI callers pass their struct's size. Errors (nothing written):
+ * ATTN_ERR_NULL_POINTER, ATTN_ERR_STRUCT_SIZE (size below
+ * ATTN_CONFIG_SIZE_0_1). Thread-safe. */
+ATTN_API attn_status attn_config_init_sized(attn_config *cfg, size_t size);
+
+/** attn_config_init_sized(cfg, sizeof *cfg): the defaults, for the
+ * struct as this program was compiled. Returns as attn_config_init_sized(). */
+static inline attn_status attn_config_init(attn_config *cfg) {
+  return attn_config_init_sized(cfg, sizeof *cfg);
+}
 
 /* ------------------------------------------------------------------------ */
 /* Layers                                                                    */
@@ -364,9 +475,23 @@ typedef struct attn_mask {
   int64_t window;
 } attn_mask;
 
-/** Fills mask with "no masking" and sets mask->struct_size. Does nothing
- * when mask is NULL. Thread-safe. */
-ATTN_API void attn_mask_init(attn_mask *mask);
+/** Size of attn_mask in release 0.1.0, its first released layout: the
+ * smallest struct_size the library accepts. */
+#define ATTN_MASK_SIZE_0_1 (offsetof(attn_mask, window) + sizeof(int64_t))
+
+/** Fills the first `size` bytes at mask with "no masking" and sets
+ * mask->struct_size to `size`. Fields past the library's own layout
+ * (a caller compiled against a newer header) are set to zero, which is
+ * their default. Use attn_mask_init() from C and C++; FFI callers pass
+ * their struct's size. Errors (nothing written): ATTN_ERR_NULL_POINTER,
+ * ATTN_ERR_STRUCT_SIZE (size below ATTN_MASK_SIZE_0_1). Thread-safe. */
+ATTN_API attn_status attn_mask_init_sized(attn_mask *mask, size_t size);
+
+/** attn_mask_init_sized(mask, sizeof *mask): the defaults, for the
+ * struct as this program was compiled. Returns as attn_mask_init_sized(). */
+static inline attn_status attn_mask_init(attn_mask *mask) {
+  return attn_mask_init_sized(mask, sizeof *mask);
+}
 
 /* ------------------------------------------------------------------------ */
 /* Forward                                                                   */
@@ -388,9 +513,9 @@ typedef struct attn_options {
   /** ATTN_WEIGHTS_PER_HEAD (default) or ATTN_WEIGHTS_AVERAGE. */
   int32_t weights_mode;
   /** Threads for this call: 0 (default) = the layer's num_threads, else
-   * that many (1 = the calling thread only). With a BLAS other than OpenBLAS
-   * (pthreads), the BLAS's own threads come on top: see "Threads inside a
-   * call" at the top of this file. Results do not depend on it. */
+   * that many (1 = the calling thread only), clamped to the runtime's
+   * thread count; negative is ATTN_ERR_BAD_OPTION. Results do not depend
+   * on it. */
   int32_t num_threads;
   /** Caller-provided scratch memory of scratch_size bytes, at least the
    * size attn_forward_scratch_size() reports, any alignment. The call then
@@ -398,11 +523,31 @@ typedef struct attn_options {
   void *scratch;
   /** Size of scratch in bytes; ignored when scratch is NULL. */
   size_t scratch_size;
+  /** Execution context of the call (worker threads, BLAS policy); NULL
+   * (default) = the default runtime. Not owned: it must outlive the call.
+   * Appended after 0.1.0's layout (ATTN_OPTIONS_SIZE_0_1). */
+  attn_runtime *runtime;
 } attn_options;
 
-/** Fills opts with defaults and sets opts->struct_size. Does nothing when
- * opts is NULL. Thread-safe. */
-ATTN_API void attn_options_init(attn_options *opts);
+/** Size of attn_options in release 0.1.0, its first released layout: the
+ * smallest struct_size the library accepts. */
+#define ATTN_OPTIONS_SIZE_0_1                                                  \
+  (offsetof(attn_options, scratch_size) + sizeof(size_t))
+
+/** Fills the first `size` bytes at opts with the defaults (no attention
+ * weights, the layer's thread count, library-allocated scratch, the default
+ * runtime) and sets opts->struct_size to `size`. Fields past the library's own
+ * layout (a caller compiled against a newer header) are set to zero, which is
+ * their default. Use attn_options_init() from C and C++; FFI callers pass
+ * their struct's size. Errors (nothing written): ATTN_ERR_NULL_POINTER,
+ * ATTN_ERR_STRUCT_SIZE (size below ATTN_OPTIONS_SIZE_0_1). Thread-safe. */
+ATTN_API attn_status attn_options_init_sized(attn_options *opts, size_t size);
+
+/** attn_options_init_sized(opts, sizeof *opts): the defaults, for the
+ * struct as this program was compiled. Returns as attn_options_init_sized(). */
+static inline attn_status attn_options_init(attn_options *opts) {
+  return attn_options_init_sized(opts, sizeof *opts);
+}
 
 /** Multi-head attention forward pass (cross-attention in general):
  *   query [B, Lq, E], key [B, Lk, kdim], value [B, Lk, vdim] -> out [B, Lq, E].
@@ -583,8 +728,8 @@ ATTN_API attn_status attn_layer_save_safetensors(const attn_layer *layer,
  * decode with one layer at once, each with its own caches). A cache is used
  * by one thread at a time; so is a memory while attn_memory_set() runs on
  * it, but attn_cross_step() only reads its memory, so several threads may
- * run cross steps on one memory at once. Inside a call, steps and
- * attn_memory_set() use threads, and hold OpenBLAS's thread count, exactly
+ * run cross steps on one memory at once. Steps and attn_memory_set() take
+ * an attn_options and use their runtime's threads and BLAS policy exactly
  * as forward calls do (see "Threads inside a call"); their results do not
  * depend on the number of threads. See docs/DECODING.md. */
 
@@ -608,9 +753,26 @@ typedef struct attn_cache_config {
   int64_t window;
 } attn_cache_config;
 
-/** Fills cfg with defaults (batch 1, capacity 0, window 0) and sets
- * cfg->struct_size. Does nothing when cfg is NULL. Thread-safe. */
-ATTN_API void attn_cache_config_init(attn_cache_config *cfg);
+/** Size of attn_cache_config in release 0.1.0, its first released layout: the
+ * smallest struct_size the library accepts. */
+#define ATTN_CACHE_CONFIG_SIZE_0_1                                             \
+  (offsetof(attn_cache_config, window) + sizeof(int64_t))
+
+/** Fills the first `size` bytes at cfg with the defaults (batch 1, capacity 0,
+ * window 0) and sets cfg->struct_size to `size`. Fields past the library's own
+ * layout (a caller compiled against a newer header) are set to zero, which is
+ * their default. Use attn_cache_config_init() from C and C++; FFI callers pass
+ * their struct's size. Errors (nothing written): ATTN_ERR_NULL_POINTER,
+ * ATTN_ERR_STRUCT_SIZE (size below ATTN_CACHE_CONFIG_SIZE_0_1). Thread-safe. */
+ATTN_API attn_status attn_cache_config_init_sized(attn_cache_config *cfg,
+                                                  size_t size);
+
+/** attn_cache_config_init_sized(cfg, sizeof *cfg): the defaults, for the
+ * struct as this program was compiled. Returns as
+ * attn_cache_config_init_sized(). */
+static inline attn_status attn_cache_config_init(attn_cache_config *cfg) {
+  return attn_cache_config_init_sized(cfg, sizeof *cfg);
+}
 
 /** Opaque self-attention key/value cache: for each of `batch` rows, the
  * projected keys and values of up to `capacity` tokens, their padding flags
@@ -671,8 +833,7 @@ ATTN_API attn_status attn_kv_cache_lengths(const attn_kv_cache *cache,
  * dropped. Errors (nothing changed): ATTN_ERR_NULL_POINTER,
  * ATTN_ERR_BAD_SIZE (wrong batch, a length negative or too long, or tokens
  * it would need were dropped). */
-ATTN_API attn_status attn_kv_cache_truncate(attn_kv_cache *cache,
-                                            int64_t batch,
+ATTN_API attn_status attn_kv_cache_truncate(attn_kv_cache *cache, int64_t batch,
                                             const int64_t *lengths);
 
 /** Reorders rows for beam search: afterwards row b holds what row
@@ -682,8 +843,7 @@ ATTN_API attn_status attn_kv_cache_truncate(attn_kv_cache *cache,
  * cost is proportional to the tokens moved. Errors (nothing changed):
  * ATTN_ERR_NULL_POINTER, ATTN_ERR_BAD_SIZE (wrong batch or an index
  * outside [0, batch)). */
-ATTN_API attn_status attn_kv_cache_reorder(attn_kv_cache *cache,
-                                           int64_t batch,
+ATTN_API attn_status attn_kv_cache_reorder(attn_kv_cache *cache, int64_t batch,
                                            const int64_t *src_rows);
 
 /** Empties every row (length 0), keeping the memory for a new batch of
@@ -713,9 +873,26 @@ typedef struct attn_decode_mask {
   int32_t empty_rows;
 } attn_decode_mask;
 
-/** Fills mask with "all n_new tokens of every row, no padding" and sets
- * mask->struct_size. Does nothing when mask is NULL. Thread-safe. */
-ATTN_API void attn_decode_mask_init(attn_decode_mask *mask);
+/** Size of attn_decode_mask in release 0.1.0, its first released layout: the
+ * smallest struct_size the library accepts. */
+#define ATTN_DECODE_MASK_SIZE_0_1                                              \
+  (offsetof(attn_decode_mask, empty_rows) + sizeof(int32_t))
+
+/** Fills the first `size` bytes at mask with "all n_new tokens of every row, no
+ * padding" and sets mask->struct_size to `size`. Fields past the library's own
+ * layout (a caller compiled against a newer header) are set to zero, which is
+ * their default. Use attn_decode_mask_init() from C and C++; FFI callers pass
+ * their struct's size. Errors (nothing written): ATTN_ERR_NULL_POINTER,
+ * ATTN_ERR_STRUCT_SIZE (size below ATTN_DECODE_MASK_SIZE_0_1). Thread-safe. */
+ATTN_API attn_status attn_decode_mask_init_sized(attn_decode_mask *mask,
+                                                 size_t size);
+
+/** attn_decode_mask_init_sized(mask, sizeof *mask): the defaults, for the
+ * struct as this program was compiled. Returns as
+ * attn_decode_mask_init_sized(). */
+static inline attn_status attn_decode_mask_init(attn_decode_mask *mask) {
+  return attn_decode_mask_init_sized(mask, sizeof *mask);
+}
 
 /** One self-attention decoding step: x [batch, n_new, E] holds each row's
  * next tokens; their keys and values are appended to the cache at the end
@@ -767,9 +944,27 @@ typedef struct attn_memory_config {
   int64_t capacity;
 } attn_memory_config;
 
-/** Fills cfg with defaults (batch 1, capacity 0) and sets
- * cfg->struct_size. Does nothing when cfg is NULL. Thread-safe. */
-ATTN_API void attn_memory_config_init(attn_memory_config *cfg);
+/** Size of attn_memory_config in release 0.1.0, its first released layout: the
+ * smallest struct_size the library accepts. */
+#define ATTN_MEMORY_CONFIG_SIZE_0_1                                            \
+  (offsetof(attn_memory_config, capacity) + sizeof(int64_t))
+
+/** Fills the first `size` bytes at cfg with the defaults (batch 1, capacity 0)
+ * and sets cfg->struct_size to `size`. Fields past the library's own layout (a
+ * caller compiled against a newer header) are set to zero, which is their
+ * default. Use attn_memory_config_init() from C and C++; FFI callers pass their
+ * struct's size. Errors (nothing written): ATTN_ERR_NULL_POINTER,
+ * ATTN_ERR_STRUCT_SIZE (size below ATTN_MEMORY_CONFIG_SIZE_0_1). Thread-safe.
+ */
+ATTN_API attn_status attn_memory_config_init_sized(attn_memory_config *cfg,
+                                                   size_t size);
+
+/** attn_memory_config_init_sized(cfg, sizeof *cfg): the defaults, for the
+ * struct as this program was compiled. Returns as
+ * attn_memory_config_init_sized(). */
+static inline attn_status attn_memory_config_init(attn_memory_config *cfg) {
+  return attn_memory_config_init_sized(cfg, sizeof *cfg);
+}
 
 /** Opaque cross-attention memory: the keys and values of an encoder output,
  * projected once with a layer's K/V weights, with per-row lengths and
@@ -812,16 +1007,18 @@ ATTN_API void attn_memory_destroy(attn_memory *mem);
  * [batch, len_k] (nonzero = hide; NULL = none) are kept and hide those
  * positions from every later cross step. len_k is at most the capacity;
  * batch must be the memory's. The caller keeps ownership of every input.
- * Inputs must be finite. Errors (memory unchanged): ATTN_ERR_NULL_POINTER,
- * ATTN_ERR_BAD_SIZE, ATTN_ERR_OVERFLOW, ATTN_ERR_MISMATCH,
- * ATTN_ERR_WEIGHTS_NOT_SET, ATTN_ERR_BAD_MASK, ATTN_ERR_NOT_FINITE,
- * ATTN_ERR_CAPACITY (len_k > capacity). */
-ATTN_API attn_status attn_memory_set(const attn_layer *layer,
-                                     attn_memory *mem, int64_t batch,
-                                     int64_t len_k, const float *key,
-                                     const float *value,
+ * Inputs must be finite. opts (may be NULL): only num_threads and runtime
+ * are used. Errors (memory unchanged): ATTN_ERR_NULL_POINTER,
+ * ATTN_ERR_STRUCT_SIZE, ATTN_ERR_BAD_SIZE, ATTN_ERR_OVERFLOW,
+ * ATTN_ERR_MISMATCH, ATTN_ERR_WEIGHTS_NOT_SET, ATTN_ERR_BAD_MASK,
+ * ATTN_ERR_BAD_OPTION, ATTN_ERR_NOT_FINITE, ATTN_ERR_CAPACITY (len_k >
+ * capacity). */
+ATTN_API attn_status attn_memory_set(const attn_layer *layer, attn_memory *mem,
+                                     int64_t batch, int64_t len_k,
+                                     const float *key, const float *value,
                                      const int64_t *key_lengths,
-                                     const uint8_t *key_padding);
+                                     const uint8_t *key_padding,
+                                     const attn_options *opts);
 
 /** Cross-attention step: query [batch, n, E] (any number n of decoder
  * tokens) attends to the memory; out [batch, n, E] receives the layer's
@@ -850,8 +1047,7 @@ ATTN_API attn_status attn_cross_step(const attn_layer *layer,
  * Errors: ATTN_ERR_NULL_POINTER, ATTN_ERR_STRUCT_SIZE, ATTN_ERR_BAD_SIZE,
  * ATTN_ERR_OVERFLOW, ATTN_ERR_MISMATCH, ATTN_ERR_BAD_OPTION. */
 ATTN_API attn_status attn_cross_scratch_size(const attn_layer *layer,
-                                             const attn_memory *mem,
-                                             int64_t n,
+                                             const attn_memory *mem, int64_t n,
                                              const attn_options *opts,
                                              size_t *bytes);
 

@@ -147,6 +147,7 @@ class Options(ctypes.Structure):
         ("num_threads", _i32),
         ("scratch", _ptr),
         ("scratch_size", _size_t),
+        ("runtime", _ptr),
     ]
 
 
@@ -226,9 +227,9 @@ _bind("attn_version_number", ctypes.c_uint, [])
 _bind("attn_version_string", ctypes.c_char_p, [])
 _bind("attn_status_string", ctypes.c_char_p, [_i32])
 _bind("attn_last_error", ctypes.c_char_p, [])
-_bind("attn_config_init", None, [_ptr])
-_bind("attn_mask_init", None, [_ptr])
-_bind("attn_options_init", None, [_ptr])
+_bind("attn_config_init_sized", _i32, [_ptr, _size_t])
+_bind("attn_mask_init_sized", _i32, [_ptr, _size_t])
+_bind("attn_options_init_sized", _i32, [_ptr, _size_t])
 _bind("attn_layer_create", _i32, [_P(Config), _P(_ptr)])
 _bind("attn_layer_destroy", None, [_ptr])
 _bind("attn_layer_get_config", _i32, [_ptr, _P(Config)])
@@ -276,39 +277,29 @@ def check(status):
 
 
 # --------------------------------------------------------------------------
-# Struct sizes. Each init function writes the library's own sizeof() into
-# struct_size; it is run on a generous buffer so that a library whose struct
-# has grown cannot write past our memory. A library with a struct smaller
-# than our mirror predates fields we set, so it is refused. A bigger one is
-# fine: the fields it added keep their defaults because struct_size tells it
-# how much we pass.
+# Structs. Each attn_*_init_sized() fills exactly the bytes we pass (our
+# mirror's size) with the library's defaults; a library older than the
+# mirror accepts it as long as the fields it does not know are zero, and
+# refuses it (ImportError here) otherwise.
 # --------------------------------------------------------------------------
 
-_PROBE_BYTES = 4096
 
-
-def _defaults(struct, init, cname):
-    buf = ctypes.create_string_buffer(_PROBE_BYTES)
-    init(buf)
-    lib_size = _size_t.from_buffer(buf).value
-    ours = ctypes.sizeof(struct)
-    if lib_size < ours or lib_size > _PROBE_BYTES:
+def _defaults(struct, init_sized, cname):
+    value = struct()
+    status = init_sized(ctypes.byref(value), ctypes.sizeof(struct))
+    if status != OK:
         raise ImportError(
-            "%s (libattn %s) has sizeof(%s) = %d, but this package passes %d "
-            "bytes: the library is older than the package"
-            % (path, version, cname, lib_size, ours)
+            "%s (libattn %s) refuses a %d-byte %s: %s"
+            % (path, version, ctypes.sizeof(struct), cname,
+               C.attn_last_error().decode("utf-8", "replace"))
         )
-    value = struct.from_buffer_copy(buf.raw[:ours])
-    value.struct_size = ours
-    return value, lib_size
+    return value
 
 
-_CONFIG_DEFAULT, library_config_size = _defaults(
-    Config, C.attn_config_init, "attn_config")
-_MASK_DEFAULT, library_mask_size = _defaults(
-    Mask, C.attn_mask_init, "attn_mask")
-_OPTIONS_DEFAULT, library_options_size = _defaults(
-    Options, C.attn_options_init, "attn_options")
+_CONFIG_DEFAULT = _defaults(Config, C.attn_config_init_sized, "attn_config")
+_MASK_DEFAULT = _defaults(Mask, C.attn_mask_init_sized, "attn_mask")
+_OPTIONS_DEFAULT = _defaults(Options, C.attn_options_init_sized,
+                             "attn_options")
 
 
 def new_config():

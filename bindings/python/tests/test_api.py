@@ -22,10 +22,15 @@ def test_version_and_struct_sizes_agree():
     assert attn.library_version == "%d.%d.%d" % (
         _lib.version_number // 10000, _lib.version_number // 100 % 100,
         _lib.version_number % 100)
-    # The library built from this tree has exactly our struct layouts.
-    assert _lib.library_config_size == ctypes.sizeof(_lib.Config)
-    assert _lib.library_mask_size == ctypes.sizeof(_lib.Mask)
-    assert _lib.library_options_size == ctypes.sizeof(_lib.Options)
+    # Each init writes exactly the bytes of our mirror, and records them.
+    for struct, init in ((_lib.Config, _lib.C.attn_config_init_sized),
+                         (_lib.Mask, _lib.C.attn_mask_init_sized),
+                         (_lib.Options, _lib.C.attn_options_init_sized)):
+        n = ctypes.sizeof(struct)
+        buf = ctypes.create_string_buffer(b"\xa5" * (n + 32), n + 32)
+        assert init(buf, n) == _lib.OK
+        assert buf.raw[n:] == b"\xa5" * 32
+        assert struct.from_buffer_copy(buf.raw[:n]).struct_size == n
     assert _lib.new_config().struct_size == ctypes.sizeof(_lib.Config)
     assert _lib.new_config().num_heads == 1 and _lib.new_config().bias == 1
 

@@ -1,0 +1,22 @@
+/* SPDX-License-Identifier: MIT */
+/* What the CPU offers, detected once per process, and how many CPUs the
+ * process may use. Every run-time choice of kernels starts here. */
+#ifndef ATTN_COMMON_CPU_H
+#define ATTN_COMMON_CPU_H
+
+#include "attn/attn.h"
+
+#include <stdbool.h>
+#include <stdint.h>
+
+typedef struct {
+  /* The CPU and the OS support AVX2 and FMA (XGETBV included). */
+  bool avx2_fma;
+  /* One core's L2 cache in bytes (1 MiB when it cannot be read). */
+  int64_t l2_bytes;
+} attn_cpu_info;
+
+/* Detected on first use (thread-safe), the same for the whole process. */
+const attn_cpu_info *attn_cpu(void);
+
+#endif

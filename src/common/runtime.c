@@ -1,0 +1,166 @@
+/* SPDX-License-Identifier: MIT */
+/* Runtimes: creation, the default runtime, and the calls' view of them. */
+#include "common/runtime.h"
+
+#include "common/blas.h"
+#include "common/cpu.h"
+#include "common/error.h"
+#include "common/structs.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+struct attn_runtime {
+  attn_pool *pool;
+  int32_t threads;
+  int32_t blas_policy;
+  pid_t pid; /* the process that started the workers */
+  pthread_mutex_t lock;
+  pthread_cond_t idle; /* active dropped to 0 */
+  int64_t active;      /* calls running (lock) */
+};
+
+static const attn_runtime_config config_defaults = {
+    .struct_size = sizeof(attn_runtime_config),
+    .num_threads = 0,
+    .blas_policy = ATTN_BLAS_HOLD};
+
+static const attn_struct_kind config_kind = {
+    "attn_runtime_config", sizeof(attn_runtime_config),
+    ATTN_RUNTIME_CONFIG_SIZE_0_1, &config_defaults};
+
+attn_status attn_runtime_config_init_sized(attn_runtime_config *cfg,
+                                           size_t size) {
+  return attn_struct_init(&config_kind, cfg, size);
+}
+
+static attn_status check_config(const attn_runtime_config *c) {
+  if (c->num_threads < 0 || c->num_threads > ATTN_MAX_THREADS)
+    return attn_fail(ATTN_ERR_BAD_OPTION,
+                     "runtime num_threads %d is outside [0, %d] (0 means "
+                     "the CPUs this process may use)",
+                     c->num_threads, ATTN_MAX_THREADS);
+  if (c->blas_policy != ATTN_BLAS_HOLD && c->blas_policy != ATTN_BLAS_LEAVE)
+    return attn_fail(ATTN_ERR_BAD_OPTION, "unknown blas_policy %d",
+                     c->blas_policy);
+  return ATTN_OK;
+}
+
+attn_status attn_runtime_create(const attn_runtime_config *cfg_in,
+                                attn_runtime **out) {
+  if (!out)
+    return attn_fail(ATTN_ERR_NULL_POINTER, "attn_runtime_create: out is "
+                                            "NULL");
+  attn_runtime_config c = config_defaults;
+  attn_status st;
+  if (cfg_in && (st = attn_struct_load(&config_kind, &c, cfg_in)) != ATTN_OK)
+    return st;
+  if ((st = check_config(&c)) != ATTN_OK)
+    return st;
+  attn_runtime *rt = calloc(1, sizeof *rt);
+  if (!rt)
+    return attn_fail(ATTN_ERR_NO_MEMORY, "cannot allocate a runtime");
+  rt->threads = c.num_threads > 0 ? c.num_threads : attn_cpu_count();
+  rt->blas_policy = c.blas_policy;
+  rt->pid = getpid();
+  if ((st = attn_pool_create(rt->threads - 1, &rt->pool)) != ATTN_OK) {
+    free(rt);
+    return st;
+  }
+  pthread_mutex_init(&rt->lock, NULL);
+  pthread_cond_init(&rt->idle, NULL);
+  *out = rt;
+  return ATTN_OK;
+}
+
+void attn_runtime_destroy(attn_runtime *rt) {
+  if (!rt)
+    return;
+  pthread_mutex_lock(&rt->lock);
+  while (rt->active > 0)
+    pthread_cond_wait(&rt->idle, &rt->lock);
+  pthread_mutex_unlock(&rt->lock);
+  attn_pool_destroy(rt->pool);
+  pthread_cond_destroy(&rt->idle);
+  pthread_mutex_destroy(&rt->lock);
+  free(rt);
+}
+
+/* The default runtime: created by the first call that needs it, then kept
+ * for the life of the process (reachable, so leak checkers stay quiet). */
+static _Atomic(attn_runtime *) default_rt;
+static pthread_mutex_t default_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static attn_status default_runtime(attn_runtime **out) {
+  attn_runtime *rt = atomic_load_explicit(&default_rt, memory_order_acquire);
+  attn_status st = ATTN_OK;
+  if (!rt) {
+    pthread_mutex_lock(&default_lock);
+    rt = atomic_load_explicit(&default_rt, memory_order_relaxed);
+    if (!rt && (st = attn_runtime_create(NULL, &rt)) == ATTN_OK)
+      atomic_store_explicit(&default_rt, rt, memory_order_release);
+    pthread_mutex_unlock(&default_lock);
+  }
+  *out = rt;
+  return st;
+}
+
+attn_status attn_runtime_threads(const attn_runtime *rt, int32_t *threads) {
+  if (!threads)
+    return attn_fail(ATTN_ERR_NULL_POINTER, "attn_runtime_threads: threads "
+                                            "is NULL");
+  attn_runtime *r = (attn_runtime *)rt;
+  attn_status st = r ? ATTN_OK : default_runtime(&r);
+  if (st == ATTN_OK)
+    *threads = r->threads;
+  return st;
+}
+
+/* Calls ------------------------------------------------------------------ */
+
+attn_status attn_exec_resolve(attn_runtime *rt, int32_t requested,
+                              int32_t layer_default, attn_exec *x) {
+  attn_status st = rt ? ATTN_OK : default_runtime(&rt);
+  if (st != ATTN_OK)
+    return st;
+  int32_t n = requested > 0 ? requested : layer_default;
+  if (n <= 0 || n > rt->threads)
+    n = rt->threads;
+  /* In a child after fork() the workers do not exist. */
+  bool forked = getpid() != rt->pid;
+  *x = (attn_exec){.rt = rt,
+                   .pool = forked ? NULL : rt->pool,
+                   .threads = forked ? 1 : n,
+                   .blas_held = false};
+  return ATTN_OK;
+}
+
+void attn_exec_enter(attn_exec *x) {
+  if (x->pool) {
+    pthread_mutex_lock(&x->rt->lock);
+    x->rt->active++;
+    pthread_mutex_unlock(&x->rt->lock);
+  }
+  x->blas_held = x->rt->blas_policy == ATTN_BLAS_HOLD && attn_blas_hold();
+}
+
+void attn_exec_leave(attn_exec *x) {
+  if (x->blas_held)
+    attn_blas_release();
+  x->blas_held = false;
+  if (x->pool) {
+    pthread_mutex_lock(&x->rt->lock);
+    if (--x->rt->active == 0)
+      pthread_cond_broadcast(&x->rt->idle);
+    pthread_mutex_unlock(&x->rt->lock);
+  }
+}
+
+void attn_exec_for(const attn_exec *x, int32_t threads, int64_t items,
+                   attn_item_fn fn, void *ctx) {
+  if (threads > x->threads)
+    threads = x->threads;
+  attn_pool_run(threads > 1 ? x->pool : NULL, threads, items, fn, ctx);
+}

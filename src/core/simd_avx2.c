@@ -1,0 +1,342 @@
+/* SPDX-License-Identifier: MIT */
+/* The AVX2/FMA table of vector kernels (simd.h). The functions carry their
+ * own target attribute, so this file builds with the library's ordinary
+ * flags (GCC and Clang alike); simd.c hands the table out only after
+ * checking the CPU (common/cpu.h).
+ *
+ * Softmax primitives. exp: x = n*ln2 + r with n = round(x*log2(e)) and
+ * |r| <= ln2/2, exp(r) by a degree-6 polynomial (fitted for minimal
+ * relative error on that interval: 3.1e-9 in exact arithmetic, so float
+ * rounding dominates), and 2^n put straight into the exponent bits.
+ * Arguments below ln(FLT_MIN) = -87.34 give 0: the true value would be a
+ * denormal below 1.2e-38, which no softmax weight can tell from 0. -inf
+ * gives exactly 0. The measured error is in docs/PERFORMANCE.md and
+ * checked by tests/test_softmax.c.
+ *
+ * Decoding kernels (head sizes a multiple of 8). Scores take eight keys at
+ * a time for one query row: eight running dot products over head_dim,
+ * summed across lanes together at the end, so the horizontal sums cost one
+ * instruction per key instead of several. Values add p * v into the row's
+ * accumulator eight keys at a time, 32 floats of head_dim per pass, in
+ * registers. The few-row projections of a step take the same shape: eight
+ * running sums per weight row, one per input row. */
+#include "core/linear.h"
+#include "core/simd.h"
+#include "core/stream.h"
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+
+#include <immintrin.h>
+#include <math.h>
+
+#define TARGET __attribute__((target("avx2,fma")))
+
+/* Lanes i < n of a partial vector (0 < n < 8). */
+TARGET static inline __m256i tail_mask(int64_t n) {
+  const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+  return _mm256_cmpgt_epi32(_mm256_set1_epi32((int)n), lane);
+}
+
+/* exp(t) for t <= 0 (see the file comment for the method and range). */
+TARGET static inline __m256 exp_nonpos(__m256 t) {
+  const __m256 log2e = _mm256_set1_ps(1.44269504088896341f);
+  /* 1.5 * 2^23: adding it rounds to an integer kept in the low mantissa
+   * bits. */
+  const __m256 magic = _mm256_set1_ps(12582912.0f);
+  const __m256 ln2_hi = _mm256_set1_ps(0.693145751953125f);
+  const __m256 ln2_lo = _mm256_set1_ps(1.428606765330187e-06f);
+  const __m256 lowest = _mm256_set1_ps(-87.33654475f);
+  __m256 keep = _mm256_cmp_ps(t, lowest, _CMP_GE_OQ); /* false for -inf */
+  t = _mm256_max_ps(t, lowest);
+  __m256 big = _mm256_fmadd_ps(t, log2e, magic);
+  __m256 n = _mm256_sub_ps(big, magic);
+  __m256 r = _mm256_fnmadd_ps(n, ln2_hi, t);
+  r = _mm256_fnmadd_ps(n, ln2_lo, r);
+  __m256 p = _mm256_set1_ps(0x1.6a2444p-10f);
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(0x1.1239d4p-7f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(0x1.5558f2p-5f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(0x1.555492p-3f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(0x1.fffffcp-2f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
+  /* The low bits of big hold n (-126 <= n <= 0): 2^n = (n + 127) << 23. */
+  __m256i e = _mm256_slli_epi32(_mm256_castps_si256(big), 23);
+  e = _mm256_add_epi32(e, _mm256_set1_epi32(127 << 23));
+  p = _mm256_mul_ps(p, _mm256_castsi256_ps(e));
+  return _mm256_and_ps(p, keep);
+}
+
+TARGET static inline float hsum(__m256 v) {
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_add_ss(s, _mm_movehdup_ps(s));
+  return _mm_cvtss_f32(s);
+}
+
+TARGET static inline float hmax(__m256 v) {
+  __m128 s = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  s = _mm_max_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_max_ss(s, _mm_movehdup_ps(s));
+  return _mm_cvtss_f32(s);
+}
+
+TARGET static float max_avx2(const float *x, int64_t n) {
+  __m256 m0 = _mm256_set1_ps(-INFINITY), m1 = m0, m2 = m0, m3 = m0;
+  int64_t i = 0;
+  for (; i + 32 <= n; i += 32) {
+    m0 = _mm256_max_ps(m0, _mm256_loadu_ps(x + i));
+    m1 = _mm256_max_ps(m1, _mm256_loadu_ps(x + i + 8));
+    m2 = _mm256_max_ps(m2, _mm256_loadu_ps(x + i + 16));
+    m3 = _mm256_max_ps(m3, _mm256_loadu_ps(x + i + 24));
+  }
+  for (; i + 8 <= n; i += 8)
+    m0 = _mm256_max_ps(m0, _mm256_loadu_ps(x + i));
+  if (i < n) {
+    __m256i k = tail_mask(n - i);
+    __m256 v = _mm256_maskload_ps(x + i, k);
+    v = _mm256_blendv_ps(_mm256_set1_ps(-INFINITY), v, _mm256_castsi256_ps(k));
+    m1 = _mm256_max_ps(m1, v);
+  }
+  return hmax(_mm256_max_ps(_mm256_max_ps(m0, m1), _mm256_max_ps(m2, m3)));
+}
+
+TARGET static float exp_sum_avx2(float *x, int64_t n, float shift) {
+  /* One vector per iteration: the exp's constants fill the registers, and
+   * out-of-order execution overlaps the iterations anyway. */
+  const __m256 s = _mm256_set1_ps(shift);
+  __m256 acc = _mm256_setzero_ps();
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    __m256 e = exp_nonpos(_mm256_sub_ps(_mm256_loadu_ps(x + i), s));
+    _mm256_storeu_ps(x + i, e);
+    acc = _mm256_add_ps(acc, e);
+  }
+  if (i < n) {
+    __m256i k = tail_mask(n - i);
+    __m256 v = _mm256_maskload_ps(x + i, k);
+    v = _mm256_blendv_ps(_mm256_set1_ps(-INFINITY), v, _mm256_castsi256_ps(k));
+    __m256 e = exp_nonpos(_mm256_sub_ps(v, s));
+    _mm256_maskstore_ps(x + i, k, e);
+    acc = _mm256_add_ps(acc, e);
+  }
+  return hsum(acc);
+}
+
+TARGET static void scale_avx2(float *x, int64_t n, float f) {
+  const __m256 v = _mm256_set1_ps(f);
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8)
+    _mm256_storeu_ps(x + i, _mm256_mul_ps(_mm256_loadu_ps(x + i), v));
+  for (; i < n; i++)
+    x[i] *= f;
+}
+
+/* An 8 x 8 block: rows of src become columns of dst. */
+TARGET static inline void transpose8(const float *src, int64_t lds, float *dst,
+                                     int64_t ldd) {
+  __m256 r0 = _mm256_loadu_ps(src), r1 = _mm256_loadu_ps(src + lds);
+  __m256 r2 = _mm256_loadu_ps(src + 2 * lds);
+  __m256 r3 = _mm256_loadu_ps(src + 3 * lds);
+  __m256 r4 = _mm256_loadu_ps(src + 4 * lds);
+  __m256 r5 = _mm256_loadu_ps(src + 5 * lds);
+  __m256 r6 = _mm256_loadu_ps(src + 6 * lds);
+  __m256 r7 = _mm256_loadu_ps(src + 7 * lds);
+  __m256 t0 = _mm256_unpacklo_ps(r0, r1), t1 = _mm256_unpackhi_ps(r0, r1);
+  __m256 t2 = _mm256_unpacklo_ps(r2, r3), t3 = _mm256_unpackhi_ps(r2, r3);
+  __m256 t4 = _mm256_unpacklo_ps(r4, r5), t5 = _mm256_unpackhi_ps(r4, r5);
+  __m256 t6 = _mm256_unpacklo_ps(r6, r7), t7 = _mm256_unpackhi_ps(r6, r7);
+  __m256 u0 = _mm256_shuffle_ps(t0, t2, 0x44),
+         u1 = _mm256_shuffle_ps(t0, t2, 0xEE);
+  __m256 u2 = _mm256_shuffle_ps(t1, t3, 0x44),
+         u3 = _mm256_shuffle_ps(t1, t3, 0xEE);
+  __m256 u4 = _mm256_shuffle_ps(t4, t6, 0x44),
+         u5 = _mm256_shuffle_ps(t4, t6, 0xEE);
+  __m256 u6 = _mm256_shuffle_ps(t5, t7, 0x44),
+         u7 = _mm256_shuffle_ps(t5, t7, 0xEE);
+  _mm256_storeu_ps(dst, _mm256_permute2f128_ps(u0, u4, 0x20));
+  _mm256_storeu_ps(dst + ldd, _mm256_permute2f128_ps(u1, u5, 0x20));
+  _mm256_storeu_ps(dst + 2 * ldd, _mm256_permute2f128_ps(u2, u6, 0x20));
+  _mm256_storeu_ps(dst + 3 * ldd, _mm256_permute2f128_ps(u3, u7, 0x20));
+  _mm256_storeu_ps(dst + 4 * ldd, _mm256_permute2f128_ps(u0, u4, 0x31));
+  _mm256_storeu_ps(dst + 5 * ldd, _mm256_permute2f128_ps(u1, u5, 0x31));
+  _mm256_storeu_ps(dst + 6 * ldd, _mm256_permute2f128_ps(u2, u6, 0x31));
+  _mm256_storeu_ps(dst + 7 * ldd, _mm256_permute2f128_ps(u3, u7, 0x31));
+}
+
+TARGET static void transpose_avx2(const float *src, int64_t lds, int64_t rows,
+                                  int64_t cols, float *dst, int64_t ldd) {
+  int64_t r8 = rows / 8 * 8, c8 = cols / 8 * 8;
+  for (int64_t r = 0; r < r8; r += 8)
+    for (int64_t c = 0; c < c8; c += 8)
+      transpose8(src + r * lds + c, lds, dst + c * ldd + r, ldd);
+  /* Edges. */
+  for (int64_t r = 0; r < rows; r++)
+    for (int64_t c = r < r8 ? c8 : 0; c < cols; c++)
+      dst[c * ldd + r] = src[r * lds + c];
+}
+
+/* The eight sums of a0 .. a7, lane k holding the sum of ak. */
+TARGET static inline __m256 sum8(__m256 a0, __m256 a1, __m256 a2, __m256 a3,
+                                 __m256 a4, __m256 a5, __m256 a6, __m256 a7) {
+  __m256 t0 = _mm256_hadd_ps(a0, a1); /* a0 a0 a1 a1 | a0 a0 a1 a1 */
+  __m256 t1 = _mm256_hadd_ps(a2, a3);
+  __m256 t2 = _mm256_hadd_ps(a4, a5);
+  __m256 t3 = _mm256_hadd_ps(a6, a7);
+  __m256 u0 = _mm256_hadd_ps(t0, t1); /* a0 a1 a2 a3 | a0 a1 a2 a3 */
+  __m256 u1 = _mm256_hadd_ps(t2, t3); /* a4 a5 a6 a7 | a4 a5 a6 a7 */
+  __m256 lo = _mm256_permute2f128_ps(u0, u1, 0x20);
+  __m256 hi = _mm256_permute2f128_ps(u0, u1, 0x31);
+  return _mm256_add_ps(lo, hi);
+}
+
+TARGET static float dot1(const float *x, const float *y, int64_t n) {
+  __m256 acc = _mm256_setzero_ps();
+  for (int64_t d = 0; d < n; d += 8)
+    acc = _mm256_fmadd_ps(_mm256_loadu_ps(x + d), _mm256_loadu_ps(y + d), acc);
+  __m128 s =
+      _mm_add_ps(_mm256_castps256_ps128(acc), _mm256_extractf128_ps(acc, 1));
+  s = _mm_hadd_ps(s, s);
+  s = _mm_hadd_ps(s, s);
+  return _mm_cvtss_f32(s);
+}
+
+TARGET static void scores_avx2(const attn_stream *a, const float *q,
+                               const float *slots, int64_t jmin, int64_t jmax,
+                               float *s, int64_t lds) {
+  const attn_heads *g = a->heads;
+  int64_t hd = g->head_dim, H = g->num_heads;
+  int64_t group = H / g->num_kv_heads, ld = a->ldkv;
+  __m256 scale = _mm256_set1_ps(g->scale);
+  int64_t j = jmin;
+  for (; j + 8 <= jmax; j += 8) {
+    for (int64_t k = 8; k < 16; k++)
+      attn_stream_prefetch(slots, j + k, jmax, ld, g->kv_dim);
+    const float *k0 = slots + j * ld;
+    for (int64_t i = 0; i < a->n; i++)
+      for (int64_t h = 0; h < H; h++) {
+        const float *qr = q + i * a->ldq + h * hd;
+        const float *kh = k0 + (h / group) * hd;
+        __m256 c0 = _mm256_setzero_ps(), c1 = c0, c2 = c0, c3 = c0, c4 = c0,
+               c5 = c0, c6 = c0, c7 = c0;
+        for (int64_t d = 0; d < hd; d += 8) {
+          __m256 qv = _mm256_loadu_ps(qr + d);
+          const float *kd = kh + d;
+          c0 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(kd), c0);
+          c1 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(kd + ld), c1);
+          c2 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(kd + 2 * ld), c2);
+          c3 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(kd + 3 * ld), c3);
+          c4 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(kd + 4 * ld), c4);
+          c5 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(kd + 5 * ld), c5);
+          c6 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(kd + 6 * ld), c6);
+          c7 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(kd + 7 * ld), c7);
+        }
+        __m256 sum = sum8(c0, c1, c2, c3, c4, c5, c6, c7);
+        _mm256_storeu_ps(s + (i * H + h) * lds + (j - jmin),
+                         _mm256_mul_ps(sum, scale));
+      }
+  }
+  for (; j < jmax; j++) {
+    const float *slot = slots + j * ld;
+    for (int64_t i = 0; i < a->n; i++)
+      for (int64_t h = 0; h < H; h++)
+        s[(i * H + h) * lds + (j - jmin)] =
+            g->scale *
+            dot1(q + i * a->ldq + h * hd, slot + (h / group) * hd, hd);
+  }
+}
+
+TARGET static void values_avx2(const attn_stream *a, const float *vslots,
+                               int64_t jmin, int64_t jmax, const float *p,
+                               int64_t ldp, float *acc) {
+  const attn_heads *g = a->heads;
+  int64_t hd = g->head_dim, H = g->num_heads;
+  int64_t group = H / g->num_kv_heads, ld = a->ldkv, rows = a->n * H;
+  for (int64_t j0 = jmin; j0 < jmax; j0 += 8) {
+    int64_t j1 = j0 + 8 < jmax ? j0 + 8 : jmax;
+    for (int64_t k = 8; k < 16; k++)
+      attn_stream_prefetch(vslots, j0 + k, jmax, ld, g->kv_dim);
+    for (int64_t r = 0; r < rows; r++) {
+      const float *pr = p + r * ldp - jmin;
+      const float *vh = vslots + ((r % H) / group) * hd;
+      float *ar = acc + r * hd;
+      /* 32 floats of the accumulator at a time stay in registers over
+       * the eight keys. */
+      for (int64_t d = 0; d < hd; d += 32) {
+        int64_t w = hd - d < 32 ? hd - d : 32;
+        __m256 r0 = _mm256_loadu_ps(ar + d);
+        __m256 r1 = w > 8 ? _mm256_loadu_ps(ar + d + 8) : _mm256_setzero_ps();
+        __m256 r2 = w > 16 ? _mm256_loadu_ps(ar + d + 16) : _mm256_setzero_ps();
+        __m256 r3 = w > 24 ? _mm256_loadu_ps(ar + d + 24) : _mm256_setzero_ps();
+        for (int64_t j = j0; j < j1; j++) {
+          if (pr[j] == 0.0f)
+            continue;
+          __m256 pj = _mm256_set1_ps(pr[j]);
+          const float *v = vh + j * ld + d;
+          r0 = _mm256_fmadd_ps(pj, _mm256_loadu_ps(v), r0);
+          if (w > 8)
+            r1 = _mm256_fmadd_ps(pj, _mm256_loadu_ps(v + 8), r1);
+          if (w > 16)
+            r2 = _mm256_fmadd_ps(pj, _mm256_loadu_ps(v + 16), r2);
+          if (w > 24)
+            r3 = _mm256_fmadd_ps(pj, _mm256_loadu_ps(v + 24), r3);
+        }
+        _mm256_storeu_ps(ar + d, r0);
+        if (w > 8)
+          _mm256_storeu_ps(ar + d + 8, r1);
+        if (w > 16)
+          _mm256_storeu_ps(ar + d + 16, r2);
+        if (w > 24)
+          _mm256_storeu_ps(ar + d + 24, r3);
+      }
+    }
+  }
+}
+
+/* Each weight row is loaded once, eight floats at a time, and multiplied
+ * into up to eight input rows' running sums; sum8 then gives the row's
+ * eight outputs at once. */
+TARGET static void linear_avx2(const attn_rows_linear *p, int64_t n0,
+                               int64_t n1) {
+  int64_t M = p->M, K = p->K;
+  const float *x[8];
+  for (int64_t m = 0; m < 8; m++)
+    x[m] = p->x + (m < M ? m : 0) * p->ldx;
+  float out[8];
+  for (int64_t j = n0; j < n1; j++) {
+    const float *w = p->w + j * K;
+    __m256 c0 = _mm256_setzero_ps(), c1 = c0, c2 = c0, c3 = c0, c4 = c0,
+           c5 = c0, c6 = c0, c7 = c0;
+    for (int64_t d = 0; d < K; d += 8) {
+      __m256 wv = _mm256_loadu_ps(w + d);
+      c0 = _mm256_fmadd_ps(wv, _mm256_loadu_ps(x[0] + d), c0);
+      c1 = _mm256_fmadd_ps(wv, _mm256_loadu_ps(x[1] + d), c1);
+      c2 = _mm256_fmadd_ps(wv, _mm256_loadu_ps(x[2] + d), c2);
+      c3 = _mm256_fmadd_ps(wv, _mm256_loadu_ps(x[3] + d), c3);
+      c4 = _mm256_fmadd_ps(wv, _mm256_loadu_ps(x[4] + d), c4);
+      c5 = _mm256_fmadd_ps(wv, _mm256_loadu_ps(x[5] + d), c5);
+      c6 = _mm256_fmadd_ps(wv, _mm256_loadu_ps(x[6] + d), c6);
+      c7 = _mm256_fmadd_ps(wv, _mm256_loadu_ps(x[7] + d), c7);
+    }
+    _mm256_storeu_ps(out, sum8(c0, c1, c2, c3, c4, c5, c6, c7));
+    float bj = p->b ? p->b[j] : 0.0f;
+    for (int64_t m = 0; m < M; m++)
+      p->y[m * p->ldy + j] = bj + out[m];
+  }
+}
+
+static const attn_simd avx2 = {.name = "avx2-fma",
+                               .max = max_avx2,
+                               .exp_sum = exp_sum_avx2,
+                               .scale = scale_avx2,
+                               .transpose = transpose_avx2,
+                               .stream_scores = scores_avx2,
+                               .stream_values = values_avx2,
+                               .rows_linear = linear_avx2};
+
+const attn_simd *attn_simd_avx2(void) { return &avx2; }
+
+#else
+
+const attn_simd *attn_simd_avx2(void) { return NULL; }
+
+#endif

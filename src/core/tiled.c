@@ -1,0 +1,343 @@
+/* SPDX-License-Identifier: MIT */
+/* The attention core: for one (batch row, head, block of queries), loop over
+ * blocks of keys with scores and P*V on cblas_sgemm, and the online softmax
+ * in between. Q and V are read as strided head views; each key block is
+ * copied once, transposed, into the thread's tile, because OpenBLAS's small
+ * kernels run the scores twice as fast from it (docs/PERFORMANCE.md). Memory
+ * per thread is O(qblock * head_dim + kblock * (head_dim + 64)) floats,
+ * whatever the sequence lengths (about 270 KiB with head_dim 64), except when
+ * attention weights are asked for: then a key block holds whole rows (kblock =
+ * Lk).
+ *
+ * Threading: work items run on the library's own threads, and every BLAS
+ * product inside an item is kept small enough that OpenBLAS runs it in the
+ * calling thread (see BLAS_SINGLE_THREAD_MNK), so BLAS threads are never
+ * started underneath ours. The block sizes and measurements behind them
+ * are in docs/PERFORMANCE.md. */
+#include "core/tiled.h"
+
+#include "common/cpu.h"
+#include "common/policy.h"
+#include "core/mask.h"
+#include "core/simd.h"
+#include "core/softmax.h"
+
+#include <cblas.h>
+#include <math.h>
+#include <string.h>
+
+/* OpenBLAS (0.3.x) runs a product with M*N*K at most 65536 times its
+ * GEMM_MULTITHREAD_THRESHOLD (4 unless built otherwise) in the calling
+ * thread, and splits bigger ones over its own threads. The core's products
+ * stay at or below this. Other BLASes: see the thread notes in attn.h. */
+#define BLAS_SINGLE_THREAD_MNK 262144
+
+/* Query rows per work item: a transposed key block and a block of values
+ * serve all of them, so more is better (measured: 85 GFLOP/s with 128
+ * rows, 89 with 512 on one core, head_dim 64), up to the accumulator
+ * filling an eighth of L2 or too few items to share among threads. */
+#define MAX_QBLOCK 512
+#define MIN_QBLOCK 64
+#define MIN_ITEMS_PER_ROW 32
+
+/* Query rows per BLAS product (a chunk of an item's rows): scores, mask,
+ * softmax and P*V of one chunk run back to back while its scores are in
+ * L1. With head_dim 64 the products are then 16 x 256 x 64. */
+#define CHUNK_ROWS 16
+#define MAX_CHUNK_ROWS 64
+
+/* Up to this many keys, a row's scores are computed whole and the softmax
+ * runs once per row (no rescaling of the accumulator); beyond it, keys
+ * are processed in blocks (measured: see docs/PERFORMANCE.md). */
+#define WHOLE_ROW_MAX_KEYS 256
+#define MAX_KEY_BLOCK 1024
+
+static int64_t round16(int64_t n) { return (n + 15) / 16 * 16; }
+
+static int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
+static int64_t max64(int64_t a, int64_t b) { return a > b ? a : b; }
+
+/* Keys per BLAS product for chunks of `rows` rows: the most that keeps the
+ * product in the calling thread, a multiple of 16 when possible. */
+static int64_t product_keys(int64_t rows, int64_t hd) {
+  int64_t n = BLAS_SINGLE_THREAD_MNK / (rows * hd);
+  /* Tiny heads would allow huge blocks: keep a chunk's scores (16 rows)
+   * within 64 KiB. */
+  if (n > MAX_KEY_BLOCK)
+    n = MAX_KEY_BLOCK;
+  return n >= 16 ? n / 16 * 16 : (n > 0 ? n : 1);
+}
+
+/* Tile layout inside a thread's scratch (64-byte aligned by the callers):
+ * lo[qb], hi[qb] (int64), m[qb], l[qb], then acc[qb, hd], kt[hd, kb] (the
+ * key block, transposed) and s[min(qb, MAX_CHUNK_ROWS), kb], each starting
+ * on a 16-float boundary. */
+typedef struct {
+  int64_t *lo, *hi;
+  float *m, *l, *acc, *kt, *s;
+} tile_parts;
+
+static tile_parts split_tile(float *tile, int64_t qb, int64_t kb, int64_t hd) {
+  tile_parts t;
+  t.lo = (int64_t *)(void *)tile;
+  t.hi = t.lo + qb;
+  t.m = tile + 4 * qb;
+  t.l = t.m + qb;
+  t.acc = tile + round16(6 * qb);
+  t.kt = t.acc + round16(qb * hd);
+  t.s = t.kt + round16(hd * kb);
+  return t;
+}
+
+int64_t attn_core_tile_floats(int64_t qb, int64_t kb, int64_t hd) {
+  return round16(6 * qb) + round16(qb * hd) + round16(hd * kb) +
+         min64(qb, MAX_CHUNK_ROWS) * kb;
+}
+
+void attn_core_blocks(const attn_heads *g, int64_t len_q, int64_t len_k,
+                      bool want_weights, int64_t *qblock, int64_t *kblock) {
+  int64_t hd = g->head_dim, qb = MAX_QBLOCK;
+  /* Whatever the batch, a call has num_heads * ceil(len_q / qb) items at
+   * least. */
+  while (qb > MIN_QBLOCK &&
+         (qb * hd * (int64_t)sizeof(float) > attn_cpu()->l2_bytes / 8 ||
+          g->num_heads * ((len_q + qb - 1) / qb) < MIN_ITEMS_PER_ROW))
+    qb /= 2;
+  *qblock = min64(len_q, qb);
+  /* Exact weights need whole rows of probabilities: one key block. */
+  if (want_weights || len_k <= WHOLE_ROW_MAX_KEYS)
+    *kblock = len_k;
+  else
+    *kblock = min64(len_k, product_keys(CHUNK_ROWS, hd));
+}
+
+static int64_t chunk_rows(const attn_core *c) {
+  int64_t r =
+      c->gemm_rows > 0 ? min64(c->gemm_rows, MAX_CHUNK_ROWS) : CHUNK_ROWS;
+  return min64(r, c->qblock);
+}
+
+int32_t attn_core_threads(const attn_core *c, int32_t threads) {
+  /* If even one-key products exceed the single-thread limit, the BLAS
+   * threads them: our own threads stay off. */
+  int64_t hd = c->heads->head_dim;
+  if (threads <= 1 || chunk_rows(c) * hd > BLAS_SINGLE_THREAD_MNK)
+    return 1;
+  /* Scores and P*V: 4 flops per query, key and head dimension. */
+  double flops = 4.0 * (double)c->batch * (double)c->heads->num_heads *
+                 (double)c->len_q * (double)c->len_k * (double)hd;
+  return attn_threads_for(threads, attn_core_items(c), attn_cost_flops(flops));
+}
+
+static int64_t query_blocks(const attn_core *c) {
+  return (c->len_q + c->qblock - 1) / c->qblock;
+}
+
+int64_t attn_core_items(const attn_core *c) {
+  int64_t per_row = query_blocks(c);
+  if (!(c->weights && c->weights_mode == ATTN_WEIGHTS_AVERAGE))
+    per_row *= c->heads->num_heads;
+  return c->batch * per_row;
+}
+
+/* True when key_padding hides every key of [j0, j0 + n). */
+static bool all_padded(const uint8_t *pad, int64_t j0, int64_t n) {
+  if (!pad)
+    return false;
+  for (int64_t j = 0; j < n; j++)
+    if (!pad[j0 + j])
+      return false;
+  return true;
+}
+
+/* What one head of one query block works on. */
+typedef struct {
+  const attn_core *c;
+  int64_t b, h, i0, rows, hd;
+  const float *q, *k, *v; /* the block's first query row, key 0, value 0 */
+  const uint8_t *pad;     /* key_padding row, or NULL */
+  const float *bias;      /* bias of the block's first query, or NULL */
+  tile_parts t;
+  int64_t rc, kc; /* rows and keys per BLAS product */
+  bool write_weights;
+} head_work;
+
+/* Writes the attention weights of rows r0 .. r0+n-1, whose probabilities
+ * for keys [lo, hi) are in s (row stride lds) scaled by 1/l. */
+static void put_weights(const head_work *w, int64_t r0, int64_t n,
+                        const float *s, int64_t lds, int64_t lo, int64_t hi) {
+  const attn_core *c = w->c;
+  int64_t H = c->heads->num_heads;
+  bool avg = c->weights_mode == ATTN_WEIGHTS_AVERAGE;
+  bool first = !avg || w->h == 0;
+  float f = avg ? 1.0f / (float)H : 1.0f;
+  float empty = c->mask->empty_rows == ATTN_EMPTY_ROW_NAN ? NAN : 0.0f;
+  for (int64_t r = 0; r < n; r++) {
+    int64_t i = w->i0 + r0 + r;
+    float *dst =
+        avg ? c->weights + (w->b * c->len_q + i) * c->len_k
+            : c->weights + ((w->b * H + w->h) * c->len_q + i) * c->len_k;
+    float l = w->t.l[r0 + r];
+    const float *p = s + r * lds; /* p[0] is key lo */
+    float inv = l > 0.0f ? f / l : 0.0f;
+    for (int64_t j = 0; j < c->len_k; j++) {
+      float x = l > 0.0f ? (j >= lo && j < hi ? p[j - lo] * inv : 0.0f) : empty;
+      dst[j] = first ? x : dst[j] + x;
+    }
+  }
+}
+
+/* Keys [j0, j0 + kn) against every row of the block, chunk by chunk: the
+ * scores, mask, online-softmax step and P*V of a chunk run back to back.
+ * kn may be 0 (no visible key at all) when weights are written. */
+static void run_key_block(const head_work *w, int64_t j0, int64_t kn) {
+  const attn_core *c = w->c;
+  const attn_mask *mk = c->mask;
+  const attn_simd *vec = attn_simd_get();
+  int64_t hd = w->hd, kb = c->kblock;
+  const tile_parts *t = &w->t;
+  if (kn > 0)
+    vec->transpose(w->k + j0 * c->ldk, c->ldk, kn, hd, t->kt, kb);
+  for (int64_t r0 = 0; r0 < w->rows; r0 += w->rc) {
+    int64_t n = min64(w->rc, w->rows - r0);
+    const int64_t *lo = t->lo + r0, *hi = t->hi + r0;
+    /* The chunk's keys: the union of its rows' ranges within the block. */
+    int64_t clo = j0 + kn, chi = j0;
+    bool ragged = false;
+    for (int64_t r = 0; r < n; r++) {
+      int64_t a = max64(lo[r], j0), z = min64(hi[r], j0 + kn);
+      if (a < z) {
+        clo = min64(clo, a);
+        chi = max64(chi, z);
+      }
+    }
+    for (int64_t r = 0; r < n; r++)
+      ragged |= lo[r] > clo || hi[r] < chi;
+    if (clo < chi) {
+      int64_t cols = chi - clo;
+      float *s = t->s;
+      const float *q = w->q + r0 * c->ldq;
+      for (int64_t p = 0; p < cols; p += w->kc)
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)n,
+                    (int)min64(w->kc, cols - p), (int)hd, c->heads->scale, q,
+                    (int)c->ldq, t->kt + (clo - j0 + p), (int)kb, 0.0f, s + p,
+                    (int)kb);
+      if (ragged || w->pad || w->bias)
+        attn_mask_tile(s, kb, n, cols, clo, lo, hi, w->pad,
+                       w->bias ? w->bias + r0 * mk->bias_stride_q : NULL,
+                       mk->bias_stride_q);
+      if (attn_softmax_step(s, kb, n, cols, t->m + r0, t->l + r0,
+                            t->acc + r0 * hd, hd, hd) > 0)
+        for (int64_t p = 0; p < cols; p += w->kc)
+          cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)n,
+                      (int)hd, (int)min64(w->kc, cols - p), 1.0f, s + p,
+                      (int)kb, w->v + (clo + p) * c->ldv, (int)c->ldv, 1.0f,
+                      t->acc + r0 * hd, (int)hd);
+    }
+    if (w->write_weights) /* one block holds whole rows: s is final */
+      put_weights(w, r0, n, t->s, kb, clo, chi);
+  }
+}
+
+/* One head of one query block. */
+static void run_head(const attn_core *c, int64_t b, int64_t h, int64_t i0,
+                     int64_t rows, float *tile) {
+  const attn_mask *mk = c->mask;
+  int64_t hd = c->heads->head_dim;
+  int64_t g = attn_kv_head(c->heads, h);
+  int64_t kv_rows = c->kv_rows ? c->kv_rows : c->len_k;
+  head_work w;
+  w.c = c;
+  w.b = b;
+  w.h = h;
+  w.i0 = i0;
+  w.rows = rows;
+  w.hd = hd;
+  w.q = c->q + (b * c->len_q + i0) * c->ldq + h * hd;
+  w.k = c->k + b * kv_rows * c->ldk + g * hd;
+  w.v = c->v + b * kv_rows * c->ldv + g * hd;
+  w.pad = mk->key_padding ? mk->key_padding + b * c->len_k : NULL;
+  w.bias = mk->bias ? mk->bias + b * mk->bias_stride_b + h * mk->bias_stride_h +
+                          i0 * mk->bias_stride_q
+                    : NULL;
+  w.t = split_tile(tile, c->qblock, c->kblock, hd);
+  w.rc = chunk_rows(c);
+  w.kc = product_keys(w.rc, hd);
+  bool whole = c->kblock >= c->len_k; /* rows are never split */
+  w.write_weights = whole && c->weights;
+
+  /* Keys outside [jmin, jmax) are hidden from every row: never computed. */
+  int64_t *lo = w.t.lo, *hi = w.t.hi;
+  attn_mask_ranges(mk, b, c->len_q, c->len_k, i0, rows, lo, hi);
+  int64_t jmin = c->len_k, jmax = 0;
+  for (int64_t r = 0; r < rows; r++) {
+    if (lo[r] >= hi[r])
+      continue;
+    jmin = min64(lo[r], jmin);
+    jmax = max64(hi[r], jmax);
+  }
+  for (int64_t r = 0; r < rows; r++) {
+    w.t.m[r] = -INFINITY;
+    w.t.l[r] = 0.0f;
+  }
+  memset(w.t.acc, 0, (size_t)(rows * hd) * sizeof(float));
+
+  if (whole) {
+    run_key_block(&w, jmin, max64(jmax - jmin, 0));
+  } else {
+    for (int64_t j0 = jmin; j0 < jmax; j0 += c->kblock) {
+      int64_t kn = min64(c->kblock, jmax - j0);
+      if (!all_padded(w.pad, j0, kn))
+        run_key_block(&w, j0, kn);
+    }
+  }
+
+  float empty = mk->empty_rows == ATTN_EMPTY_ROW_NAN ? NAN : 0.0f;
+  for (int64_t r = 0; r < rows; r++) {
+    float *dst = c->ctx + (b * c->len_q + i0 + r) * c->ldctx + h * hd;
+    const float *a = w.t.acc + r * hd;
+    float l = w.t.l[r];
+    if (l > 0.0f) {
+      float inv = 1.0f / l;
+      for (int64_t d = 0; d < hd; d++)
+        dst[d] = a[d] * inv;
+    } else {
+      for (int64_t d = 0; d < hd; d++)
+        dst[d] = empty;
+    }
+  }
+}
+
+void attn_core_run(const attn_core *c, int64_t item, float *tile) {
+  int64_t nqb = query_blocks(c);
+  bool all_heads = c->weights && c->weights_mode == ATTN_WEIGHTS_AVERAGE;
+  int64_t H = c->heads->num_heads;
+  /* Items run head by head (a head's keys and values stay in cache), and
+   * within a head from the last query block to the first: under a causal
+   * mask the costly blocks go first and the cheap ones even out the end. */
+  int64_t qblk = nqb - 1 - item % nqb, rest = item / nqb;
+  int64_t h0 = all_heads ? 0 : rest % H;
+  int64_t b = all_heads ? rest : rest / H;
+  int64_t h1 = all_heads ? H : h0 + 1;
+  int64_t i0 = qblk * c->qblock;
+  int64_t rows = min64(c->len_q - i0, c->qblock);
+  for (int64_t h = h0; h < h1; h++)
+    run_head(c, b, h, i0, rows, tile);
+}
+
+typedef struct {
+  const attn_core *core;
+  float *tiles;
+  int64_t tile_floats;
+} core_job;
+
+static void core_item(void *ctx, int64_t item, int32_t slot) {
+  const core_job *j = ctx;
+  attn_core_run(j->core, item, j->tiles + slot * j->tile_floats);
+}
+
+void attn_core_run_all(const attn_core *c, const attn_exec *x, int32_t threads,
+                       float *tiles, int64_t tile_floats) {
+  core_job job = {c, tiles, tile_floats};
+  attn_exec_for(x, threads, attn_core_items(c), core_item, &job);
+}

@@ -1,0 +1,62 @@
+/* SPDX-License-Identifier: MIT */
+/* The tiled attention core: for each (batch row, head, block of queries),
+ * blocks of keys with the scores and P*V on cblas_sgemm and the online
+ * softmax in between (tiled.c). */
+#ifndef ATTN_CORE_TILED_H
+#define ATTN_CORE_TILED_H
+
+#include "attn/attn.h"
+#include "common/runtime.h"
+#include "core/heads.h"
+
+#include <stdbool.h>
+
+typedef struct {
+  const attn_heads *heads;
+  const attn_mask *mask; /* resolved, never NULL */
+  int64_t batch, len_q, len_k;
+  const float *q; /* [batch*len_q, ldq], head h at column h*head_dim */
+  const float *k; /* [batch*len_k, ldk], kv head g at column g*head_dim */
+  const float *v;
+  int64_t ldq, ldk, ldv;
+  /* Rows per batch row in k and v (>= len_k; a cache's capacity). 0 means
+   * len_k. */
+  int64_t kv_rows;
+  float *ctx; /* may be q: each item overwrites only the Q block it read */
+  int64_t ldctx;
+  float *weights; /* NULL or the caller's attention weight output */
+  int32_t weights_mode;
+  int64_t qblock, kblock;
+  /* Query rows per BLAS product (a chunk of an item's rows). 0 (the
+   * normal case) means the library's choice (tiled.c); other values are
+   * for measurements. */
+  int64_t gemm_rows;
+} attn_core;
+
+/* Per-thread scratch of the core, in floats, for these block sizes. */
+int64_t attn_core_tile_floats(int64_t qblock, int64_t kblock, int64_t head_dim);
+
+/* Block sizes for a call. They depend only on the shapes (never on the
+ * thread count), so results are the same whatever the threads. */
+void attn_core_blocks(const attn_heads *g, int64_t len_q, int64_t len_k,
+                      bool want_weights, int64_t *qblock, int64_t *kblock);
+
+/* Work item `item` of attn_core_items(): computes the attention output (and
+ * the weights, if asked) of one (batch row, head, query block), or of all
+ * heads of one (batch row, query block) when averaged weights are asked. */
+int64_t attn_core_items(const attn_core *c);
+void attn_core_run(const attn_core *c, int64_t item, float *tile);
+
+/* How many of `threads` threads the core should use for c (the policy of
+ * common/policy.h; 1 when its BLAS products are too big to stay
+ * single-threaded, the BLAS then threads them). The result never changes
+ * the output: each item computes the same bits on any thread. */
+int32_t attn_core_threads(const attn_core *c, int32_t threads);
+
+/* Every item of c on up to `threads` threads of the call (the count
+ * attn_core_threads() gave, which sized the tiles), thread slot s using
+ * tiles + s * tile_floats. */
+void attn_core_run_all(const attn_core *c, const attn_exec *x, int32_t threads,
+                       float *tiles, int64_t tile_floats);
+
+#endif

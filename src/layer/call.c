@@ -1,0 +1,115 @@
+/* SPDX-License-Identifier: MIT */
+/* Options, scratch and the core's description of a call (call.h). */
+#include "layer/call.h"
+
+#include "common/checked.h"
+#include "common/error.h"
+#include "common/structs.h"
+
+#include <stdlib.h>
+
+static const attn_options options_defaults = {.struct_size =
+                                                  sizeof(attn_options)};
+
+static const attn_struct_kind options_kind = {
+    "attn_options", sizeof(attn_options), ATTN_OPTIONS_SIZE_0_1,
+    &options_defaults};
+
+attn_status attn_options_init_sized(attn_options *opts, size_t size) {
+  return attn_struct_init(&options_kind, opts, size);
+}
+
+attn_status attn_call_load(const attn_options *in, const attn_layer *l,
+                           attn_call *c) {
+  attn_options *o = &c->o;
+  *o = options_defaults;
+  attn_status st;
+  if (in && (st = attn_struct_load(&options_kind, o, in)) != ATTN_OK)
+    return st;
+  if (o->weights_mode != ATTN_WEIGHTS_PER_HEAD &&
+      o->weights_mode != ATTN_WEIGHTS_AVERAGE)
+    return attn_fail(ATTN_ERR_BAD_OPTION, "unknown weights_mode %d",
+                     o->weights_mode);
+  if (o->num_threads < 0)
+    return attn_fail(ATTN_ERR_BAD_OPTION,
+                     "num_threads %d must not be negative (0 means the "
+                     "layer's setting)",
+                     o->num_threads);
+  return attn_exec_resolve(o->runtime, o->num_threads, l->num_threads, &c->x);
+}
+
+int64_t attn_layout_add(attn_layout *s, int64_t n, int64_t count) {
+  int64_t off = s->floats, total, rounded;
+  if (s->overflow || !attn_mul64(n, count, &total) ||
+      !attn_round_floats(total, &rounded) ||
+      !attn_add64(s->floats, rounded, &s->floats))
+    s->overflow = true;
+  return off;
+}
+
+attn_status attn_layout_bytes(const attn_layout *s, size_t *bytes) {
+  if (s->overflow || (uint64_t)s->floats > (SIZE_MAX - 64) / sizeof(float))
+    return attn_fail_overflow("the scratch memory");
+  *bytes = (size_t)s->floats * sizeof(float) + 64; /* + alignment slack */
+  return ATTN_OK;
+}
+
+attn_status attn_check_weights_out(const attn_layer *l, int64_t rows,
+                                   int64_t len_k, const attn_options *o) {
+  int64_t w;
+  if (!o->attn_weights)
+    return ATTN_OK;
+  if (!attn_mul64(rows, len_k, &w) ||
+      (o->weights_mode == ATTN_WEIGHTS_PER_HEAD &&
+       !attn_mul64(w, l->heads.num_heads, &w)) ||
+      !attn_float_count_ok(w))
+    return attn_fail_overflow("the attention weight output");
+  return ATTN_OK;
+}
+
+attn_status attn_call_scratch(const attn_call *c, size_t need, const char *who,
+                              void **mem, float **f) {
+  void *base;
+  *mem = NULL;
+  if (c->o.scratch) {
+    if (c->o.scratch_size < need)
+      return attn_fail(ATTN_ERR_SCRATCH_TOO_SMALL,
+                       "scratch of %zu bytes is smaller than the %zu bytes "
+                       "this call needs (%s)",
+                       c->o.scratch_size, need, who);
+    base = c->o.scratch;
+  } else {
+    *mem = malloc(need);
+    if (!*mem)
+      return attn_fail(ATTN_ERR_NO_MEMORY,
+                       "cannot allocate %zu bytes of scratch", need);
+    base = *mem;
+  }
+  *f = attn_align64(base);
+  return ATTN_OK;
+}
+
+attn_core attn_call_core(const attn_call *c, const attn_layer *l,
+                         const attn_mask *m, int64_t batch, int64_t len_q,
+                         int64_t len_k, float *q, int64_t ldq,
+                         attn_kv_view kv) {
+  attn_core core = {.heads = &l->heads,
+                    .mask = m,
+                    .batch = batch,
+                    .len_q = len_q,
+                    .len_k = len_k,
+                    .q = q,
+                    .k = kv.k,
+                    .v = kv.v,
+                    .ldq = ldq,
+                    .ldk = kv.ldk,
+                    .ldv = kv.ldv,
+                    .kv_rows = kv.rows,
+                    .ctx = q,
+                    .ldctx = ldq,
+                    .weights = c->o.attn_weights,
+                    .weights_mode = c->o.weights_mode};
+  attn_core_blocks(&l->heads, len_q, len_k, c->o.attn_weights != NULL,
+                   &core.qblock, &core.kblock);
+  return core;
+}

@@ -1,0 +1,325 @@
+/* SPDX-License-Identifier: MIT */
+/* The self-attention decoding step over a KV cache. It projects only the
+ * new tokens, appends their keys and values to the cache, and attends over
+ * the cache in place, a row being capacity slots of [K | V] and a
+ * key/value head serving its group of query heads straight from there:
+ * ordinary steps through the streaming kernel (core/stream.c), prompts and
+ * steps that want the attention weights through the tiled core. */
+#include "layer/kv_cache.h"
+#include "layer/project.h"
+#include "layer/step.h"
+
+#include "common/checked.h"
+#include "common/error.h"
+#include "common/policy.h"
+#include "common/structs.h"
+#include "core/stream.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+/* A step with at most this many new tokens per row and no attention
+ * weights asked runs the streaming kernel; longer ones (a prompt) are
+ * ordinary attention for the tiled core. */
+#define STREAMED_MAX_NEW 16
+
+static bool use_stream(int64_t n, const attn_options *o) {
+  return n <= STREAMED_MAX_NEW && !o->attn_weights;
+}
+
+static const attn_decode_mask mask_defaults = {.struct_size =
+                                                   sizeof(attn_decode_mask)};
+
+static const attn_struct_kind mask_kind = {
+    "attn_decode_mask", sizeof(attn_decode_mask), ATTN_DECODE_MASK_SIZE_0_1,
+    &mask_defaults};
+
+attn_status attn_decode_mask_init_sized(attn_decode_mask *mask, size_t size) {
+  return attn_struct_init(&mask_kind, mask, size);
+}
+
+static attn_status load_mask(const attn_decode_mask *in, int64_t B, int64_t n,
+                             attn_decode_mask *m) {
+  *m = mask_defaults;
+  attn_status st;
+  if (in && (st = attn_struct_load(&mask_kind, m, in)) != ATTN_OK)
+    return st;
+  if (m->empty_rows != ATTN_EMPTY_ROW_ZERO &&
+      m->empty_rows != ATTN_EMPTY_ROW_NAN)
+    return attn_fail(ATTN_ERR_BAD_MASK, "unknown empty_rows mode %d",
+                     m->empty_rows);
+  if (m->new_lengths)
+    for (int64_t b = 0; b < B; b++)
+      if (m->new_lengths[b] < 0 || m->new_lengths[b] > n)
+        return attn_fail(ATTN_ERR_BAD_MASK,
+                         "new_lengths[%lld] = %lld is outside [0, n_new = "
+                         "%lld]",
+                         (long long)b, (long long)m->new_lengths[b],
+                         (long long)n);
+  return ATTN_OK;
+}
+
+/* New tokens of row b. */
+static int64_t added(const attn_decode_mask *m, int64_t n, int64_t b) {
+  return m->new_lengths ? m->new_lengths[b] : n;
+}
+
+/* The plan of a step with n new tokens per row over cache c. */
+static attn_status plan(const attn_call *call, const attn_layer *l,
+                        const attn_kv_cache *c, int64_t n, attn_step_plan *p) {
+  attn_status st = attn_kv_owner_check(&c->owner, l, "cache");
+  if (st != ATTN_OK || (st = attn_step_check_n(n, "n_new")) != ATTN_OK)
+    return st;
+  return attn_step_plan_make(call, l, c->batch, n, l->embed_dim + c->slot_ld,
+                             c->capacity, 0, use_stream(n, &call->o), p);
+}
+
+attn_status attn_decode_scratch_size(const attn_layer *l,
+                                     const attn_kv_cache *c, int64_t n_new,
+                                     const attn_options *opts, size_t *bytes) {
+  if (!l || !c || !bytes)
+    return attn_fail(ATTN_ERR_NULL_POINTER,
+                     "attn_decode_scratch_size: %s is NULL",
+                     !l   ? "layer"
+                     : !c ? "cache"
+                          : "bytes");
+  attn_call call;
+  attn_step_plan p;
+  attn_status st = attn_call_load(opts, l, &call);
+  if (st != ATTN_OK || (st = plan(&call, l, c, n_new, &p)) != ATTN_OK)
+    return st;
+  *bytes = p.bytes;
+  return ATTN_OK;
+}
+
+/* The checks of a step's data: every row has room, every new token is
+ * finite. */
+static attn_status check_rows(const attn_layer *l, const attn_kv_cache *c,
+                              int64_t n, const float *x,
+                              const attn_decode_mask *m) {
+  int64_t E = l->embed_dim;
+  for (int64_t b = 0; b < c->batch; b++) {
+    int64_t add = added(m, n, b);
+    if (attn_kv_cache_keep(c, b, add) < 0)
+      return attn_fail(ATTN_ERR_CAPACITY,
+                       "row %lld of the cache holds %lld of %lld tokens: "
+                       "%lld more do not fit%s",
+                       (long long)b, (long long)attn_kv_cache_held(c, b),
+                       (long long)c->capacity, (long long)add,
+                       c->window > 0 ? " (a window cache keeps window - 1 "
+                                       "old tokens)"
+                                     : "");
+    if (!attn_all_finite(x + b * n * E, add * E))
+      return attn_fail(ATTN_ERR_NOT_FINITE,
+                       "x contains NaN or infinity (batch row %lld)",
+                       (long long)b);
+  }
+  return ATTN_OK;
+}
+
+/* Every check of attn_decode_step(). */
+static attn_status prepare(const attn_layer *l, const attn_kv_cache *c,
+                           int64_t B, int64_t n, const float *x,
+                           const attn_decode_mask *mask_in, attn_call *call,
+                           attn_decode_mask *m, attn_step_plan *p) {
+  attn_status st = plan(call, l, c, n, p);
+  if (st != ATTN_OK)
+    return st;
+  if (B != c->batch)
+    return attn_fail(ATTN_ERR_BAD_SIZE,
+                     "attn_decode_step: batch %lld differs from the cache's "
+                     "batch %lld",
+                     (long long)B, (long long)c->batch);
+  if ((st = load_mask(mask_in, B, n, m)) != ATTN_OK ||
+      (st = attn_layer_check_set(l, "attn_decode_step")) != ATTN_OK)
+    return st;
+  return check_rows(l, c, n, x, m);
+}
+
+/* Appends each row's new keys and values (beside their queries in qkv) to
+ * the cache and sets lens[b] to the keys the row's queries see (0 for a
+ * row without new tokens: its queries are discarded, and skipped).
+ * Returns true when some row has fewer than n new tokens. */
+static bool append_rows(attn_kv_cache *c, const attn_decode_mask *m, int64_t n,
+                        const float *qkv, int64_t ldq, int64_t E,
+                        int64_t *lens) {
+  bool ragged = false;
+  for (int64_t b = 0; b < c->batch; b++) {
+    int64_t add = added(m, n, b);
+    ragged = ragged || add != n;
+    attn_kv_cache_append(c, b, add, qkv + b * n * ldq + E, ldq,
+                         m->new_padding ? m->new_padding + b * n : NULL);
+    lens[b] = add > 0 ? attn_kv_cache_held(c, b) : 0;
+  }
+  return ragged;
+}
+
+/* The attention places a row's n queries at the end of what the row holds
+ * (ATTN_CAUSAL_BOTTOM_RIGHT). A row with fewer new tokens has them moved
+ * to the last of its n query rows; the rows before are zeroed queries
+ * whose results are dropped. */
+static void align_queries(float *qkv, int64_t ldq, int64_t E, int64_t n,
+                          int64_t add) {
+  int64_t shift = n - add;
+  for (int64_t i = add - 1; i >= 0 && shift > 0; i--)
+    memcpy(qkv + (i + shift) * ldq, qkv + i * ldq, (size_t)E * sizeof(float));
+  for (int64_t i = 0; i < shift; i++)
+    memset(qkv + i * ldq, 0, (size_t)E * sizeof(float));
+}
+
+/* Undoes align_queries on the results of a row (and its weight rows,
+ * capacity columns each, groups of them). */
+static void unalign_results(float *ctx, int64_t ldq, int64_t E, int64_t n,
+                            int64_t add, float *w, int64_t groups,
+                            int64_t cols) {
+  int64_t shift = n - add;
+  if (shift == 0)
+    return;
+  for (int64_t i = 0; i < add; i++)
+    memcpy(ctx + i * ldq, ctx + (i + shift) * ldq, (size_t)E * sizeof(float));
+  for (int64_t g = 0; w && g < groups; g++) {
+    float *wg = w + g * n * cols;
+    memmove(wg, wg + shift * cols, (size_t)(add * cols) * sizeof(float));
+    memset(wg + add * cols, 0, (size_t)(shift * cols) * sizeof(float));
+  }
+}
+
+typedef struct {
+  const attn_stream *a;
+  float *tiles;
+  int64_t tile_floats;
+} stream_job;
+
+static void chunk_item(void *ctx, int64_t item, int32_t slot) {
+  stream_job *j = ctx;
+  attn_stream_chunk(j->a, item, j->tiles + slot * j->tile_floats);
+}
+
+static void merge_item(void *ctx, int64_t item, int32_t slot) {
+  (void)slot;
+  attn_stream_merge(((stream_job *)ctx)->a, item);
+}
+
+/* The streaming kernel over the cache: chunks, then merges per row. */
+static void attend_streamed(const attn_call *call, const attn_layer *l,
+                            const attn_kv_cache *c, int64_t n, float *qkv,
+                            int64_t ldq, const int64_t *lens, int32_t empty,
+                            const attn_step_plan *p, float *f) {
+  int64_t max_held = 0, all_held = 0;
+  for (int64_t b = 0; b < c->batch; b++) {
+    max_held = lens[b] > max_held ? lens[b] : max_held;
+    all_held += lens[b];
+  }
+  attn_stream a = {.heads = &l->heads,
+                   .n = n,
+                   .q = qkv,
+                   .ldq = ldq,
+                   .k = c->kv,
+                   .v = c->kv + c->kv_dim,
+                   .ldkv = c->slot_ld,
+                   .kv_rows = c->capacity,
+                   .held = lens,
+                   .pad = c->any_pad ? c->pad : NULL,
+                   .window = c->window,
+                   .ctx = qkv,
+                   .ldctx = ldq,
+                   .empty_rows = empty,
+                   .chunks = attn_stream_chunks(max_held),
+                   .partial = f + p->partial_off};
+  stream_job job = {&a, f + p->tile_off, p->tile_floats};
+  double bytes = (double)all_held * (double)c->slot_ld * sizeof(float);
+  int64_t chunks = c->batch * a.chunks;
+  attn_exec_for(&call->x,
+                attn_threads_for(p->threads, chunks, attn_cost_bytes(bytes)),
+                chunks, chunk_item, &job);
+  /* The merge reads chunks * (head_dim + 2) floats per query row. */
+  double merged = (double)chunks * (double)(n * l->heads.num_heads) *
+                  (double)(l->heads.head_dim + 2) * sizeof(float);
+  attn_exec_for(
+      &call->x,
+      attn_threads_for(call->x.threads, c->batch, attn_cost_bytes(merged)),
+      c->batch, merge_item, &job);
+}
+
+/* The tiled core over the cache, queries at the end of each row. */
+static void attend_tiled(const attn_call *call, const attn_layer *l,
+                         const attn_kv_cache *c, int64_t n, float *qkv,
+                         int64_t ldq, int64_t *lens, int32_t empty,
+                         const attn_step_plan *p, float *f) {
+  attn_mask m;
+  attn_mask_init(&m);
+  m.causal = ATTN_CAUSAL_BOTTOM_RIGHT;
+  m.empty_rows = empty;
+  m.key_lengths = lens;
+  m.key_padding = c->any_pad ? c->pad : NULL;
+  m.window = c->window;
+  attn_kv_view kv = {c->kv, c->kv + c->kv_dim, c->slot_ld, c->slot_ld,
+                     c->capacity};
+  attn_core core =
+      attn_call_core(call, l, &m, c->batch, n, c->capacity, qkv, ldq, kv);
+  attn_core_run_all(&core, &call->x, p->threads, f + p->tile_off,
+                    p->tile_floats);
+}
+
+/* Everything after the checks: nothing fails here. */
+static void run_step(const attn_call *call, const attn_layer *l,
+                     attn_kv_cache *c, int64_t n, const float *x,
+                     const attn_decode_mask *m, const attn_step_plan *p,
+                     float *f, float *out) {
+  int64_t B = c->batch, E = l->embed_dim, ldq = p->ldq;
+  float *qkv = f;
+  int64_t *lens = (int64_t *)(void *)(f + p->lens_off);
+  attn_project_step(&call->x, B * n, ldq, E, x, E,
+                    attn_slot_ptr(l, ATTN_SLOT_WQ),
+                    attn_bias_ptr(l, ATTN_SLOT_BQ), qkv, ldq);
+  bool ragged = append_rows(c, m, n, qkv, ldq, E, lens);
+  for (int64_t b = 0; ragged && b < B; b++)
+    align_queries(qkv + b * n * ldq, ldq, E, n, added(m, n, b));
+  if (p->streamed)
+    attend_streamed(call, l, c, n, qkv, ldq, lens, m->empty_rows, p, f);
+  else
+    attend_tiled(call, l, c, n, qkv, ldq, lens, m->empty_rows, p, f);
+  float *w = call->o.attn_weights;
+  int64_t groups =
+      call->o.weights_mode == ATTN_WEIGHTS_AVERAGE ? 1 : l->heads.num_heads;
+  for (int64_t b = 0; ragged && b < B; b++)
+    unalign_results(qkv + b * n * ldq, ldq, E, n, added(m, n, b),
+                    w ? w + b * groups * n * c->capacity : NULL, groups,
+                    c->capacity);
+  attn_project_step(&call->x, B * n, E, E, qkv, ldq,
+                    attn_slot_ptr(l, ATTN_SLOT_WO),
+                    attn_bias_ptr(l, ATTN_SLOT_BO), out, E);
+  for (int64_t b = 0; ragged && b < B; b++) {
+    int64_t add = added(m, n, b);
+    memset(out + (b * n + add) * E, 0, (size_t)((n - add) * E) * sizeof(float));
+  }
+}
+
+attn_status attn_decode_step(const attn_layer *l, attn_kv_cache *c, int64_t B,
+                             int64_t n, const float *x,
+                             const attn_decode_mask *mask_in,
+                             const attn_options *opts, float *out) {
+  if (!l || !c || !x || !out)
+    return attn_fail(ATTN_ERR_NULL_POINTER, "attn_decode_step: %s is NULL",
+                     !l   ? "layer"
+                     : !c ? "cache"
+                     : !x ? "x"
+                          : "out");
+  attn_call call;
+  attn_decode_mask m;
+  attn_step_plan p;
+  void *mem = NULL;
+  float *f = NULL;
+  attn_status st = attn_call_load(opts, l, &call);
+  if (st != ATTN_OK ||
+      (st = prepare(l, c, B, n, x, mask_in, &call, &m, &p)) != ATTN_OK ||
+      (st = attn_call_scratch(&call, p.bytes, "attn_decode_scratch_size", &mem,
+                              &f)) != ATTN_OK)
+    return st;
+  /* Nothing fails from here on: the cache changes only now. */
+  attn_exec_enter(&call.x);
+  run_step(&call, l, c, n, x, &m, &p, f, out);
+  attn_exec_leave(&call.x);
+  free(mem);
+  return ATTN_OK;
+}

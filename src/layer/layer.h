@@ -1,0 +1,70 @@
+/* SPDX-License-Identifier: MIT */
+/* The layer object: configuration, head geometry and weights in torch's
+ * layout (layer.c: creation and configuration; weights.c: the weights). */
+#ifndef ATTN_LAYER_LAYER_H
+#define ATTN_LAYER_LAYER_H
+
+#include "attn/attn.h"
+#include "core/heads.h"
+
+#include <stdbool.h>
+#include <stdint.h>
+
+/* Weight slots, in storage order. */
+enum {
+  ATTN_SLOT_WQ,
+  ATTN_SLOT_WK,
+  ATTN_SLOT_WV,
+  ATTN_SLOT_WO,
+  ATTN_SLOT_BQ,
+  ATTN_SLOT_BK,
+  ATTN_SLOT_BV,
+  ATTN_SLOT_BO,
+  ATTN_SLOT_COUNT
+};
+
+struct attn_layer {
+  int64_t embed_dim; /* E */
+  int64_t kdim;
+  int64_t vdim;
+  attn_heads heads; /* H, H_kv, head_dim, kv_dim, float scale */
+  int32_t bias;
+  int32_t num_threads;
+  double scale; /* as configured, resolved; heads.scale is it in float */
+  /* Weights [Wq | Wk | Wv | Wo], contiguous; with kdim == vdim == E the
+   * first three form torch's packed in_proj_weight. */
+  float *weights;
+  /* Biases [bq | bk | bv | bo] (NULL without bias). */
+  float *biases;
+  int64_t slot_offset[ATTN_SLOT_COUNT]; /* into weights or biases */
+  int64_t slot_count[ATTN_SLOT_COUNT];
+  uint32_t slots_set; /* bit per slot */
+};
+
+static inline float *attn_slot_ptr(const struct attn_layer *l, int slot) {
+  return (slot >= ATTN_SLOT_BQ ? l->biases : l->weights) + l->slot_offset[slot];
+}
+
+/* A slot's bias, or NULL for a layer without biases. */
+static inline const float *attn_bias_ptr(const struct attn_layer *l, int slot) {
+  return l->bias ? attn_slot_ptr(l, slot) : NULL;
+}
+
+/* torch's name of a slot's tensor in messages ("k_proj_weight", "q bias"). */
+const char *attn_slot_name(int slot);
+
+/* ATTN_ERR_WEIGHTS_NOT_SET, naming the first weight never set, unless every
+ * weight the layer needs is set; `action` starts the message. */
+attn_status attn_layer_check_set(const struct attn_layer *l,
+                                 const char *action);
+
+/* Marks every slot the layer has as set. */
+void attn_layer_mark_all_set(struct attn_layer *l);
+
+/* True when the layer's keys and values have the model width (packed
+ * in_proj, self-attention). */
+static inline bool attn_layer_is_square(const struct attn_layer *l) {
+  return l->kdim == l->embed_dim && l->vdim == l->embed_dim;
+}
+
+#endif

@@ -1,0 +1,180 @@
+/* SPDX-License-Identifier: MIT */
+/* The worker pool, the thread policy and the CPU count (src/common).
+ *
+ * - A job runs every item exactly once, on slots below its thread count,
+ *   for item counts below, at and above the thread count and pools of 0 to
+ *   7 workers; several threads running jobs on one pool at once each get
+ *   all their items done.
+ * - An idle pool uses no CPU: its workers sleep.
+ * - attn_threads_for stays within [1, min(max, items)] and grows with the
+ *   work.
+ * - attn_cpu_count is at least 1 and at most the CPUs of the affinity
+ *   mask. */
+#define _GNU_SOURCE /* sched_getaffinity */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+
+#include "common/policy.h"
+#include "common/pool.h"
+
+#include <pthread.h>
+#include <sched.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <time.h>
+
+typedef struct {
+  atomic_int *hits;
+  int32_t threads;
+  atomic_int bad_slot;
+} count_job;
+
+static void count_item(void *ctx, int64_t item, int32_t slot) {
+  count_job *j = ctx;
+  atomic_fetch_add(&j->hits[item], 1);
+  if (slot < 0 || slot >= j->threads)
+    atomic_store(&j->bad_slot, 1);
+}
+
+static void run_counted(attn_pool *pool, int32_t threads, int64_t n) {
+  atomic_int *hits = calloc((size_t)(n + 1), sizeof *hits);
+  assert_non_null(hits);
+  for (int64_t i = 0; i < n; i++)
+    atomic_init(&hits[i], 0);
+  count_job j = {hits, threads, 0};
+  attn_pool_run(pool, threads, n, count_item, &j);
+  for (int64_t i = 0; i < n; i++)
+    assert_int_equal(atomic_load(&hits[i]), 1);
+  assert_int_equal(atomic_load(&j.bad_slot), 0);
+  free(hits);
+}
+
+static void test_every_item_once(void **state) {
+  (void)state;
+  const int32_t workers[] = {0, 1, 2, 7};
+  const int64_t items[] = {0, 1, 2, 3, 7, 1000};
+  const int32_t threads[] = {1, 2, 3, 8, 300};
+  for (size_t w = 0; w < sizeof workers / sizeof *workers; w++) {
+    attn_pool *pool = NULL;
+    assert_int_equal(attn_pool_create(workers[w], &pool), ATTN_OK);
+    for (size_t a = 0; a < sizeof items / sizeof *items; a++)
+      for (size_t t = 0; t < sizeof threads / sizeof *threads; t++)
+        run_counted(pool, threads[t], items[a]);
+    attn_pool_destroy(pool);
+  }
+  run_counted(NULL, 4, 100); /* no pool: all on the caller */
+  attn_pool_destroy(NULL);
+}
+
+typedef struct {
+  attn_pool *pool;
+  int rounds;
+} submitter;
+
+static void *submit_main(void *arg) {
+  submitter *s = arg;
+  for (int r = 0; r < s->rounds; r++)
+    run_counted(s->pool, 1 + r % 4, 50 + r % 37);
+  return NULL;
+}
+
+/* Jobs from several threads at once share the workers. */
+static void test_concurrent_jobs(void **state) {
+  (void)state;
+  attn_pool *pool = NULL;
+  assert_int_equal(attn_pool_create(3, &pool), ATTN_OK);
+  enum { SUBMITTERS = 4 };
+  pthread_t tid[SUBMITTERS];
+  submitter s = {pool, 300};
+  for (int i = 0; i < SUBMITTERS; i++)
+    assert_int_equal(pthread_create(&tid[i], NULL, submit_main, &s), 0);
+  for (int i = 0; i < SUBMITTERS; i++)
+    pthread_join(tid[i], NULL);
+  attn_pool_destroy(pool);
+}
+
+static void spin_item(void *ctx, int64_t item, int32_t slot) {
+  (void)slot;
+  (void)item;
+  volatile double *x = ctx;
+  for (int i = 0; i < 20000; i++)
+    *x += 1.0;
+}
+
+static double cpu_seconds(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+  return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+/* After a job, the workers sleep: 200 ms of an idle pool with 3 workers
+ * costs far less CPU time than one spinning worker would (200 ms). */
+static void test_idle_pool_sleeps(void **state) {
+  (void)state;
+  attn_pool *pool = NULL;
+  assert_int_equal(attn_pool_create(3, &pool), ATTN_OK);
+  volatile double sink = 0;
+  attn_pool_run(pool, 4, 64, spin_item, (void *)&sink);
+  double t0 = cpu_seconds();
+  struct timespec ts = {0, 200000000};
+  nanosleep(&ts, NULL);
+  double used = cpu_seconds() - t0;
+  print_message("CPU time of an idle pool over 200 ms: %.2f ms\n", used * 1e3);
+  assert_true(used < 0.05);
+  attn_pool_destroy(pool);
+}
+
+static void test_policy(void **state) {
+  (void)state;
+  /* Tiny work: one thread, whatever is allowed. */
+  assert_int_equal(attn_threads_for(8, 1000, 1.0), 1);
+  assert_int_equal(attn_threads_for(8, 1000, attn_cost_flops(1e3)), 1);
+  /* Huge work: every thread allowed, but never more than the items. */
+  assert_int_equal(attn_threads_for(8, 1000, attn_cost_flops(1e12)), 8);
+  assert_int_equal(attn_threads_for(8, 3, attn_cost_flops(1e12)), 3);
+  assert_int_equal(attn_threads_for(0, 3, attn_cost_flops(1e12)), 1);
+  /* More work never gives fewer threads. */
+  int32_t last = 1;
+  for (double f = 1e3; f < 1e12; f *= 3) {
+    int32_t t = attn_threads_for(64, 1 << 20, attn_cost_flops(f));
+    assert_true(t >= last && t <= 64);
+    last = t;
+  }
+  assert_true(attn_cost_bytes(1e6) > 0);
+}
+
+static void test_cpu_count(void **state) {
+  (void)state;
+  cpu_set_t set;
+  assert_int_equal(sched_getaffinity(0, sizeof set, &set), 0);
+  int32_t n = attn_cpu_count();
+  print_message("attn_cpu_count() = %d (affinity %d)\n", n, CPU_COUNT(&set));
+  assert_true(n >= 1);
+  assert_true(n <= CPU_COUNT(&set));
+  /* A narrower affinity mask is seen at once. */
+  cpu_set_t one;
+  CPU_ZERO(&one);
+  for (int c = 0; c < CPU_SETSIZE; c++)
+    if (CPU_ISSET(c, &set)) {
+      CPU_SET(c, &one);
+      break;
+    }
+  assert_int_equal(sched_setaffinity(0, sizeof one, &one), 0);
+  assert_int_equal(attn_cpu_count(), 1);
+  assert_int_equal(sched_setaffinity(0, sizeof set, &set), 0);
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_every_item_once),
+      cmocka_unit_test(test_concurrent_jobs),
+      cmocka_unit_test(test_idle_pool_sleeps),
+      cmocka_unit_test(test_policy),
+      cmocka_unit_test(test_cpu_count),
+  };
+  return cmocka_run_group_tests(tests, NULL, NULL);
+}
