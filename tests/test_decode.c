@@ -527,10 +527,11 @@ static void test_mismatch(void **state) {
   attn_memory *mem;
   assert_int_equal(attn_memory_create(a.layer, &mc, &mem), ATTN_OK);
   float kv[4 * 32] = {0};
-  assert_int_equal(attn_memory_set(b.layer, mem, 1, 4, kv, kv, NULL, NULL, NULL),
-                   ATTN_ERR_MISMATCH);
-  assert_int_equal(attn_memory_set(a.layer, mem, 1, 4, kv, kv, NULL, NULL, NULL),
-                   ATTN_OK);
+  assert_int_equal(
+      attn_memory_set(b.layer, mem, 1, 4, kv, kv, NULL, NULL, NULL),
+      ATTN_ERR_MISMATCH);
+  assert_int_equal(
+      attn_memory_set(a.layer, mem, 1, 4, kv, kv, NULL, NULL, NULL), ATTN_OK);
   assert_int_equal(attn_cross_step(c.layer, mem, 1, 1, x, NULL, NULL, out),
                    ATTN_ERR_MISMATCH);
   assert_int_equal(attn_cross_scratch_size(b.layer, mem, 1, NULL, &bytes),
@@ -575,8 +576,9 @@ static void check_cross(const attn_config *cfg, bool fused, uint64_t seed) {
   mc.capacity = C;
   attn_memory *mem;
   assert_int_equal(attn_memory_create(m.layer, &mc, &mem), ATTN_OK);
-  assert_int_equal(attn_memory_set(m.layer, mem, B, Lk, key, value, klen, kpad, NULL),
-                   ATTN_OK);
+  assert_int_equal(
+      attn_memory_set(m.layer, mem, B, Lk, key, value, klen, kpad, NULL),
+      ATTN_OK);
 
   /* Reference: every query at once, lengths and padding merged. */
   int64_t mlen[3] = {37, 15, 1};
@@ -654,8 +656,9 @@ static void check_cross(const attn_config *cfg, bool fused, uint64_t seed) {
   }
 
   /* Setting again replaces everything (shorter len_k, no padding). */
-  assert_int_equal(attn_memory_set(m.layer, mem, B, 9, key, value, NULL, NULL, NULL),
-                   ATTN_OK);
+  assert_int_equal(
+      attn_memory_set(m.layer, mem, B, 9, key, value, NULL, NULL, NULL),
+      ATTN_OK);
   double *want = ref_xmalloc((size_t)(B * E) * sizeof(double));
   float *short_k = ref_xmalloc((size_t)(B * 9 * kdim) * sizeof(float));
   float *short_v = ref_xmalloc((size_t)(B * 9 * vdim) * sizeof(float));
@@ -741,10 +744,12 @@ static void test_memory_caller_buffer(void **state) {
   assert_int_equal(attn_cross_step(m.layer, mem, 2, 1, q, NULL, NULL, out),
                    ATTN_ERR_BAD_SIZE);
   assert_memory_equal(out, out_before, sizeof out);
-  assert_int_equal(attn_memory_set(m.layer, mem, 2, 11, src, src, NULL, NULL, NULL),
-                   ATTN_ERR_CAPACITY);
-  assert_int_equal(attn_memory_set(m.layer, mem, 2, 10, src, src, NULL, NULL, NULL),
-                   ATTN_OK);
+  assert_int_equal(
+      attn_memory_set(m.layer, mem, 2, 11, src, src, NULL, NULL, NULL),
+      ATTN_ERR_CAPACITY);
+  assert_int_equal(
+      attn_memory_set(m.layer, mem, 2, 10, src, src, NULL, NULL, NULL),
+      ATTN_OK);
   size_t sbytes = 0;
   assert_int_equal(attn_cross_scratch_size(m.layer, mem, 1, NULL, &sbytes),
                    ATTN_OK);
@@ -899,23 +904,28 @@ static void test_errors(void **state) {
   for (int i = 0; i < 128; i++)
     kv[i] = 0.1f;
   int64_t klen[2] = {4, 5};
-  assert_int_equal(attn_memory_set(m.layer, mem, 2, 4, kv, kv, klen, NULL, NULL),
-                   ATTN_ERR_BAD_MASK);
-  assert_int_equal(attn_memory_set(m.layer, mem, 1, 4, kv, kv, NULL, NULL, NULL),
-                   ATTN_ERR_BAD_SIZE);
-  assert_int_equal(attn_memory_set(m.layer, mem, 2, 0, kv, kv, NULL, NULL, NULL),
-                   ATTN_ERR_BAD_SIZE);
-  assert_int_equal(attn_memory_set(m.layer, mem, 2, 4, kv, NULL, NULL, NULL, NULL),
-                   ATTN_ERR_NULL_POINTER);
+  assert_int_equal(
+      attn_memory_set(m.layer, mem, 2, 4, kv, kv, klen, NULL, NULL),
+      ATTN_ERR_BAD_MASK);
+  assert_int_equal(
+      attn_memory_set(m.layer, mem, 1, 4, kv, kv, NULL, NULL, NULL),
+      ATTN_ERR_BAD_SIZE);
+  assert_int_equal(
+      attn_memory_set(m.layer, mem, 2, 0, kv, kv, NULL, NULL, NULL),
+      ATTN_ERR_BAD_SIZE);
+  assert_int_equal(
+      attn_memory_set(m.layer, mem, 2, 4, kv, NULL, NULL, NULL, NULL),
+      ATTN_ERR_NULL_POINTER);
   kv[100] = INFINITY;
-  assert_int_equal(attn_memory_set(m.layer, mem, 2, 4, kv, kv, NULL, NULL, NULL),
-                   ATTN_ERR_NOT_FINITE);
+  assert_int_equal(
+      attn_memory_set(m.layer, mem, 2, 4, kv, kv, NULL, NULL, NULL),
+      ATTN_ERR_NOT_FINITE);
   /* Still never set. */
   assert_int_equal(attn_cross_step(m.layer, mem, 2, 1, x, NULL, NULL, out),
                    ATTN_ERR_BAD_SIZE);
   kv[100] = 0.0f;
-  assert_int_equal(attn_memory_set(m.layer, mem, 2, 4, kv, kv, NULL, NULL, NULL),
-                   ATTN_OK);
+  assert_int_equal(
+      attn_memory_set(m.layer, mem, 2, 4, kv, kv, NULL, NULL, NULL), ATTN_OK);
   attn_mask bm;
   attn_mask_init(&bm);
   bm.causal = 9;

@@ -277,8 +277,8 @@ static void test_memory_paths(void **state) {
     mc.capacity = 20;
     attn_memory *mem;
     assert_int_equal(attn_memory_create(m.layer, &mc, &mem), ATTN_OK);
-    assert_int_equal(attn_memory_set(m.layer, mem, B, Lk, k, v, klen, NULL, NULL),
-                     ATTN_OK);
+    assert_int_equal(
+        attn_memory_set(m.layer, mem, B, Lk, k, v, klen, NULL, NULL), ATTN_OK);
     float *got = ref_xmalloc((size_t)(B * Lq * E) * sizeof(float));
     for (int64_t done = 0; done < Lq;) {
       int64_t n = done % 2 ? 1 : 4;
