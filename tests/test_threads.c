@@ -429,76 +429,73 @@ static bool wait_for_one(void) {
   return false;
 }
 
-static void test_blas_held(void **state) {
-  (void)state;
+/* Runs p's forward calls back to back on another thread (run_rt's
+ * runtime) from OpenBLAS at 2 threads, calls during(), stops them, and
+ * returns OpenBLAS's count afterwards; restores the program's count. */
+static int with_busy_calls(void (*during)(void *), void *arg) {
   int before = blas_threads();
-  if (before < 0)
-    skip(); /* not OpenBLAS */
   set_blas_threads(2);
   problem p;
   problem_self(&p);
   busy_caller c = {&p, 0};
   pthread_t tid;
   assert_int_equal(pthread_create(&tid, NULL, busy_main, &c), 0);
-  /* Calls run back to back: within seconds the count must read 1. */
-  bool seen_one = wait_for_one();
+  during(arg);
   atomic_store(&c.stop, 1);
   pthread_join(tid, NULL);
-  assert_true(seen_one);
-  assert_int_equal(blas_threads(), 2);
+  int after = blas_threads();
   set_blas_threads(before);
   problem_free(&p);
+  return after;
+}
+
+/* Calls run back to back: within seconds the count must read 1. */
+static void see_one(void *seen) { *(bool *)seen = wait_for_one(); }
+
+static void test_blas_held(void **state) {
+  (void)state;
+  if (blas_threads() < 0)
+    skip(); /* not OpenBLAS */
+  bool seen_one = false;
+  assert_int_equal(with_busy_calls(see_one, &seen_one), 2);
+  assert_true(seen_one);
 }
 
 /* A count the program sets while calls hold OpenBLAS is kept, not
  * overwritten when the calls end. */
+static void see_one_then_set(void *seen) {
+  see_one(seen);
+  set_blas_threads(3); /* the program's own choice, mid-call */
+}
+
 static void test_blas_program_count_kept(void **state) {
   (void)state;
-  int before = blas_threads();
-  if (before < 0)
+  if (blas_threads() < 0)
     skip();
-  set_blas_threads(2);
-  problem p;
-  problem_self(&p);
-  busy_caller c = {&p, 0};
-  pthread_t tid;
-  assert_int_equal(pthread_create(&tid, NULL, busy_main, &c), 0);
-  bool seen_one = wait_for_one();
-  set_blas_threads(3); /* the program's own choice, mid-call */
-  atomic_store(&c.stop, 1);
-  pthread_join(tid, NULL);
+  bool seen_one = false;
+  assert_int_equal(with_busy_calls(see_one_then_set, &seen_one), 3);
   assert_true(seen_one);
-  assert_int_equal(blas_threads(), 3);
-  set_blas_threads(before);
-  problem_free(&p);
 }
 
 /* ATTN_BLAS_LEAVE: the count is never changed, even while calls run. */
-static void test_blas_leave(void **state) {
-  (void)state;
-  int before = blas_threads();
-  if (before < 0)
-    skip();
-  set_blas_threads(2);
-  problem p;
-  problem_self(&p);
-  run_rt = new_runtime(2, ATTN_BLAS_LEAVE);
-  busy_caller c = {&p, 0};
-  pthread_t tid;
-  assert_int_equal(pthread_create(&tid, NULL, busy_main, &c), 0);
-  int changed = 0;
+static void count_changes(void *changed) {
   for (int i = 0; i < 3000; i++) {
-    changed += blas_threads() != 2;
+    *(int *)changed += blas_threads() != 2;
     struct timespec ts = {0, 100000};
     nanosleep(&ts, NULL);
   }
-  atomic_store(&c.stop, 1);
-  pthread_join(tid, NULL);
+}
+
+static void test_blas_leave(void **state) {
+  (void)state;
+  if (blas_threads() < 0)
+    skip();
+  run_rt = new_runtime(2, ATTN_BLAS_LEAVE);
+  int changed = 0;
+  assert_int_equal(with_busy_calls(count_changes, &changed), 2);
   assert_int_equal(changed, 0);
   attn_runtime_destroy(run_rt);
   run_rt = NULL;
-  set_blas_threads(before);
-  problem_free(&p);
 }
 
 static void test_runtime_errors(void **state) {

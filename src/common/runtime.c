@@ -27,14 +27,9 @@ static const attn_runtime_config config_defaults = {
     .num_threads = 0,
     .blas_policy = ATTN_BLAS_HOLD};
 
-static const attn_struct_kind config_kind = {
-    "attn_runtime_config", sizeof(attn_runtime_config),
-    ATTN_RUNTIME_CONFIG_SIZE_0_1, &config_defaults};
-
-attn_status attn_runtime_config_init_sized(attn_runtime_config *cfg,
-                                           size_t size) {
-  return attn_struct_init(&config_kind, cfg, size);
-}
+ATTN_VERSIONED_STRUCT(attn_runtime_config, config_kind,
+                      ATTN_RUNTIME_CONFIG_SIZE_0_1, config_defaults,
+                      attn_runtime_config_init_sized)
 
 static attn_status check_config(const attn_runtime_config *c) {
   if (c->num_threads < 0 || c->num_threads > ATTN_MAX_THREADS)

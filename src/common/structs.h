@@ -16,6 +16,15 @@ typedef struct {
   const void *defaults;
 } attn_struct_kind;
 
+/* Defines `kind`, the attn_struct_kind of public struct type T (smallest
+ * size min, defaults at &defaults), and the public attn_*_init_sized()
+ * function `init` over it. */
+#define ATTN_VERSIONED_STRUCT(T, kind, min, defaults, init)                    \
+  static const attn_struct_kind kind = {#T, sizeof(T), min, &defaults};        \
+  attn_status init(T *s, size_t size) {                                        \
+    return attn_struct_init(&kind, s, size);                                   \
+  }
+
 /* attn_*_init_sized(): writes the defaults into the first `size` bytes at
  * dst (zeros past the library's layout) and sets its struct_size. */
 attn_status attn_struct_init(const attn_struct_kind *k, void *dst, size_t size);

@@ -11,11 +11,13 @@
 
 static const attn_mask mask_defaults = {.struct_size = sizeof(attn_mask)};
 
-static const attn_struct_kind mask_kind = {"attn_mask", sizeof(attn_mask),
-                                           ATTN_MASK_SIZE_0_1, &mask_defaults};
+ATTN_VERSIONED_STRUCT(attn_mask, mask_kind, ATTN_MASK_SIZE_0_1, mask_defaults,
+                      attn_mask_init_sized)
 
-attn_status attn_mask_init_sized(attn_mask *mask, size_t size) {
-  return attn_struct_init(&mask_kind, mask, size);
+attn_status attn_check_empty_rows(int32_t mode) {
+  if (mode != ATTN_EMPTY_ROW_ZERO && mode != ATTN_EMPTY_ROW_NAN)
+    return attn_fail(ATTN_ERR_BAD_MASK, "unknown empty_rows mode %d", mode);
+  return ATTN_OK;
 }
 
 static attn_status check_bias(const attn_mask *m, int64_t batch, int64_t heads,
@@ -71,10 +73,8 @@ attn_status attn_mask_load(const attn_mask *in, int64_t batch, int64_t heads,
     return st;
   if (m->causal < ATTN_CAUSAL_NONE || m->causal > ATTN_CAUSAL_BOTTOM_RIGHT)
     return attn_fail(ATTN_ERR_BAD_MASK, "unknown causal mode %d", m->causal);
-  if (m->empty_rows != ATTN_EMPTY_ROW_ZERO &&
-      m->empty_rows != ATTN_EMPTY_ROW_NAN)
-    return attn_fail(ATTN_ERR_BAD_MASK, "unknown empty_rows mode %d",
-                     m->empty_rows);
+  if ((st = attn_check_empty_rows(m->empty_rows)) != ATTN_OK)
+    return st;
   if (m->window < 0)
     return attn_fail(ATTN_ERR_BAD_MASK,
                      "window %lld must not be negative (0 means none)",

@@ -14,6 +14,9 @@
 attn_status attn_mask_load(const attn_mask *in, int64_t batch, int64_t heads,
                            int64_t len_q, int64_t len_k, attn_mask *out);
 
+/* ATTN_ERR_BAD_MASK unless mode is an ATTN_EMPTY_ROW_* value. */
+attn_status attn_check_empty_rows(int32_t mode);
+
 /* Keys [*lo, *hi) visible to the query at position p among n keys
  * (0 <= n; p may be negative or beyond n): all n without causality,
  * keys j <= p with it, and within a window (> 0) keys j > p - window.

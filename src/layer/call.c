@@ -11,13 +11,8 @@
 static const attn_options options_defaults = {.struct_size =
                                                   sizeof(attn_options)};
 
-static const attn_struct_kind options_kind = {
-    "attn_options", sizeof(attn_options), ATTN_OPTIONS_SIZE_0_1,
-    &options_defaults};
-
-attn_status attn_options_init_sized(attn_options *opts, size_t size) {
-  return attn_struct_init(&options_kind, opts, size);
-}
+ATTN_VERSIONED_STRUCT(attn_options, options_kind, ATTN_OPTIONS_SIZE_0_1,
+                      options_defaults, attn_options_init_sized)
 
 attn_status attn_call_load(const attn_options *in, const attn_layer *l,
                            attn_call *c) {
@@ -52,6 +47,19 @@ attn_status attn_layout_bytes(const attn_layout *s, size_t *bytes) {
     return attn_fail_overflow("the scratch memory");
   *bytes = (size_t)s->floats * sizeof(float) + 64; /* + alignment slack */
   return ATTN_OK;
+}
+
+void attn_layout_core(const attn_call *c, const attn_layer *l, int64_t batch,
+                      int64_t len_q, int64_t len_k, attn_layout *s,
+                      int32_t *threads, int64_t *tile_off,
+                      int64_t *tile_floats) {
+  attn_core core = attn_call_core(c, l, NULL, batch, len_q, len_k, NULL, 0,
+                                  (attn_kv_view){0});
+  *threads = attn_core_threads(&core, c->x.threads);
+  *tile_floats =
+      attn_core_tile_floats(core.qblock, core.kblock, l->heads.head_dim);
+  attn_round_floats(*tile_floats, tile_floats);
+  *tile_off = attn_layout_add(s, *tile_floats, *threads);
 }
 
 attn_status attn_check_weights_out(const attn_layer *l, int64_t rows,

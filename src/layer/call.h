@@ -35,6 +35,14 @@ int64_t attn_layout_add(attn_layout *s, int64_t n, int64_t count);
  * it does not fit. */
 attn_status attn_layout_bytes(const attn_layout *s, size_t *bytes);
 
+/* Plans the tiled core for batch rows of len_q queries over len_k keys:
+ * *threads it will use (of the call's) and one tile per thread appended
+ * to the layout at *tile_off, *tile_floats each. */
+void attn_layout_core(const attn_call *c, const attn_layer *l, int64_t batch,
+                      int64_t len_q, int64_t len_k, attn_layout *s,
+                      int32_t *threads, int64_t *tile_off,
+                      int64_t *tile_floats);
+
 /* ATTN_ERR_OVERFLOW unless an attention weight output of rows query rows
  * by len_k keys (per head or averaged, as o asks) is addressable. */
 attn_status attn_check_weights_out(const attn_layer *l, int64_t rows,

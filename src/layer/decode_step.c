@@ -13,6 +13,7 @@
 #include "common/error.h"
 #include "common/policy.h"
 #include "common/structs.h"
+#include "core/mask.h"
 #include "core/stream.h"
 
 #include <stdlib.h>
@@ -30,13 +31,8 @@ static bool use_stream(int64_t n, const attn_options *o) {
 static const attn_decode_mask mask_defaults = {.struct_size =
                                                    sizeof(attn_decode_mask)};
 
-static const attn_struct_kind mask_kind = {
-    "attn_decode_mask", sizeof(attn_decode_mask), ATTN_DECODE_MASK_SIZE_0_1,
-    &mask_defaults};
-
-attn_status attn_decode_mask_init_sized(attn_decode_mask *mask, size_t size) {
-  return attn_struct_init(&mask_kind, mask, size);
-}
+ATTN_VERSIONED_STRUCT(attn_decode_mask, mask_kind, ATTN_DECODE_MASK_SIZE_0_1,
+                      mask_defaults, attn_decode_mask_init_sized)
 
 static attn_status load_mask(const attn_decode_mask *in, int64_t B, int64_t n,
                              attn_decode_mask *m) {
@@ -44,10 +40,8 @@ static attn_status load_mask(const attn_decode_mask *in, int64_t B, int64_t n,
   attn_status st;
   if (in && (st = attn_struct_load(&mask_kind, m, in)) != ATTN_OK)
     return st;
-  if (m->empty_rows != ATTN_EMPTY_ROW_ZERO &&
-      m->empty_rows != ATTN_EMPTY_ROW_NAN)
-    return attn_fail(ATTN_ERR_BAD_MASK, "unknown empty_rows mode %d",
-                     m->empty_rows);
+  if ((st = attn_check_empty_rows(m->empty_rows)) != ATTN_OK)
+    return st;
   if (m->new_lengths)
     for (int64_t b = 0; b < B; b++)
       if (m->new_lengths[b] < 0 || m->new_lengths[b] > n)

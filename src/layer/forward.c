@@ -74,13 +74,8 @@ static attn_status make_plan(const attn_call *c, const attn_layer *l, int64_t B,
   p->fused_kv = !p->fused_qkv && same_kv && l->kdim == l->vdim;
   attn_layout s = {0};
   layout_qkv(l, B * Lq, B * Lk, p, &s);
-  attn_core core =
-      attn_call_core(c, l, NULL, B, Lq, Lk, NULL, 0, (attn_kv_view){0});
-  p->threads = attn_core_threads(&core, c->x.threads);
-  p->tile_floats =
-      attn_core_tile_floats(core.qblock, core.kblock, l->heads.head_dim);
-  attn_round_floats(p->tile_floats, &p->tile_floats);
-  p->tile_off = attn_layout_add(&s, p->tile_floats, p->threads);
+  attn_layout_core(c, l, B, Lq, Lk, &s, &p->threads, &p->tile_off,
+                   &p->tile_floats);
   return attn_layout_bytes(&s, &p->bytes);
 }
 

@@ -13,13 +13,9 @@
 static const attn_cache_config config_defaults = {
     .struct_size = sizeof(attn_cache_config), .batch = 1};
 
-static const attn_struct_kind config_kind = {
-    "attn_cache_config", sizeof(attn_cache_config), ATTN_CACHE_CONFIG_SIZE_0_1,
-    &config_defaults};
-
-attn_status attn_cache_config_init_sized(attn_cache_config *cfg, size_t size) {
-  return attn_struct_init(&config_kind, cfg, size);
-}
+ATTN_VERSIONED_STRUCT(attn_cache_config, config_kind,
+                      ATTN_CACHE_CONFIG_SIZE_0_1, config_defaults,
+                      attn_cache_config_init_sized)
 
 /* Creation --------------------------------------------------------------- */
 

@@ -13,12 +13,8 @@
 static const attn_config config_defaults = {
     .struct_size = sizeof(attn_config), .num_heads = 1, .bias = 1};
 
-static const attn_struct_kind config_kind = {
-    "attn_config", sizeof(attn_config), ATTN_CONFIG_SIZE_0_1, &config_defaults};
-
-attn_status attn_config_init_sized(attn_config *cfg, size_t size) {
-  return attn_struct_init(&config_kind, cfg, size);
-}
+ATTN_VERSIONED_STRUCT(attn_config, config_kind, ATTN_CONFIG_SIZE_0_1,
+                      config_defaults, attn_config_init_sized)
 
 static attn_status check_config(const attn_config *c) {
   if (c->embed_dim <= 0)

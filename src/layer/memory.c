@@ -17,14 +17,9 @@
 static const attn_memory_config config_defaults = {
     .struct_size = sizeof(attn_memory_config), .batch = 1};
 
-static const attn_struct_kind config_kind = {
-    "attn_memory_config", sizeof(attn_memory_config),
-    ATTN_MEMORY_CONFIG_SIZE_0_1, &config_defaults};
-
-attn_status attn_memory_config_init_sized(attn_memory_config *cfg,
-                                          size_t size) {
-  return attn_struct_init(&config_kind, cfg, size);
-}
+ATTN_VERSIONED_STRUCT(attn_memory_config, config_kind,
+                      ATTN_MEMORY_CONFIG_SIZE_0_1, config_defaults,
+                      attn_memory_config_init_sized)
 
 static attn_status plan_memory(const attn_layer *l,
                                const attn_memory_config *in, attn_kv_plan *p) {

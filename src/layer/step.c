@@ -52,14 +52,11 @@ attn_status attn_step_plan_make(const attn_call *c, const attn_layer *l,
   p->pad_off = attn_layout_add(&s, pad_bytes / 4 + 1, 1);
   if (streamed) {
     plan_stream(c, l, B, n, len_k, p, &s);
+    attn_round_floats(p->tile_floats, &p->tile_floats);
+    p->tile_off = attn_layout_add(&s, p->tile_floats, p->threads);
   } else {
-    attn_core core =
-        attn_call_core(c, l, NULL, B, n, len_k, NULL, 0, (attn_kv_view){0});
-    p->threads = attn_core_threads(&core, c->x.threads);
-    p->tile_floats =
-        attn_core_tile_floats(core.qblock, core.kblock, l->heads.head_dim);
+    attn_layout_core(c, l, B, n, len_k, &s, &p->threads, &p->tile_off,
+                     &p->tile_floats);
   }
-  attn_round_floats(p->tile_floats, &p->tile_floats);
-  p->tile_off = attn_layout_add(&s, p->tile_floats, p->threads);
   return attn_layout_bytes(&s, &p->bytes);
 }
