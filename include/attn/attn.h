@@ -241,7 +241,9 @@ static inline attn_status attn_runtime_config_init(attn_runtime_config *cfg) {
  * workers that are idle, and runs alone on its calling thread when none
  * is, so overlapping calls never run more threads than the runtime has
  * plus their callers. A process that forks runs calls of runtimes created
- * before the fork on the calling thread only, in the child. */
+ * before the fork on the calling thread only, in the child. Any call that
+ * takes an attn_options may return ATTN_ERR_NO_MEMORY when it needs the
+ * default runtime and the system cannot give it memory or threads. */
 typedef struct attn_runtime attn_runtime;
 
 /** Creates a runtime and starts its workers. On success *out owns it, to be
@@ -579,9 +581,11 @@ ATTN_API attn_status attn_self_forward(const attn_layer *layer, int64_t batch,
 
 /** Bytes of scratch memory that attn_forward() / attn_self_forward() need
  * for these sizes and options (opts may be NULL; only attn_weights,
- * weights_mode and num_threads matter). Thread-safe.
+ * weights_mode, num_threads and runtime matter: the scratch holds one tile
+ * per thread the call will use). Thread-safe.
  * Errors: ATTN_ERR_NULL_POINTER, ATTN_ERR_STRUCT_SIZE, ATTN_ERR_BAD_SIZE,
- * ATTN_ERR_OVERFLOW, ATTN_ERR_BAD_OPTION. */
+ * ATTN_ERR_OVERFLOW, ATTN_ERR_BAD_OPTION, ATTN_ERR_NO_MEMORY (the default
+ * runtime could not be created). */
 ATTN_API attn_status attn_forward_scratch_size(const attn_layer *layer,
                                                int64_t batch, int64_t len_q,
                                                int64_t len_k,
@@ -922,7 +926,7 @@ ATTN_API attn_status attn_decode_step(const attn_layer *layer,
 
 /** Bytes of scratch memory attn_decode_step() needs for n_new new tokens
  * per row with this cache and these options (opts may be NULL; only
- * attn_weights, weights_mode and num_threads matter).
+ * attn_weights, weights_mode, num_threads and runtime matter).
  * Errors: ATTN_ERR_NULL_POINTER, ATTN_ERR_STRUCT_SIZE, ATTN_ERR_BAD_SIZE,
  * ATTN_ERR_OVERFLOW, ATTN_ERR_MISMATCH, ATTN_ERR_BAD_OPTION. */
 ATTN_API attn_status attn_decode_scratch_size(const attn_layer *layer,
