@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
 # Benchmark smoke test (issue 4): builds the benchmark programs and runs them
 # on tiny sizes. Checks that they run and report well-formed results; no
 # timing is asserted (CI machines are shared and noisy).
@@ -12,7 +13,10 @@
 #      Debian's reference BLAS, where OpenBLAS's thread functions do not
 #      exist: the library and the benchmark must not depend on them. The
 #      threading and softmax tests run there too.
-#   4. bench/compare_torch.py on one tiny case when Debian's python3 has
+#   4. bench_pool (thread start-up against a pool hand-over) and
+#      bench/compare_builds.py (before/after of two builds; here the same
+#      build on both sides, forward and decode) on tiny sizes.
+#   5. bench/compare_torch.py on one tiny case when Debian's python3 has
 #      torch (it is not installed for this stage: it is large).
 #
 # Build trees: build/ci (shared with 10-unit.sh), build/bench-generic.
@@ -57,8 +61,16 @@ smoke() { # smoke BUILD_DIR NAME
 
 echo "--- bench smoke: OpenBLAS build"
 cmake -S . -B build/ci -DCMAKE_BUILD_TYPE=Release -DATTN_WERROR=ON >/dev/null
-cmake --build build/ci -j"$jobs" --target bench_forward bench_core bench_decode
+cmake --build build/ci -j"$jobs" --target bench_forward bench_core bench_decode \
+  bench_pool
 smoke build/ci openblas
+build/ci/bench/bench_pool 50
+python3 bench/compare_builds.py --old build/ci/bench/bench_forward \
+  --new build/ci/bench/bench_forward --rounds 2 --min-time 0.01 \
+  "name=tiny,B=2,L=16,E=32,H=4" | grep -q '^tiny '
+python3 bench/compare_builds.py --decode --old build/ci/bench/bench_decode \
+  --new build/ci/bench/bench_decode --rounds 2 --contexts 16 --batches 1 \
+  --steps 8 --bw-mib 8 --no-full | grep -q '^decode-B1-ctx16 ' 
 # Decoding steps on tiny contexts (against the full forward and the measured
 # read bandwidth): runs and prints its table.
 build/ci/bench/bench_decode --contexts 16,64 --batches 1,2 --steps 8 \
