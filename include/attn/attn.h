@@ -37,9 +37,11 @@
  * concurrently with any other call on that layer. Scratch buffers passed in
  * by callers belong to one call at a time. The library keeps no hidden
  * global state: what a call needs besides its arguments (worker threads,
- * the BLAS policy) lives in an attn_runtime, and the one process-wide
- * effect a runtime may have, holding OpenBLAS at one thread while a call
- * runs, is described under "Runtimes" below and can be turned off.
+ * the BLAS policy) lives in an attn_runtime; the only process-wide things
+ * are the per-thread error message, the default runtime (created on first
+ * use when a call names none) and the one effect a runtime may have on
+ * the process, holding OpenBLAS at one thread while a call runs, which is
+ * described under ATTN_BLAS_HOLD and can be turned off (ATTN_BLAS_LEAVE).
  *
  * Threads inside a call
  * ---------------------
