@@ -84,17 +84,17 @@ bash scripts/check-exports.sh "$lib"
 step "the exports check catches a leak and a missing function"
 # Relink the same objects with a helper leaked through the version script,
 # then without one public function: the check must name both.
-objs=(build/pkg/CMakeFiles/attn.dir/src/*.o)
+objs=(build/pkg/CMakeFiles/attn_objects.dir/src/*/*.o)
 printf 'int attn_leaked_helper(void);\nint attn_leaked_helper(void) { return 1; }\n' \
   >"$tmp/leak.c"
 cc -c -fPIC -o "$tmp/leak.o" "$tmp/leak.c"
 sed 's/^  local:/    attn_leaked_helper;\n  local:/' src/libattn.map >"$tmp/leak.map"
 cc -shared -o "$tmp/libattn-leak.so" "${objs[@]}" "$tmp/leak.o" \
   -Wl,--version-script="$tmp/leak.map"
-sed '/^    attn_mask_init;$/d' src/libattn.map >"$tmp/short.map"
+sed '/^    attn_mask_init_sized;$/d' src/libattn.map >"$tmp/short.map"
 cc -shared -o "$tmp/libattn-short.so" "${objs[@]}" \
   -Wl,--version-script="$tmp/short.map"
-for case in leak:attn_leaked_helper short:attn_mask_init; do
+for case in leak:attn_leaked_helper short:attn_mask_init_sized; do
   if bash scripts/check-exports.sh "$tmp/libattn-${case%:*}.so" 2>"$tmp/err"; then
     die "check-exports accepted a library with a ${case%:*} (${case#*:})"
   fi
