@@ -251,14 +251,22 @@ const APTR: usize = align_of::<*const u8>();
 
 pub const ATTN_RUNTIME_CONFIG_SIZE_0_1: usize = after(after(SZ, 4, I32), 4, I32);
 pub const ATTN_CONFIG_SIZE_0_1: usize = {
-    let dims = after(after(after(after(SZ, A64, I64), A64, I64), A64, I64), A64, I64);
+    let dims = after(
+        after(after(after(SZ, A64, I64), A64, I64), A64, I64),
+        A64,
+        I64,
+    );
     let ints = after(after(dims, 4, I32), 4, I32);
     after(after(ints, align_of::<f64>(), size_of::<f64>()), A64, I64)
 };
 pub const ATTN_MASK_SIZE_0_1: usize = {
     let modes = after(after(SZ, 4, I32), 4, I32);
     let ptrs = after(after(after(modes, APTR, PTR), APTR, PTR), APTR, PTR);
-    after(after(after(after(ptrs, A64, I64), A64, I64), A64, I64), A64, I64)
+    after(
+        after(after(after(ptrs, A64, I64), A64, I64), A64, I64),
+        A64,
+        I64,
+    )
 };
 pub const ATTN_OPTIONS_SIZE_0_1: usize = {
     let w = after(SZ, APTR, PTR);
@@ -278,8 +286,10 @@ extern "C" {
     pub fn attn_status_string(status: attn_status) -> *const c_char;
     pub fn attn_last_error() -> *const c_char;
 
-    pub fn attn_runtime_config_init_sized(cfg: *mut attn_runtime_config, size: usize)
-        -> attn_status;
+    pub fn attn_runtime_config_init_sized(
+        cfg: *mut attn_runtime_config,
+        size: usize,
+    ) -> attn_status;
     pub fn attn_runtime_create(
         cfg: *const attn_runtime_config,
         out: *mut *mut attn_runtime,
@@ -291,8 +301,7 @@ extern "C" {
     pub fn attn_config_init_sized(cfg: *mut attn_config, size: usize) -> attn_status;
     pub fn attn_layer_create(cfg: *const attn_config, out: *mut *mut attn_layer) -> attn_status;
     pub fn attn_layer_destroy(layer: *mut attn_layer);
-    pub fn attn_layer_get_config(layer: *const attn_layer, cfg: *mut attn_config)
-        -> attn_status;
+    pub fn attn_layer_get_config(layer: *const attn_layer, cfg: *mut attn_config) -> attn_status;
     pub fn attn_layer_weight_count(
         layer: *const attn_layer,
         which: attn_weight_id,
@@ -362,8 +371,7 @@ extern "C" {
         naming: i32,
     ) -> attn_status;
 
-    pub fn attn_cache_config_init_sized(cfg: *mut attn_cache_config, size: usize)
-        -> attn_status;
+    pub fn attn_cache_config_init_sized(cfg: *mut attn_cache_config, size: usize) -> attn_status;
     pub fn attn_kv_cache_size(
         layer: *const attn_layer,
         cfg: *const attn_cache_config,
@@ -400,8 +408,7 @@ extern "C" {
     ) -> attn_status;
     pub fn attn_kv_cache_reset(cache: *mut attn_kv_cache) -> attn_status;
 
-    pub fn attn_decode_mask_init_sized(mask: *mut attn_decode_mask, size: usize)
-        -> attn_status;
+    pub fn attn_decode_mask_init_sized(mask: *mut attn_decode_mask, size: usize) -> attn_status;
     pub fn attn_decode_step(
         layer: *const attn_layer,
         cache: *mut attn_kv_cache,
@@ -420,8 +427,7 @@ extern "C" {
         bytes: *mut usize,
     ) -> attn_status;
 
-    pub fn attn_memory_config_init_sized(cfg: *mut attn_memory_config, size: usize)
-        -> attn_status;
+    pub fn attn_memory_config_init_sized(cfg: *mut attn_memory_config, size: usize) -> attn_status;
     pub fn attn_memory_size(
         layer: *const attn_layer,
         cfg: *const attn_memory_config,
@@ -518,8 +524,7 @@ unsafe impl Versioned for attn_cache_config {
         attn_cache_config_init_sized;
 }
 unsafe impl Versioned for attn_decode_mask {
-    const INIT: unsafe extern "C" fn(*mut Self, usize) -> attn_status =
-        attn_decode_mask_init_sized;
+    const INIT: unsafe extern "C" fn(*mut Self, usize) -> attn_status = attn_decode_mask_init_sized;
 }
 unsafe impl Versioned for attn_memory_config {
     const INIT: unsafe extern "C" fn(*mut Self, usize) -> attn_status =

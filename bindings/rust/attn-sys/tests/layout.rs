@@ -38,7 +38,9 @@ fn c_view() -> BTreeMap<String, String> {
 }
 
 fn run_layout_c() -> BTreeMap<String, String> {
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests").join("layout.c");
+    let src = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests")
+        .join("layout.c");
     let dir = std::env::temp_dir().join(format!("attn-sys-layout-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let exe = dir.join("layout");
@@ -52,7 +54,12 @@ fn run_layout_c() -> BTreeMap<String, String> {
         .arg(&exe)
         .status()
         .unwrap_or_else(|e| panic!("cannot run the C compiler {}: {}", cc, e));
-    assert!(status.success(), "{} could not compile {}", cc, src.display());
+    assert!(
+        status.success(),
+        "{} could not compile {}",
+        cc,
+        src.display()
+    );
     let out = Command::new(&exe).output().unwrap();
     std::fs::remove_dir_all(&dir).ok();
     assert!(out.status.success());
@@ -88,7 +95,10 @@ fn rust_view() -> BTreeMap<String, String> {
     let mut m = BTreeMap::new();
     macro_rules! size {
         ($t:ident) => {
-            m.insert(format!("size {}", stringify!($t)), size_of::<$t>().to_string());
+            m.insert(
+                format!("size {}", stringify!($t)),
+                size_of::<$t>().to_string(),
+            );
         };
     }
     macro_rules! fields {
@@ -120,25 +130,67 @@ fn rust_view() -> BTreeMap<String, String> {
     fields!(attn_memory_config: struct_size, batch, capacity);
     size!(attn_status);
     size!(attn_weight_id);
-    consts!(ATTN_VERSION_MAJOR, ATTN_VERSION_MINOR, ATTN_VERSION_PATCH,
-            ATTN_VERSION_NUMBER, ATTN_OK, ATTN_ERR_NULL_POINTER,
-            ATTN_ERR_STRUCT_SIZE, ATTN_ERR_BAD_SIZE, ATTN_ERR_OVERFLOW,
-            ATTN_ERR_WEIGHT_SIZE, ATTN_ERR_WEIGHT_LAYOUT, ATTN_ERR_WEIGHTS_NOT_SET,
-            ATTN_ERR_BAD_MASK, ATTN_ERR_BAD_OPTION, ATTN_ERR_NOT_FINITE,
-            ATTN_ERR_NO_MEMORY, ATTN_ERR_SCRATCH_TOO_SMALL, ATTN_ERR_IO,
-            ATTN_ERR_FILE_FORMAT, ATTN_ERR_TENSOR_MISSING, ATTN_ERR_TENSOR_DTYPE,
-            ATTN_ERR_TENSOR_SHAPE, ATTN_ERR_CAPACITY, ATTN_ERR_MISMATCH,
-            ATTN_BLAS_HOLD, ATTN_BLAS_LEAVE, ATTN_MAX_THREADS,
-            ATTN_RUNTIME_CONFIG_SIZE_0_1, ATTN_CONFIG_SIZE_0_1, ATTN_W_IN_PROJ,
-            ATTN_B_IN_PROJ, ATTN_W_Q, ATTN_W_K, ATTN_W_V, ATTN_W_OUT, ATTN_B_OUT,
-            ATTN_B_Q, ATTN_B_K, ATTN_B_V, ATTN_CAUSAL_NONE, ATTN_CAUSAL_TOP_LEFT,
-            ATTN_CAUSAL_BOTTOM_RIGHT, ATTN_EMPTY_ROW_ZERO, ATTN_EMPTY_ROW_NAN,
-            ATTN_MASK_SIZE_0_1, ATTN_WEIGHTS_PER_HEAD, ATTN_WEIGHTS_AVERAGE,
-            ATTN_OPTIONS_SIZE_0_1, ATTN_NAMES_TORCH, ATTN_NAMES_HF,
-            ATTN_NAMES_HF_O_PROJ, ATTN_SAFETENSORS_MAX_HEADER,
-            ATTN_CACHE_CONFIG_SIZE_0_1, ATTN_DECODE_MASK_SIZE_0_1,
-            ATTN_MEMORY_CONFIG_SIZE_0_1);
-    m.insert("string ATTN_VERSION_STRING".into(), ATTN_VERSION_STRING.into());
+    consts!(
+        ATTN_VERSION_MAJOR,
+        ATTN_VERSION_MINOR,
+        ATTN_VERSION_PATCH,
+        ATTN_VERSION_NUMBER,
+        ATTN_OK,
+        ATTN_ERR_NULL_POINTER,
+        ATTN_ERR_STRUCT_SIZE,
+        ATTN_ERR_BAD_SIZE,
+        ATTN_ERR_OVERFLOW,
+        ATTN_ERR_WEIGHT_SIZE,
+        ATTN_ERR_WEIGHT_LAYOUT,
+        ATTN_ERR_WEIGHTS_NOT_SET,
+        ATTN_ERR_BAD_MASK,
+        ATTN_ERR_BAD_OPTION,
+        ATTN_ERR_NOT_FINITE,
+        ATTN_ERR_NO_MEMORY,
+        ATTN_ERR_SCRATCH_TOO_SMALL,
+        ATTN_ERR_IO,
+        ATTN_ERR_FILE_FORMAT,
+        ATTN_ERR_TENSOR_MISSING,
+        ATTN_ERR_TENSOR_DTYPE,
+        ATTN_ERR_TENSOR_SHAPE,
+        ATTN_ERR_CAPACITY,
+        ATTN_ERR_MISMATCH,
+        ATTN_BLAS_HOLD,
+        ATTN_BLAS_LEAVE,
+        ATTN_MAX_THREADS,
+        ATTN_RUNTIME_CONFIG_SIZE_0_1,
+        ATTN_CONFIG_SIZE_0_1,
+        ATTN_W_IN_PROJ,
+        ATTN_B_IN_PROJ,
+        ATTN_W_Q,
+        ATTN_W_K,
+        ATTN_W_V,
+        ATTN_W_OUT,
+        ATTN_B_OUT,
+        ATTN_B_Q,
+        ATTN_B_K,
+        ATTN_B_V,
+        ATTN_CAUSAL_NONE,
+        ATTN_CAUSAL_TOP_LEFT,
+        ATTN_CAUSAL_BOTTOM_RIGHT,
+        ATTN_EMPTY_ROW_ZERO,
+        ATTN_EMPTY_ROW_NAN,
+        ATTN_MASK_SIZE_0_1,
+        ATTN_WEIGHTS_PER_HEAD,
+        ATTN_WEIGHTS_AVERAGE,
+        ATTN_OPTIONS_SIZE_0_1,
+        ATTN_NAMES_TORCH,
+        ATTN_NAMES_HF,
+        ATTN_NAMES_HF_O_PROJ,
+        ATTN_SAFETENSORS_MAX_HEADER,
+        ATTN_CACHE_CONFIG_SIZE_0_1,
+        ATTN_DECODE_MASK_SIZE_0_1,
+        ATTN_MEMORY_CONFIG_SIZE_0_1
+    );
+    m.insert(
+        "string ATTN_VERSION_STRING".into(),
+        ATTN_VERSION_STRING.into(),
+    );
     m
 }
 
@@ -156,10 +208,17 @@ fn structs_and_constants_match_the_c_compiler() {
     }
     for k in rust.keys() {
         if !c.contains_key(k) {
-            bad.push(format!("{}: checked in Rust but not printed by layout.c", k));
+            bad.push(format!(
+                "{}: checked in Rust but not printed by layout.c",
+                k
+            ));
         }
     }
-    assert!(bad.is_empty(), "attn-sys disagrees with the header:\n{}", bad.join("\n"));
+    assert!(
+        bad.is_empty(),
+        "attn-sys disagrees with the header:\n{}",
+        bad.join("\n")
+    );
 }
 
 /// The header without comments, with whitespace collapsed.
@@ -186,7 +245,10 @@ fn every_field_and_constant_of_the_header_is_checked() {
     let mut rest = code.as_str();
     while let Some(pos) = rest.find("typedef struct ") {
         rest = &rest[pos + "typedef struct ".len()..];
-        let name: String = rest.chars().take_while(|c| c.is_alphanumeric() || *c == '_').collect();
+        let name: String = rest
+            .chars()
+            .take_while(|c| c.is_alphanumeric() || *c == '_')
+            .collect();
         let after_name = rest[name.len()..].trim_start();
         if !after_name.starts_with('{') {
             continue; // an opaque type
@@ -284,18 +346,33 @@ fn every_function_is_declared_with_the_header_types() {
         let decl = squash(&decl[..decl.find(';').unwrap()]);
         let open = decl.find('(').unwrap();
         let head = &decl[..open];
-        let name_len = head.chars().rev().take_while(|c| c.is_alphanumeric() || *c == '_').count();
+        let name_len = head
+            .chars()
+            .rev()
+            .take_while(|c| c.is_alphanumeric() || *c == '_')
+            .count();
         let name = head[head.len() - name_len..].to_string();
         let ret = head[..head.len() - name_len].trim().to_string();
         let params = decl[open + 1..decl.rfind(')').unwrap()].trim();
         let mut sig: Vec<String> = Vec::new();
         if params != "void" {
-            sig = params.split(',').map(|p| rust_type(&c_param_type(p))).collect();
+            sig = params
+                .split(',')
+                .map(|p| rust_type(&c_param_type(p)))
+                .collect();
         }
-        let ret = if ret == "void" { String::new() } else { rust_type(&ret) };
+        let ret = if ret == "void" {
+            String::new()
+        } else {
+            rust_type(&ret)
+        };
         header.insert(name, (sig, ret));
     }
-    assert!(header.len() >= 45, "only {} functions found in the header", header.len());
+    assert!(
+        header.len() >= 45,
+        "only {} functions found in the header",
+        header.len()
+    );
 
     let src = include_str!("../src/lib.rs");
     let block = &src[src.find("extern \"C\" {").unwrap()..];
@@ -310,16 +387,22 @@ fn every_function_is_declared_with_the_header_types() {
             .split(',')
             .map(|p| p.trim())
             .filter(|p| !p.is_empty())
-            .map(|p| p.splitn(2, ':').nth(1).unwrap().trim().to_string())
+            .map(|p| p.split_once(':').unwrap().1.trim().to_string())
             .collect();
-        let ret = decl[close + 1..].trim().trim_start_matches("->").trim().to_string();
+        let ret = decl[close + 1..]
+            .trim()
+            .trim_start_matches("->")
+            .trim()
+            .to_string();
         rust.insert(name, (params, ret));
     }
     let mut bad = Vec::new();
     for (name, sig) in &header {
         match rust.get(name) {
             None => bad.push(format!("{}: not declared", name)),
-            Some(r) if r != sig => bad.push(format!("{}: header {:?}, attn-sys {:?}", name, sig, r)),
+            Some(r) if r != sig => {
+                bad.push(format!("{}: header {:?}, attn-sys {:?}", name, sig, r))
+            }
             _ => {}
         }
     }
