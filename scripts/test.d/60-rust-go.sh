@@ -3,8 +3,8 @@
 # Rust and Go bindings (issue 12), with Debian 12's toolchains (rustc 1.63,
 # Go 1.19: the oldest the bindings support) and nothing from a registry:
 #
-#   libattn built with CMake (build/rust-go) and installed into a
-#   temporary prefix, found through its attn.pc (PKG_CONFIG_PATH);
+#   libattn built with CMake (build/rust-go) and installed into
+#   build/rust-go/prefix, found through its attn.pc (PKG_CONFIG_PATH);
 #   Rust: cargo test of attn-sys (declarations against the header) and attn
 #     (torch fixture of tests/data, reference, misuse, threads), warnings
 #     as errors, the translate example, attn-sys found through ATTN_LIB_DIR
@@ -23,6 +23,10 @@ bash scripts/deps.sh cargo rustc golang-go
 export PATH="/usr/bin:$PATH"
 export CARGO_TARGET_DIR="$root/build/rust-go/cargo"
 export GOFLAGS=-mod=mod GOPROXY=off GOTOOLCHAIN=local
+# Go's build cache does not notice that pkg-config's answer changed (a
+# package built against another libattn prefix is reused with its old -L),
+# so the stage keeps a cache of its own next to a prefix that stays put.
+export GOCACHE="$root/build/rust-go/gocache"
 rustc --version
 cargo --version
 go version
@@ -35,14 +39,15 @@ die() {
   exit 1
 }
 
-step "libattn (Release, shared) installed into $tmp/prefix"
+prefix="$root/build/rust-go/prefix"
+step "libattn (Release, shared) installed into $prefix"
 cmake -S . -B build/rust-go -DCMAKE_BUILD_TYPE=Release -DATTN_BUILD_TESTS=OFF \
   -DATTN_BUILD_EXAMPLES=OFF -DATTN_BUILD_BENCH=OFF \
-  -DCMAKE_INSTALL_PREFIX="$tmp/prefix" >/dev/null
+  -DCMAKE_INSTALL_PREFIX="$prefix" >/dev/null
 cmake --build build/rust-go -j"$(nproc)"
 cmake --install build/rust-go >/dev/null
-export PKG_CONFIG_PATH="$tmp/prefix/lib/pkgconfig"
-export LD_LIBRARY_PATH="$tmp/prefix/lib"
+export PKG_CONFIG_PATH="$prefix/lib/pkgconfig"
+export LD_LIBRARY_PATH="$prefix/lib"
 pkg-config --modversion attn
 
 # --------------------------------------------------------------------------
