@@ -1,0 +1,193 @@
+// SPDX-License-Identifier: MIT
+
+package attn
+
+/*
+#include <attn/attn.h>
+#include <stdlib.h>
+*/
+import "C"
+
+import (
+	"math"
+	"runtime"
+	"sync"
+	"unsafe"
+)
+
+// WeightsMode is the layout of the attention weights a call writes.
+type WeightsMode int32
+
+const (
+	// WeightsPerHead: [B, H, Lq, Lk].
+	WeightsPerHead WeightsMode = C.ATTN_WEIGHTS_PER_HEAD
+	// WeightsAverage: averaged over heads, [B, Lq, Lk] (torch's default).
+	WeightsAverage WeightsMode = C.ATTN_WEIGHTS_AVERAGE
+)
+
+// Options are the optional settings of one call (nil = defaults).
+type Options struct {
+	// AttnWeights, if not nil, receives the attention probabilities in the
+	// layout of WeightsMode; its length must be that layout's (checked).
+	// The library writes them into C memory, copied here after the call.
+	AttnWeights []float32
+	WeightsMode WeightsMode
+	// Threads for the call: 0 = the layer's setting, 1 = the calling
+	// thread only. Results do not depend on it.
+	Threads int
+	// Scratch to reuse: grown to what the call needs, then reused.
+	Scratch *Scratch
+	// Runtime whose threads and BLAS policy the call uses (nil = default).
+	Runtime *Runtime
+}
+
+// Scratch is C memory reused from call to call, so that calls allocate
+// nothing once it is large enough. One call at a time uses it (others
+// wait).
+type Scratch struct {
+	mu     sync.Mutex
+	ptr    unsafe.Pointer
+	size   int
+	closed bool
+}
+
+// NewScratch returns empty scratch; the first call sizes it.
+func NewScratch() *Scratch {
+	s := &Scratch{}
+	runtime.SetFinalizer(s, (*Scratch).Close)
+	return s
+}
+
+// Size is the scratch's size in bytes.
+func (s *Scratch) Size() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.size
+}
+
+// Close frees the scratch. Idempotent.
+func (s *Scratch) Close() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.ptr != nil {
+		C.free(s.ptr)
+	}
+	s.ptr, s.size, s.closed = nil, 0, true
+	runtime.SetFinalizer(s, nil)
+	return nil
+}
+
+// callOptions is the C options of one call and what it holds for it. The
+// C struct lives in C memory: cgo checks the whole Go allocation behind a
+// pointer argument, and this one holds Go pointers.
+type callOptions struct {
+	c        *C.attn_options
+	mem      cmem
+	weights  []float32 // the caller's output
+	cWeights *C.float
+	unlock   []func()
+}
+
+// weightDims are the two layouts the weights of a call may have.
+type weightDims struct {
+	perHead, average []int
+	shape            string
+}
+
+// prepareOptions checks o against the call and builds the C options;
+// scratchSize tells the bytes the call needs with them. release() after
+// the call, finish() after a successful one.
+func prepareOptions(o *Options, dims weightDims,
+	scratchSize func(*C.attn_options) (int, error)) (*callOptions, error) {
+	co := &callOptions{}
+	ok := false
+	defer func() {
+		if !ok { // an error or a panic: give back what was taken
+			co.release()
+		}
+	}()
+	p, err := co.mem.alloc(C.sizeof_attn_options)
+	if err != nil {
+		return nil, err
+	}
+	co.c = (*C.attn_options)(p)
+	if err := call(func() C.attn_status {
+		return C.attn_options_init_sized(co.c, C.sizeof_attn_options)
+	}); err != nil {
+		return nil, err
+	}
+	if o != nil {
+		if err := co.fill(o, dims, scratchSize); err != nil {
+			return nil, err
+		}
+	}
+	ok = true
+	return co, nil
+}
+
+func (co *callOptions) fill(o *Options, dims weightDims,
+	scratchSize func(*C.attn_options) (int, error)) error {
+	if o.AttnWeights != nil {
+		d, name := dims.perHead, "AttnWeights (per head)"
+		if o.WeightsMode == WeightsAverage {
+			d, name = dims.average, "AttnWeights (averaged)"
+		}
+		if err := expectLen(len(o.AttnWeights), name, dims.shape, d...); err != nil {
+			return err
+		}
+		p, err := co.mem.alloc(4 * len(o.AttnWeights))
+		if err != nil {
+			return err
+		}
+		co.weights, co.cWeights = o.AttnWeights, (*C.float)(p)
+		co.c.attn_weights = co.cWeights
+		co.c.weights_mode = C.int32_t(o.WeightsMode)
+	}
+	if o.Threads > math.MaxInt32 || o.Threads < math.MinInt32 {
+		return newError(StatusBadOption, "threads %d out of range", o.Threads)
+	}
+	co.c.num_threads = C.int32_t(o.Threads)
+	if rt := o.Runtime; rt != nil {
+		rt.mu.RLock()
+		co.unlock = append(co.unlock, rt.mu.RUnlock)
+		if rt.ptr == nil {
+			return ErrClosed
+		}
+		co.c.runtime = rt.ptr
+	}
+	if s := o.Scratch; s != nil {
+		s.mu.Lock()
+		co.unlock = append(co.unlock, s.mu.Unlock)
+		if s.closed {
+			return ErrClosed
+		}
+		need, err := scratchSize(co.c)
+		if err != nil {
+			return err
+		}
+		if need > s.size {
+			p := C.realloc(s.ptr, C.size_t(need))
+			if p == nil {
+				return newError(StatusNoMemory, "cannot allocate %d bytes of scratch", need)
+			}
+			s.ptr, s.size = p, need
+		}
+		co.c.scratch, co.c.scratch_size = s.ptr, C.size_t(s.size)
+	}
+	return nil
+}
+
+// finish copies the attention weights out of C memory.
+func (co *callOptions) finish() {
+	if co.cWeights != nil {
+		copy(co.weights, unsafe.Slice((*float32)(unsafe.Pointer(co.cWeights)), len(co.weights)))
+	}
+}
+
+func (co *callOptions) release() {
+	co.mem.free()
+	for i := len(co.unlock) - 1; i >= 0; i-- {
+		co.unlock[i]()
+	}
+	co.unlock = nil
+}

@@ -1,0 +1,496 @@
+// SPDX-License-Identifier: MIT
+//! Layers: configuration, weights, weight files and the forward pass.
+
+use crate::error::{check, expect_len, to_i64, Error, Result, Status};
+use crate::mask::Mask;
+use crate::options::{self, Options};
+use attn_sys as sys;
+use attn_sys::Versioned;
+use std::ffi::CString;
+use std::path::Path;
+use std::ptr::{self, NonNull};
+
+/// A layer's weights, in torch.nn.MultiheadAttention's layout: matrices
+/// `[out_features, in_features]` row-major, applied as `y = x W^T + b`.
+/// KV = num_kv_heads * head_dim (= E without grouped-query attention).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Weight {
+    /// Packed `in_proj_weight [E + 2 KV, E]` (only when kdim = vdim = E).
+    InProj,
+    /// Packed `in_proj_bias [E + 2 KV]`.
+    InProjBias,
+    /// `q_proj_weight [E, E]`.
+    Q,
+    /// `k_proj_weight [KV, kdim]`.
+    K,
+    /// `v_proj_weight [KV, vdim]`.
+    V,
+    /// `out_proj.weight [E, E]`.
+    Out,
+    /// `out_proj.bias [E]`.
+    OutBias,
+    /// Query part of in_proj_bias `[E]`.
+    QBias,
+    /// Key part of in_proj_bias `[KV]`.
+    KBias,
+    /// Value part of in_proj_bias `[KV]`.
+    VBias,
+}
+
+impl Weight {
+    fn id(self) -> sys::attn_weight_id {
+        match self {
+            Weight::InProj => sys::ATTN_W_IN_PROJ,
+            Weight::InProjBias => sys::ATTN_B_IN_PROJ,
+            Weight::Q => sys::ATTN_W_Q,
+            Weight::K => sys::ATTN_W_K,
+            Weight::V => sys::ATTN_W_V,
+            Weight::Out => sys::ATTN_W_OUT,
+            Weight::OutBias => sys::ATTN_B_OUT,
+            Weight::QBias => sys::ATTN_B_Q,
+            Weight::KBias => sys::ATTN_B_K,
+            Weight::VBias => sys::ATTN_B_V,
+        }
+    }
+}
+
+/// Tensor names used when saving a weight file (`ATTN_NAMES_*`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Naming {
+    /// torch's state_dict names (`in_proj_weight`, `out_proj.weight`, ...).
+    Torch,
+    /// Hugging Face names with `out_proj` (BART, Whisper).
+    HuggingFace,
+    /// Hugging Face names with `o_proj` (Llama, Mistral).
+    HuggingFaceOProj,
+}
+
+/// A layer's effective configuration (defaults resolved).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LayerConfig {
+    pub embed_dim: usize,
+    pub num_heads: usize,
+    pub kdim: usize,
+    pub vdim: usize,
+    pub bias: bool,
+    pub num_threads: usize,
+    pub scale: f64,
+    pub num_kv_heads: usize,
+}
+
+/// Builds a [`Layer`]. Starts from the library's defaults (one head, bias
+/// on, kdim = vdim = embed_dim, scale 1/sqrt(head_dim)).
+#[derive(Debug, Clone)]
+pub struct LayerBuilder {
+    raw: sys::attn_config,
+}
+
+fn saturating_i64(x: usize) -> i64 {
+    i64::try_from(x).unwrap_or(i64::MAX)
+}
+
+impl LayerBuilder {
+    /// A layer of width `embed_dim`.
+    pub fn new(embed_dim: usize) -> LayerBuilder {
+        let mut raw = sys::attn_config::init_default()
+            .expect("attn_config_init_sized refused attn-sys's attn_config");
+        raw.embed_dim = saturating_i64(embed_dim);
+        LayerBuilder { raw }
+    }
+
+    /// Number of heads; must divide embed_dim.
+    pub fn num_heads(mut self, n: usize) -> Self {
+        self.raw.num_heads = saturating_i64(n);
+        self
+    }
+
+    /// Width of key inputs (0 = embed_dim).
+    pub fn kdim(mut self, n: usize) -> Self {
+        self.raw.kdim = saturating_i64(n);
+        self
+    }
+
+    /// Width of value inputs (0 = embed_dim).
+    pub fn vdim(mut self, n: usize) -> Self {
+        self.raw.vdim = saturating_i64(n);
+        self
+    }
+
+    /// Whether the projections have biases (torch's bias=True).
+    pub fn bias(mut self, on: bool) -> Self {
+        self.raw.bias = on as i32;
+        self
+    }
+
+    /// Default threads of this layer's calls (0 = every thread of the
+    /// call's runtime).
+    pub fn num_threads(mut self, n: usize) -> Self {
+        self.raw.num_threads = i32::try_from(n).unwrap_or(i32::MAX);
+        self
+    }
+
+    /// Score scale (0 = 1/sqrt(head_dim)).
+    pub fn scale(mut self, s: f64) -> Self {
+        self.raw.scale = s;
+        self
+    }
+
+    /// Key/value heads for grouped-query attention (0 = num_heads).
+    pub fn num_kv_heads(mut self, n: usize) -> Self {
+        self.raw.num_kv_heads = saturating_i64(n);
+        self
+    }
+
+    /// Creates the layer; its weights still have to be set.
+    pub fn build(&self) -> Result<Layer> {
+        let mut out = ptr::null_mut();
+        // SAFETY: raw was initialised by the library; out is valid.
+        check(unsafe { sys::attn_layer_create(&self.raw, &mut out) })?;
+        let ptr = NonNull::new(out).expect("attn_layer_create returned NULL");
+        let mut cfg = sys::attn_config::init_default().map_err(Error::from_library)?;
+        // SAFETY: the layer is alive; cfg has its struct_size set.
+        let st = unsafe { sys::attn_layer_get_config(ptr.as_ptr(), &mut cfg) };
+        if st != sys::ATTN_OK {
+            let err = Error::from_library(st);
+            // SAFETY: owned, never used again.
+            unsafe { sys::attn_layer_destroy(ptr.as_ptr()) };
+            return Err(err);
+        }
+        let config = LayerConfig {
+            embed_dim: cfg.embed_dim as usize,
+            num_heads: cfg.num_heads as usize,
+            kdim: cfg.kdim as usize,
+            vdim: cfg.vdim as usize,
+            bias: cfg.bias != 0,
+            num_threads: cfg.num_threads as usize,
+            scale: cfg.scale,
+            num_kv_heads: cfg.num_kv_heads as usize,
+        };
+        Ok(Layer { ptr, config })
+    }
+}
+
+/// A multi-head attention layer (torch.nn.MultiheadAttention's computation
+/// and weight layout).
+///
+/// Once its weights are set, a layer is read-only: forward calls take
+/// `&self` and may run from many threads at once (it is `Send + Sync`).
+/// Changing weights takes `&mut self`, so it can never overlap a call.
+#[derive(Debug)]
+pub struct Layer {
+    ptr: NonNull<sys::attn_layer>,
+    config: LayerConfig,
+}
+
+// SAFETY: the C layer serves concurrent read-only calls (attn.h, "Thread
+// safety"); every call that changes it takes &mut self.
+unsafe impl Send for Layer {}
+unsafe impl Sync for Layer {}
+
+impl Drop for Layer {
+    fn drop(&mut self) {
+        // SAFETY: owned; caches and memories borrow the layer, so none is
+        // alive now.
+        unsafe { sys::attn_layer_destroy(self.ptr.as_ptr()) }
+    }
+}
+
+fn c_string(s: &str, what: &str) -> Result<CString> {
+    CString::new(s)
+        .map_err(|_| Error::new(Status::BAD_OPTION, format!("{} contains a NUL byte", what)))
+}
+
+#[cfg(unix)]
+fn path_c_string(path: &Path) -> Result<CString> {
+    use std::os::unix::ffi::OsStrExt;
+    CString::new(path.as_os_str().as_bytes()).map_err(|_| {
+        Error::new(
+            Status::IO,
+            format!("path {} contains a NUL byte", path.display()),
+        )
+    })
+}
+
+#[cfg(not(unix))]
+fn path_c_string(path: &Path) -> Result<CString> {
+    let s = path.to_str().ok_or_else(|| {
+        Error::new(
+            Status::IO,
+            format!("path {} is not valid UTF-8", path.display()),
+        )
+    })?;
+    c_string(s, "path").map_err(|e| Error::new(Status::IO, e.message().to_string()))
+}
+
+impl Layer {
+    /// A builder for a layer of width `embed_dim`.
+    pub fn builder(embed_dim: usize) -> LayerBuilder {
+        LayerBuilder::new(embed_dim)
+    }
+
+    /// The effective configuration.
+    pub fn config(&self) -> &LayerConfig {
+        &self.config
+    }
+
+    pub(crate) fn as_ptr(&self) -> *mut sys::attn_layer {
+        self.ptr.as_ptr()
+    }
+
+    /// Number of floats of weight `w` for this layer.
+    pub fn weight_count(&self, w: Weight) -> Result<usize> {
+        let mut n = 0i64;
+        // SAFETY: the layer is alive; n is valid.
+        check(unsafe { sys::attn_layer_weight_count(self.as_ptr(), w.id(), &mut n) })?;
+        Ok(n as usize)
+    }
+
+    /// Copies `data` into weight `w` (exactly [`weight_count`](Self::weight_count)
+    /// finite floats).
+    pub fn set_weight(&mut self, w: Weight, data: &[f32]) -> Result<()> {
+        let n = to_i64(data.len(), "weight length")?;
+        // SAFETY: data holds n floats; &mut self excludes concurrent calls.
+        check(unsafe { sys::attn_layer_set_weight(self.as_ptr(), w.id(), data.as_ptr(), n) })
+    }
+
+    /// Copies weight `w` into `out` (exactly its count; zeros if never set).
+    pub fn weight_into(&self, w: Weight, out: &mut [f32]) -> Result<()> {
+        let n = to_i64(out.len(), "weight length")?;
+        // SAFETY: out holds n floats.
+        check(unsafe { sys::attn_layer_get_weight(self.as_ptr(), w.id(), out.as_mut_ptr(), n) })
+    }
+
+    /// Weight `w` as a new vector.
+    pub fn weight(&self, w: Weight) -> Result<Vec<f32>> {
+        let mut v = vec![0.0; self.weight_count(w)?];
+        self.weight_into(w, &mut v)?;
+        Ok(v)
+    }
+
+    /// Initialises every weight as torch does (xavier-uniform in_proj,
+    /// uniform out_proj, zero biases) from a generator seeded with `seed`.
+    pub fn init_weights(&mut self, seed: u64) -> Result<()> {
+        // SAFETY: &mut self excludes concurrent calls.
+        check(unsafe { sys::attn_layer_init_weights(self.as_ptr(), seed) })
+    }
+
+    /// Loads every weight from a safetensors file, tensors named `prefix` +
+    /// torch's or Hugging Face's names (F32, F16 or BF16). On error the
+    /// layer is unchanged.
+    pub fn load_safetensors(&mut self, path: impl AsRef<Path>, prefix: &str) -> Result<()> {
+        let path = path_c_string(path.as_ref())?;
+        let prefix = c_string(prefix, "prefix")?;
+        // SAFETY: both strings are NUL-terminated and outlive the call.
+        check(unsafe {
+            sys::attn_layer_load_safetensors(self.as_ptr(), path.as_ptr(), prefix.as_ptr())
+        })
+    }
+
+    /// As [`load_safetensors`](Self::load_safetensors), from the bytes of a
+    /// whole file.
+    pub fn load_safetensors_bytes(&mut self, data: &[u8], prefix: &str) -> Result<()> {
+        let prefix = c_string(prefix, "prefix")?;
+        // SAFETY: data holds data.len() bytes and is only read.
+        check(unsafe {
+            sys::attn_layer_load_safetensors_mem(
+                self.as_ptr(),
+                data.as_ptr().cast(),
+                data.len(),
+                prefix.as_ptr(),
+            )
+        })
+    }
+
+    /// Saves every weight to a safetensors file (written to a temporary
+    /// file and renamed, so `path` is never left half-written).
+    pub fn save_safetensors(
+        &self,
+        path: impl AsRef<Path>,
+        prefix: &str,
+        naming: Naming,
+    ) -> Result<()> {
+        let path = path_c_string(path.as_ref())?;
+        let prefix = c_string(prefix, "prefix")?;
+        let naming = match naming {
+            Naming::Torch => sys::ATTN_NAMES_TORCH,
+            Naming::HuggingFace => sys::ATTN_NAMES_HF,
+            Naming::HuggingFaceOProj => sys::ATTN_NAMES_HF_O_PROJ,
+        };
+        // SAFETY: both strings are NUL-terminated and outlive the call.
+        check(unsafe {
+            sys::attn_layer_save_safetensors(self.as_ptr(), path.as_ptr(), prefix.as_ptr(), naming)
+        })
+    }
+
+    /// Bytes of scratch a forward call of these sizes and options needs.
+    pub fn forward_scratch_size(
+        &self,
+        batch: usize,
+        len_q: usize,
+        len_k: usize,
+        opts: Option<&mut Options<'_>>,
+    ) -> Result<usize> {
+        let raw = match opts {
+            Some(o) => o.raw()?,
+            None => sys::attn_options::init_default().map_err(Error::from_library)?,
+        };
+        self.raw_forward_scratch(batch, len_q, len_k, &raw)
+    }
+
+    fn raw_forward_scratch(
+        &self,
+        batch: usize,
+        len_q: usize,
+        len_k: usize,
+        raw: &sys::attn_options,
+    ) -> Result<usize> {
+        let mut bytes = 0usize;
+        // SAFETY: raw is a valid options struct; bytes is valid.
+        check(unsafe {
+            sys::attn_forward_scratch_size(
+                self.as_ptr(),
+                to_i64(batch, "batch")?,
+                to_i64(len_q, "len_q")?,
+                to_i64(len_k, "len_k")?,
+                raw,
+                &mut bytes,
+            )
+        })?;
+        Ok(bytes)
+    }
+
+    /// Attention of queries over keys and values (cross-attention in
+    /// general): `query [batch, len_q, E]`, `key [batch, len_k, kdim]`,
+    /// `value [batch, len_k, vdim]` -> `out [batch, len_q, E]`.
+    ///
+    /// Every slice's length is checked against the sizes first; a wrong one
+    /// is an [`Error`] with [`Status::BAD_SIZE`] and nothing is called. With
+    /// attention weights (see [`Options`]) they are `[batch, H, len_q,
+    /// len_k]` or `[batch, len_q, len_k]`. On any error `out` and the
+    /// weights are unchanged.
+    #[allow(clippy::too_many_arguments)]
+    pub fn forward(
+        &self,
+        batch: usize,
+        len_q: usize,
+        len_k: usize,
+        query: &[f32],
+        key: &[f32],
+        value: &[f32],
+        mask: Option<&Mask<'_>>,
+        opts: Option<&mut Options<'_>>,
+        out: &mut [f32],
+    ) -> Result<()> {
+        let c = &self.config;
+        expect_len(
+            query.len(),
+            &[batch, len_q, c.embed_dim],
+            "query",
+            "[batch, len_q, embed_dim]",
+        )?;
+        expect_len(
+            key.len(),
+            &[batch, len_k, c.kdim],
+            "key",
+            "[batch, len_k, kdim]",
+        )?;
+        expect_len(
+            value.len(),
+            &[batch, len_k, c.vdim],
+            "value",
+            "[batch, len_k, vdim]",
+        )?;
+        expect_len(
+            out.len(),
+            &[batch, len_q, c.embed_dim],
+            "out",
+            "[batch, len_q, embed_dim]",
+        )?;
+        let raw_mask = match mask {
+            Some(m) => Some(m.raw(batch, c.num_heads, len_q, len_k)?),
+            None => None,
+        };
+        let opts = self.call_options(opts, batch, len_q, len_k)?;
+        // SAFETY: every slice has the length the sizes give; the mask's
+        // slices were checked too and outlive the call.
+        check(unsafe {
+            sys::attn_forward(
+                self.as_ptr(),
+                to_i64(batch, "batch")?,
+                to_i64(len_q, "len_q")?,
+                to_i64(len_k, "len_k")?,
+                query.as_ptr(),
+                key.as_ptr(),
+                value.as_ptr(),
+                raw_mask.as_ref().map_or(ptr::null(), |m| m as *const _),
+                &opts,
+                out.as_mut_ptr(),
+            )
+        })
+    }
+
+    /// Self-attention over `x [batch, len, E]` into `out [batch, len, E]`
+    /// (needs kdim = vdim = E); otherwise as [`forward`](Self::forward).
+    pub fn self_forward(
+        &self,
+        batch: usize,
+        len: usize,
+        x: &[f32],
+        mask: Option<&Mask<'_>>,
+        opts: Option<&mut Options<'_>>,
+        out: &mut [f32],
+    ) -> Result<()> {
+        let c = &self.config;
+        expect_len(
+            x.len(),
+            &[batch, len, c.embed_dim],
+            "x",
+            "[batch, len, embed_dim]",
+        )?;
+        expect_len(
+            out.len(),
+            &[batch, len, c.embed_dim],
+            "out",
+            "[batch, len, embed_dim]",
+        )?;
+        let raw_mask = match mask {
+            Some(m) => Some(m.raw(batch, c.num_heads, len, len)?),
+            None => None,
+        };
+        let opts = self.call_options(opts, batch, len, len)?;
+        // SAFETY: as in forward.
+        check(unsafe {
+            sys::attn_self_forward(
+                self.as_ptr(),
+                to_i64(batch, "batch")?,
+                to_i64(len, "len")?,
+                x.as_ptr(),
+                raw_mask.as_ref().map_or(ptr::null(), |m| m as *const _),
+                &opts,
+                out.as_mut_ptr(),
+            )
+        })
+    }
+
+    /// The C options of a forward call, weights output checked and scratch
+    /// sized.
+    fn call_options(
+        &self,
+        opts: Option<&mut Options<'_>>,
+        batch: usize,
+        len_q: usize,
+        len_k: usize,
+    ) -> Result<sys::attn_options> {
+        let h = self.config.num_heads;
+        if let Some(o) = &opts {
+            o.check_weights(
+                &[batch, h, len_q, len_k],
+                &[batch, len_q, len_k],
+                "[batch, heads, len_q, len_k] or [batch, len_q, len_k]",
+            )?;
+        }
+        options::prepare(opts, |raw| {
+            self.raw_forward_scratch(batch, len_q, len_k, raw)
+        })
+    }
+}

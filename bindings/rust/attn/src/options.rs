@@ -1,0 +1,170 @@
+// SPDX-License-Identifier: MIT
+//! Per-call options: attention weights output, threads, scratch, runtime.
+
+use crate::error::{Error, Result, Status};
+use crate::runtime::Runtime;
+use attn_sys as sys;
+use attn_sys::Versioned;
+use std::ptr;
+
+/// Layout of the attention weights a call writes (`ATTN_WEIGHTS_*`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WeightsMode {
+    /// Per head: `[B, H, Lq, Lk]`.
+    PerHead,
+    /// Averaged over heads: `[B, Lq, Lk]` (torch's default).
+    Average,
+}
+
+/// Scratch memory reused from call to call: a call given one through
+/// [`Options::scratch`] grows it to what it needs (asked from the library
+/// first) and then allocates nothing. One call at a time (it is borrowed
+/// mutably for the call).
+#[derive(Debug, Default)]
+pub struct Scratch {
+    buf: Vec<u8>,
+}
+
+impl Scratch {
+    /// Empty scratch; the first call sizes it.
+    pub fn new() -> Scratch {
+        Scratch { buf: Vec::new() }
+    }
+
+    /// Scratch of `bytes` bytes (e.g. from
+    /// [`Layer::forward_scratch_size`](crate::Layer::forward_scratch_size)).
+    pub fn with_size(bytes: usize) -> Scratch {
+        Scratch {
+            buf: vec![0; bytes],
+        }
+    }
+
+    /// Its size in bytes.
+    pub fn len(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// Whether it has no bytes yet.
+    pub fn is_empty(&self) -> bool {
+        self.buf.is_empty()
+    }
+}
+
+/// Optional settings of one call. Build with the methods, pass as
+/// `Some(&mut opts)`:
+///
+/// ```no_run
+/// # fn f(layer: &attn::Layer, x: &[f32], y: &mut [f32]) -> attn::Result<()> {
+/// let mut weights = vec![0.0f32; 1 * 5 * 5];
+/// let mut opts = attn::Options::new().attn_weights(&mut weights, attn::WeightsMode::Average);
+/// layer.self_forward(1, 5, x, None, Some(&mut opts), y)?;
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Default)]
+pub struct Options<'a> {
+    weights: Option<(&'a mut [f32], WeightsMode)>,
+    num_threads: usize,
+    scratch: Option<&'a mut Scratch>,
+    runtime: Option<&'a Runtime>,
+}
+
+impl<'a> Options<'a> {
+    /// Defaults: no attention weights, the layer's thread count, scratch
+    /// allocated by the library, the default runtime.
+    pub fn new() -> Options<'a> {
+        Options::default()
+    }
+
+    /// Writes the attention probabilities into `out`, whose length must be
+    /// that of the mode's layout (checked at the call).
+    pub fn attn_weights(mut self, out: &'a mut [f32], mode: WeightsMode) -> Options<'a> {
+        self.weights = Some((out, mode));
+        self
+    }
+
+    /// Threads for the call (0 = the layer's setting, 1 = the calling
+    /// thread only). Results do not depend on it.
+    pub fn threads(mut self, n: usize) -> Options<'a> {
+        self.num_threads = n;
+        self
+    }
+
+    /// Scratch memory to reuse (grown to what the call needs).
+    pub fn scratch(mut self, scratch: &'a mut Scratch) -> Options<'a> {
+        self.scratch = Some(scratch);
+        self
+    }
+
+    /// The runtime whose threads and BLAS policy the call uses.
+    pub fn runtime(mut self, rt: &'a Runtime) -> Options<'a> {
+        self.runtime = Some(rt);
+        self
+    }
+
+    /// Checks the weights output against the element count of its layout.
+    pub(crate) fn check_weights(
+        &self,
+        per_head: &[usize],
+        average: &[usize],
+        shape: &str,
+    ) -> Result<()> {
+        if let Some((w, mode)) = &self.weights {
+            let (dims, name) = match mode {
+                WeightsMode::PerHead => (per_head, "per-head"),
+                WeightsMode::Average => (average, "averaged"),
+            };
+            let what = format!("attn_weights ({})", name);
+            crate::error::expect_len(w.len(), dims, &what, shape)?;
+        }
+        Ok(())
+    }
+
+    /// The C struct without scratch (for the scratch size queries).
+    pub(crate) fn raw(&mut self) -> Result<sys::attn_options> {
+        let mut o = sys::attn_options::init_default().map_err(Error::from_library)?;
+        if let Some((w, mode)) = &mut self.weights {
+            o.attn_weights = w.as_mut_ptr();
+            o.weights_mode = match mode {
+                WeightsMode::PerHead => sys::ATTN_WEIGHTS_PER_HEAD,
+                WeightsMode::Average => sys::ATTN_WEIGHTS_AVERAGE,
+            };
+        }
+        o.num_threads = i32::try_from(self.num_threads).map_err(|_| {
+            Error::new(
+                Status::BAD_OPTION,
+                format!("{} threads is too many", self.num_threads),
+            )
+        })?;
+        o.runtime = self.runtime.map_or(ptr::null_mut(), |r| r.as_ptr());
+        Ok(o)
+    }
+
+    /// The C struct for a call: `size` tells the scratch bytes the call
+    /// needs for these options, and is asked only when scratch was given.
+    pub(crate) fn prepare(
+        &mut self,
+        size: impl FnOnce(&sys::attn_options) -> Result<usize>,
+    ) -> Result<sys::attn_options> {
+        let mut o = self.raw()?;
+        if let Some(s) = &mut self.scratch {
+            let need = size(&o)?;
+            if s.buf.len() < need {
+                s.buf.resize(need, 0);
+            }
+            o.scratch = s.buf.as_mut_ptr().cast();
+            o.scratch_size = s.buf.len();
+        }
+        Ok(o)
+    }
+}
+
+/// The C options of a call: `opts` prepared, or the defaults.
+pub(crate) fn prepare(
+    opts: Option<&mut Options<'_>>,
+    size: impl FnOnce(&sys::attn_options) -> Result<usize>,
+) -> Result<sys::attn_options> {
+    match opts {
+        Some(o) => o.prepare(size),
+        None => sys::attn_options::init_default().map_err(Error::from_library),
+    }
+}
