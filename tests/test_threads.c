@@ -32,9 +32,12 @@
 #include <sched.h>
 #include <stdatomic.h>
 #include <stdbool.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <time.h>
+#include <unistd.h>
 
 /* OpenBLAS's thread count, or -1 without OpenBLAS. */
 static int blas_threads(void) {
@@ -579,6 +582,49 @@ static void test_runtime_destroy_waits(void **state) {
   problem_free(&p);
 }
 
+/* After fork(), a child runs calls of runtimes made before it on its
+ * calling thread (the workers stayed in the parent), with the same bits,
+ * and can destroy them. */
+static int child_calls(const problem *p, const float *want) {
+  float *out = ref_xmalloc((size_t)out_count(p) * sizeof(float));
+  int bad = run(p, 0, -1, out, NULL) != ATTN_OK ||
+            memcmp(out, want, (size_t)out_count(p) * sizeof(float)) != 0;
+  attn_runtime_destroy(run_rt);
+  run_rt = NULL;
+  bad |= run(p, 0, -1, out, NULL) != ATTN_OK || /* the default runtime */
+         memcmp(out, want, (size_t)out_count(p) * sizeof(float)) != 0;
+  free(out);
+  return bad;
+}
+
+static void test_runtime_after_fork(void **state) {
+  (void)state;
+  problem p;
+  problem_self(&p);
+  run_rt = new_runtime(2, ATTN_BLAS_HOLD);
+  float *want = ref_xmalloc((size_t)out_count(&p) * sizeof(float));
+  assert_int_equal(run(&p, 0, -1, want, NULL), ATTN_OK);
+  attn_runtime *parent_rt = run_rt;
+  fflush(NULL);
+  pid_t pid = fork();
+  assert_true(pid >= 0);
+  if (pid == 0)
+    _exit(child_calls(&p, want));
+  int status = 0;
+  assert_int_equal(waitpid(pid, &status, 0), pid);
+  assert_true(WIFEXITED(status));
+  assert_int_equal(WEXITSTATUS(status), 0);
+  run_rt = parent_rt; /* still whole in the parent */
+  float *again = ref_xmalloc((size_t)out_count(&p) * sizeof(float));
+  assert_int_equal(run(&p, 0, -1, again, NULL), ATTN_OK);
+  assert_memory_equal(again, want, (size_t)out_count(&p) * sizeof(float));
+  attn_runtime_destroy(run_rt);
+  run_rt = NULL;
+  free(again);
+  free(want);
+  problem_free(&p);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_tiled_self_thread_counts),
@@ -590,6 +636,7 @@ int main(void) {
       cmocka_unit_test(test_blas_leave),
       cmocka_unit_test(test_runtime_errors),
       cmocka_unit_test(test_runtime_destroy_waits),
+      cmocka_unit_test(test_runtime_after_fork),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -243,7 +243,8 @@ static inline attn_status attn_runtime_config_init(attn_runtime_config *cfg) {
  * workers that are idle, and runs alone on its calling thread when none
  * is, so overlapping calls never run more threads than the runtime has
  * plus their callers. A process that forks runs calls of runtimes created
- * before the fork on the calling thread only, in the child. Any call that
+ * before the fork on the calling thread only, in the child, and may
+ * destroy them there. Any call that
  * takes an attn_options may return ATTN_ERR_NO_MEMORY when it needs the
  * default runtime and the system cannot give it memory or threads. */
 typedef struct attn_runtime attn_runtime;

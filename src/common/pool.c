@@ -124,6 +124,13 @@ void attn_pool_destroy(attn_pool *p) {
   free_pool(p);
 }
 
+void attn_pool_abandon(attn_pool *p) {
+  if (p) {
+    free(p->tid);
+    free(p);
+  }
+}
+
 void attn_pool_run(attn_pool *p, int32_t threads, int64_t items,
                    attn_item_fn fn, void *ctx) {
   job j = {.fn = fn, .ctx = ctx, .items = items, .slots = threads, .joined = 1};

@@ -19,6 +19,10 @@ attn_status attn_pool_create(int32_t workers, attn_pool **out);
 /* Stops and joins the workers. No job may be running. NULL is allowed. */
 void attn_pool_destroy(attn_pool *pool);
 
+/* Frees a pool whose workers do not exist in this process (a child after
+ * fork()): nothing is joined. NULL is allowed. */
+void attn_pool_abandon(attn_pool *pool);
+
 /* Runs fn(ctx, item, slot) for every item in [0, items) on the calling
  * thread and up to threads - 1 idle workers, and returns when all are
  * done. Items are handed out in order through an atomic counter, so

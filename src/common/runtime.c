@@ -73,6 +73,13 @@ attn_status attn_runtime_create(const attn_runtime_config *cfg_in,
 void attn_runtime_destroy(attn_runtime *rt) {
   if (!rt)
     return;
+  if (getpid() != rt->pid) {
+    /* A child after fork(): the workers, and whatever state the locks
+     * were in, belong to the parent. Calls here never used them. */
+    attn_pool_abandon(rt->pool);
+    free(rt);
+    return;
+  }
   pthread_mutex_lock(&rt->lock);
   while (rt->active > 0)
     pthread_cond_wait(&rt->idle, &rt->lock);
