@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* libattn demo: what each word attends to.
  *
  * Self-attention over a 6-word sentence and cross-attention from a 4-word

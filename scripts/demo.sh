@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
 # Builds libattn and runs the demo on a fresh Debian 12 machine: installs
 # what is missing, configures, builds, and prints what each word attends to.
 set -euo pipefail

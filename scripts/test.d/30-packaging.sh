@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
 # Packaging and ABI (issue 3). Builds libattn the ways users get it, installs
 # each build into a temporary prefix and checks it from the outside:
 #

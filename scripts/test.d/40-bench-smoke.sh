@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
 # Benchmark smoke test (issue 4): builds the benchmark programs and runs them
 # on tiny sizes. Checks that they run and report well-formed results; no
 # timing is asserted (CI machines are shared and noisy).

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
 # Python binding: builds libattn, installs bindings/python offline into a
 # throwaway virtual environment (which sees Debian's numpy, torch,
 # matplotlib and pytest), runs its pytest suite against that installed copy

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """libattn for Python: multi-head self- and cross-attention layers that
 compute what torch.nn.MultiheadAttention computes, in C, from numpy arrays.
 

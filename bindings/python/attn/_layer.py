@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """attn.MultiheadAttention: a libattn layer behind torch's interface."""
 
 import ctypes

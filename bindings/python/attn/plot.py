@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """Pictures of attention: one labelled heatmap per head.
 
 Uses matplotlib's object interface with the Agg canvas (no pyplot, no

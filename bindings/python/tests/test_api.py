@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """The package's own contract: loading, struct mirrors, errors, weights,
 input conversion, layouts and mask handling beyond what torch expresses."""
 

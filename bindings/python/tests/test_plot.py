@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """attn.plot_attention and the example script that uses it."""
 
 import os
