@@ -2,7 +2,8 @@
 # attn.pc, the pkg-config file of libattn.
 #
 # attn_install_pkg_config(TEMPLATE <attn.pc.in> MODULES <pkg-config modules>
-#                         LIBS <flags> CFLAGS <flags> COMPONENT <component>)
+#                         LIBS <flags> CFLAGS <flags> RELOCATABLE <bool>
+#                         COMPONENT <component>)
 #
 # MODULES are the pkg-config modules libattn links privately (its BLAS,
 # cJSON) and LIBS further flags a static libattn needs (-lpthread -lm).
@@ -28,11 +29,14 @@
 # file finds the prefix from its own location, prefix=${pcfiledir}/../..,
 # so the installed tree can also be moved as a whole. An absolute
 # CMAKE_INSTALL_LIBDIR outside the prefix is written as it is, with an
-# absolute prefix.
+# absolute prefix. RELOCATABLE OFF writes the absolute prefix in every case,
+# as distribution packages, installed to one known place, want it: pkg-config
+# then recognises -I/usr/include as a system directory and applies its
+# sysroot to it when cross-compiling.
 
 function(attn_install_pkg_config)
-  cmake_parse_arguments(PC "" "TEMPLATE;COMPONENT" "MODULES;LIBS;CFLAGS"
-                        ${ARGN})
+  cmake_parse_arguments(PC "" "TEMPLATE;COMPONENT;RELOCATABLE"
+                        "MODULES;LIBS;CFLAGS" ${ARGN})
   set(private "")
   foreach(module IN LISTS PC_MODULES)
     foreach(kind L l other)
@@ -80,6 +84,7 @@ function(attn_install_pkg_config)
     "set(PROJECT_VERSION [[${PROJECT_VERSION}]])\n"
     "set(ATTN_PC_LIBS_PRIVATE [[${private}]])\n"
     "set(ATTN_PC_CFLAGS [[${cflags}]])\n"
+    "set(ATTN_PC_RELOCATABLE ${PC_RELOCATABLE})\n"
     "include([[${CMAKE_CURRENT_FUNCTION_LIST_DIR}/attnWritePkgConfig.cmake]])\n")
   install(SCRIPT "${script}" COMPONENT ${PC_COMPONENT})
 endfunction()

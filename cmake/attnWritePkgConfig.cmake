@@ -40,7 +40,7 @@ attn_full_dir(libdir "${ATTN_PC_LIBDIR_SETTING}")
 attn_full_dir(includedir "${ATTN_PC_INCLUDEDIR_SETTING}")
 attn_pc_path(ATTN_PC_LIBDIR "${libdir}")
 attn_pc_path(ATTN_PC_INCLUDEDIR "${includedir}")
-if(ATTN_PC_LIBDIR MATCHES "^\\\${prefix}")
+if(ATTN_PC_RELOCATABLE AND ATTN_PC_LIBDIR MATCHES "^\\\${prefix}")
   # The prefix, seen from <libdir>/pkgconfig: the file stays right wherever
   # the whole tree is moved (or staged with DESTDIR).
   file(RELATIVE_PATH up "${libdir}/pkgconfig" "${prefix}")

@@ -8,7 +8,9 @@
 #   2. -DCMAKE_INSTALL_PREFIX=DIR with a multiarch libdir (lib/<triplet>)
 #   3. DESTDIR staging, the consumer built against the staged tree
 #   4. the tree of 1 moved elsewhere as a whole
-#   5. an absolute CMAKE_INSTALL_LIBDIR outside the prefix, with --prefix:
+#   5. --prefix with ATTN_PKGCONFIG_RELOCATABLE=OFF (an absolute prefix in
+#      the file, as the Debian packages have it)
+#   6. an absolute CMAKE_INSTALL_LIBDIR outside the prefix, with --prefix:
 #      the libdir stays absolute, the headers follow --prefix
 #
 # For each, the consumer must take attn.h from the installed tree (the
@@ -98,7 +100,7 @@ only_include_dir() { # only_include_dir PCDIR
 # ---------------------------------------------------------------------------
 step "cmake --install --prefix (configured for the default prefix)"
 configure -DCMAKE_INSTALL_PREFIX=/usr/local -DCMAKE_INSTALL_LIBDIR=lib \
-  -DATTN_BUILD_DOCS=ON
+  -DATTN_BUILD_DOCS=ON -DATTN_PKGCONFIG_RELOCATABLE=ON
 cmake --build "$build" -j"$(nproc)" >/dev/null
 cmake --install "$build" --prefix "$tmp/prefix" >/dev/null
 pc="$tmp/prefix/lib/pkgconfig"
@@ -174,9 +176,18 @@ step "a moved installation"
 mv "$tmp/prefix" "$tmp/moved"
 consumer moved "$tmp/moved/lib/pkgconfig" "$tmp/moved"
 
+step "--prefix with an absolute prefix in the file (distributions' choice)"
+configure -DCMAKE_INSTALL_PREFIX=/usr/local -DCMAKE_INSTALL_LIBDIR=lib \
+  -DATTN_PKGCONFIG_RELOCATABLE=OFF
+cmake --build "$build" -j"$(nproc)" >/dev/null
+cmake --install "$build" --prefix "$tmp/fixed" >/dev/null
+grep -qx "prefix=$tmp/fixed" "$tmp/fixed/lib/pkgconfig/attn.pc" ||
+  die "attn.pc does not name --prefix: $(grep ^prefix= "$tmp/fixed/lib/pkgconfig/attn.pc")"
+consumer fixed "$tmp/fixed/lib/pkgconfig" "$tmp/fixed"
+
 step "absolute libdir outside the prefix, with --prefix"
 configure -DCMAKE_INSTALL_PREFIX=/usr/local \
-  -DCMAKE_INSTALL_LIBDIR="$tmp/abs-libdir/lib64"
+  -DCMAKE_INSTALL_LIBDIR="$tmp/abs-libdir/lib64" -DATTN_PKGCONFIG_RELOCATABLE=ON
 cmake --build "$build" -j"$(nproc)" >/dev/null
 cmake --install "$build" --prefix "$tmp/abs-prefix" >/dev/null
 pc="$tmp/abs-libdir/lib64/pkgconfig"
