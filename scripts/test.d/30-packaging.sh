@@ -11,8 +11,11 @@
 #     prefix hygiene, both consumers linking statically
 #   generic BLAS (ATTN_BLAS=generic): links libblas.so.3 only, and runs with
 #     whichever libblas.so.3 the loader is given
-#   Debian: dpkg-buildpackage (runs the test suite), lintian, install the
-#     packages, build the consumers against them, remove them again
+#   Debian: dpkg-buildpackage (runs the test suite; builds libattn0,
+#     libattn-dev with libattn.a and the manual pages, libattn-doc,
+#     python3-attn), lintian, install the packages, build the consumers
+#     against them, check the packaged documentation, run the autopkgtests
+#     (debian/tests) with the null runner, remove the packages again
 #
 # Build trees: build/pkg, build/pkg-static, build/pkg-generic. Everything
 # else goes to a temporary directory that is removed at the end.
@@ -21,14 +24,15 @@ cd "${ATTN_ROOT:-$(dirname "$0")/../..}"
 root="$PWD"
 
 bash scripts/deps.sh libblas-dev abigail-tools doxygen debhelper lintian \
-  dpkg-dev pkgconf g++
+  dpkg-dev pkgconf g++ dh-python python3-all python3-setuptools \
+  pybuild-plugin-pyproject autopkgtest man-db
 
 tmp="$(mktemp -d /tmp/attn-packaging.XXXXXX)"
 installed_debs=0
 cleanup() {
   if [ "$installed_debs" -eq 1 ]; then
     apt-get -o DPkg::Lock::Timeout=300 purge -y -qq libattn-dev libattn0 \
-      >/dev/null || true
+      libattn-doc python3-attn >/dev/null || true
   fi
   rm -rf "$tmp"
 }
@@ -203,9 +207,14 @@ step "Debian packages"
 mkdir -p "$tmp/deb/src"
 tar -C "$root" --exclude=./build --exclude=./.git --exclude='./obj-*' \
   --exclude='./debian/libattn0' --exclude='./debian/libattn-dev' \
-  --exclude='./debian/tmp' --exclude='./debian/.debhelper' -cf - . |
+  --exclude='./debian/libattn-doc' --exclude='./debian/python3-attn' \
+  --exclude='./debian/tmp' --exclude='./debian/.debhelper' \
+  --exclude='./.pybuild' --exclude='__pycache__' -cf - . |
   tar -C "$tmp/deb/src" -xf -
-(cd "$tmp/deb/src" && dpkg-buildpackage -us -uc -b -j"$jobs") \
+# The system's tools only, as on a Debian build machine: pybuild must find
+# Debian's python3, not an interpreter that PATH puts first.
+deb_env=(env PATH=/usr/sbin:/usr/bin:/sbin:/bin)
+(cd "$tmp/deb/src" && "${deb_env[@]}" dpkg-buildpackage -us -uc -b -j"$jobs") \
   >"$tmp/deb/build.log" 2>&1 || {
   tail -n 80 "$tmp/deb/build.log"
   die "dpkg-buildpackage failed"
@@ -221,14 +230,46 @@ if dpkg-query -W -f='${Status}' libattn0 2>/dev/null | grep -q "ok installed"; t
   die "libattn0 is already installed on this machine; remove it first"
 fi
 installed_debs=1
+debs=("$tmp"/deb/libattn0_*.deb "$tmp"/deb/libattn-dev_*.deb
+  "$tmp"/deb/libattn-doc_*.deb "$tmp"/deb/python3-attn_*.deb)
 DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=300 install \
-  -y -qq "$tmp"/deb/libattn0_*.deb "$tmp"/deb/libattn-dev_*.deb >/dev/null
-bash scripts/check-exports.sh "/usr/lib/$(gcc -print-multiarch)/$soname"
+  -y -qq "${debs[@]}" >/dev/null
+multiarch="/usr/lib/$(gcc -print-multiarch)"
+bash scripts/check-exports.sh "$multiarch/$soname"
+bash scripts/check-exports.sh "$multiarch/libattn.a"
+# /usr/include is the compiler's own: nothing to add.
+cflags="$(env -u PKG_CONFIG_PATH pkg-config --cflags attn)"
+[ -z "${cflags// /}" ] || die "packaged attn.pc: --cflags gives '$cflags'"
 env -u PKG_CONFIG_PATH bash tests/consumers/c/build.sh "$tmp/c-debian"
 objdump -p "$tmp/c-debian/consumer_c" | grep -q 'NEEDED.*libattn.so.0' ||
   die "the consumer does not use the packaged library"
 cmake -S tests/consumers/cxx -B "$tmp/cxx-debian" >/dev/null
 cmake --build "$tmp/cxx-debian" >/dev/null
 "$tmp/cxx-debian/consumer_cxx"
+
+step "packaged documentation"
+[ -s /usr/share/doc/libattn-doc/html/index.html ] || die "no HTML reference"
+# A function's page is a link to attn.h(3), which man -w names instead.
+for page in libattn:libattn attn_masks:attn_masks attn_config:attn_config \
+  attn_forward:attn.h; do
+  man -w "${page%:*}" 2>/dev/null | grep -qx "/usr/share/man/man3/${page#*:}.3.gz" ||
+    die "man ${page%:*}: no page in section 3"
+done
+MANWIDTH=80 man 3 attn_forward 2>/dev/null | grep -q 'query \[B, Lq, E\]' ||
+  die "man attn_forward does not show its documentation"
+[ -s /usr/share/doc/libattn0/changelog.gz ] || die "no upstream changelog"
+
+step "autopkgtest (debian/tests) against the built packages"
+# The null runner uses this machine as the testbed: the tests' Depends
+# come from the packages just built (and the archive).
+"${deb_env[@]}" autopkgtest --no-built-binaries \
+  --output-dir "$tmp/autopkgtest" "${debs[@]}" "$tmp/deb/src/" -- null \
+  >"$tmp/autopkgtest.log" 2>&1 || {
+  tail -n 60 "$tmp/autopkgtest.log"
+  die "autopkgtest failed"
+}
+cat "$tmp/autopkgtest/summary"
+[ "$(grep -c ' PASS$' "$tmp/autopkgtest/summary")" -eq 2 ] ||
+  die "autopkgtest: not every test passed"
 
 step "all packaging checks passed"
