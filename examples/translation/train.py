@@ -166,7 +166,8 @@ def write_embeddings(path, model, src_vocab, tgt_vocab):
         return " ".join("%.9g" % v for v in values.tolist())
 
     with open(path, "w") as f:
-        f.write("# libattn toy translation model (examples/translation/"
+        f.write("# SPDX-License-Identifier: MIT\n"
+                "# libattn toy translation model (examples/translation/"
                 "train.py): embeddings\n# and vocabularies for "
                 "examples/attention_demo.c. Sections: a name, a count,\n"
                 "# then that many lines.\n")

@@ -15,7 +15,7 @@
 #   3. The demo refuses a missing, truncated, corrupt or non-finite weight
 #      file, printing the library's own message (attn_last_error()).
 #
-# Build tree: build/examples.
+# Build tree: build/ci (shared with 10-unit.sh).
 set -euo pipefail
 cd "${ATTN_ROOT:-$(dirname "$0")/../..}"
 bash scripts/deps.sh clang-format python3
@@ -26,9 +26,9 @@ die() {
   echo "examples: $*" >&2
   exit 1
 }
-build=build/examples
-cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=Release -DATTN_WERROR=ON \
-  -DATTN_BUILD_TESTS=OFF -DATTN_BUILD_BENCH=OFF >/dev/null
+# The unit stage's build tree, configured the same way: nothing to rebuild.
+build=build/ci
+cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=Release -DATTN_WERROR=ON >/dev/null
 cmake --build "$build" -j"$(nproc)" --target attn attention_demo >/dev/null
 
 echo "--- examples: the README's first program"
