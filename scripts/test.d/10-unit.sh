@@ -1,5 +1,4 @@
 #!/usr/bin/env bash
-# SPDX-License-Identifier: MIT
 # Warnings-as-errors build and the CMocka suite, then the same suite under
 # AddressSanitizer and UBSan (Debug; UBSan findings abort the test, since
 # the build uses -fno-sanitize-recover=all).

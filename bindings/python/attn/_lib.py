@@ -227,15 +227,9 @@ _bind("attn_version_number", ctypes.c_uint, [])
 _bind("attn_version_string", ctypes.c_char_p, [])
 _bind("attn_status_string", ctypes.c_char_p, [_i32])
 _bind("attn_last_error", ctypes.c_char_p, [])
-# Struct initialisers: libraries whose header makes attn_*_init() inline
-# export attn_*_init_sized(ptr, size) for callers like this one, which pass
-# their own struct's size; earlier ones export attn_*_init(ptr) itself.
-for _name in ("attn_config", "attn_mask", "attn_options"):
-    _bind(_name + "_init_sized", _i32, [_ptr, _size_t], required=False)
-    if getattr(C, _name + "_init_sized") is None:
-        _bind(_name + "_init", None, [_ptr])
-    else:
-        setattr(C, _name + "_init", None)
+_bind("attn_config_init", None, [_ptr])
+_bind("attn_mask_init", None, [_ptr])
+_bind("attn_options_init", None, [_ptr])
 _bind("attn_layer_create", _i32, [_P(Config), _P(_ptr)])
 _bind("attn_layer_destroy", None, [_ptr])
 _bind("attn_layer_get_config", _i32, [_ptr, _P(Config)])
@@ -283,40 +277,22 @@ def check(status):
 
 
 # --------------------------------------------------------------------------
-# Struct defaults. The mirrors above are the structs' first releases; the
-# library only ever appends fields, and treats the fields a caller's smaller
-# struct lacks as their defaults.
-#
-# With attn_*_init_sized() the library fills our mirror, of our size, with
-# its defaults; ATTN_ERR_STRUCT_SIZE would mean it cannot take our size.
-#
-# With an exported attn_*_init() (no size argument) the function writes the
-# library's own sizeof() into struct_size, so it is run on a generous buffer
-# that a library whose struct has grown cannot overrun. A library whose
-# struct is smaller than our mirror predates fields we set and is refused.
+# Struct sizes. Each init function writes the library's own sizeof() into
+# struct_size; it is run on a generous buffer so that a library whose struct
+# has grown cannot write past our memory. A library with a struct smaller
+# than our mirror predates fields we set, so it is refused. A bigger one is
+# fine: the fields it added keep their defaults because struct_size tells it
+# how much we pass.
 # --------------------------------------------------------------------------
 
 _PROBE_BYTES = 4096
 
 
-def _defaults(struct, cname):
-    """(defaults as our mirror, the library's sizeof or None if the library
-    takes the caller's size)."""
-    ours = ctypes.sizeof(struct)
-    init_sized = getattr(C, cname + "_init_sized")
-    if init_sized is not None:
-        value = struct()
-        status = init_sized(ctypes.byref(value), ours)
-        if status != OK:
-            raise ImportError(
-                "%s (libattn %s) refuses a %d-byte %s from %s_init_sized: "
-                "%s" % (path, version, ours, cname, cname,
-                        C.attn_last_error().decode("utf-8", "replace")))
-        value.struct_size = ours
-        return value, None
+def _defaults(struct, init, cname):
     buf = ctypes.create_string_buffer(_PROBE_BYTES)
-    getattr(C, cname + "_init")(buf)
+    init(buf)
     lib_size = _size_t.from_buffer(buf).value
+    ours = ctypes.sizeof(struct)
     if lib_size < ours or lib_size > _PROBE_BYTES:
         raise ImportError(
             "%s (libattn %s) has sizeof(%s) = %d, but this package passes %d "
@@ -328,9 +304,12 @@ def _defaults(struct, cname):
     return value, lib_size
 
 
-_CONFIG_DEFAULT, library_config_size = _defaults(Config, "attn_config")
-_MASK_DEFAULT, library_mask_size = _defaults(Mask, "attn_mask")
-_OPTIONS_DEFAULT, library_options_size = _defaults(Options, "attn_options")
+_CONFIG_DEFAULT, library_config_size = _defaults(
+    Config, C.attn_config_init, "attn_config")
+_MASK_DEFAULT, library_mask_size = _defaults(
+    Mask, C.attn_mask_init, "attn_mask")
+_OPTIONS_DEFAULT, library_options_size = _defaults(
+    Options, C.attn_options_init, "attn_options")
 
 
 def new_config():

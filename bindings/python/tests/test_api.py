@@ -25,16 +25,10 @@ def test_version_and_struct_sizes_agree():
     assert attn.library_version == "%d.%d.%d" % (
         _lib.version_number // 10000, _lib.version_number // 100 % 100,
         _lib.version_number % 100)
-    # A library that reports its own struct sizes (exported attn_*_init)
-    # knows at least our mirrors' fields; one with attn_*_init_sized takes
-    # our sizes (None here).
-    for size, mirror in ((_lib.library_config_size, _lib.Config),
-                         (_lib.library_mask_size, _lib.Mask),
-                         (_lib.library_options_size, _lib.Options)):
-        assert size is None or size >= ctypes.sizeof(mirror)
-    assert _lib.new_mask().struct_size == ctypes.sizeof(_lib.Mask)
-    assert _lib.new_options().struct_size == ctypes.sizeof(_lib.Options)
-    assert _lib.new_options().num_threads == 0
+    # The library built from this tree has exactly our struct layouts.
+    assert _lib.library_config_size == ctypes.sizeof(_lib.Config)
+    assert _lib.library_mask_size == ctypes.sizeof(_lib.Mask)
+    assert _lib.library_options_size == ctypes.sizeof(_lib.Options)
     assert _lib.new_config().struct_size == ctypes.sizeof(_lib.Config)
     assert _lib.new_config().num_heads == 1 and _lib.new_config().bias == 1
 
@@ -539,32 +533,6 @@ def test_load_state_dict_changes_nothing_on_bad_input():
         layer.load_state_dict(bad)
     for name, value in layer.state_dict().items():
         np.testing.assert_array_equal(value, before[name])
-
-
-def test_struct_defaults_through_init_sized(monkeypatch):
-    """The binding fills its struct mirrors through attn_*_init_sized()
-    with its own size when the library exports it (header with inline
-    initialisers), else through the exported attn_*_init()."""
-    sizes = []
-    if _lib.C.attn_config_init_sized is None:
-        real = _lib.C.attn_config_init
-
-        @ctypes.CFUNCTYPE(ctypes.c_int32, ctypes.c_void_p, ctypes.c_size_t)
-        def init_sized(ptr, size):
-            # What the library does: defaults for the caller's size.
-            sizes.append(size)
-            buf = ctypes.create_string_buffer(4096)
-            real(buf)
-            ctypes.memmove(ptr, buf, size)
-            ctypes.c_size_t.from_address(ptr).value = size
-            return _lib.OK
-
-        monkeypatch.setattr(_lib.C, "attn_config_init_sized", init_sized)
-    value, lib_size = _lib._defaults(_lib.Config, "attn_config")
-    assert lib_size is None
-    assert sizes in ([], [ctypes.sizeof(_lib.Config)])
-    assert value.struct_size == ctypes.sizeof(_lib.Config)
-    assert (value.num_heads, value.bias, value.embed_dim) == (1, 1, 0)
 
 
 # ----------------------------------------------------- signatures and typing
