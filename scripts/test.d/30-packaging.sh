@@ -91,6 +91,9 @@ objs=(build/pkg/CMakeFiles/attn_objects.dir/src/*/*.o)
 printf 'int attn_leaked_helper(void);\nint attn_leaked_helper(void) { return 1; }\n' \
   >"$tmp/leak.c"
 cc -c -fPIC -o "$tmp/leak.o" "$tmp/leak.c"
+# A tree from before src/ was split into folders compiles the objects in
+# the attn target itself.
+[ -e "${objs[0]}" ] || objs=(build/pkg/CMakeFiles/attn.dir/src/*.o)
 sed 's/^  local:/    attn_leaked_helper;\n  local:/' src/libattn.map >"$tmp/leak.map"
 cc -shared -o "$tmp/libattn-leak.so" "${objs[@]}" "$tmp/leak.o" \
   -Wl,--version-script="$tmp/leak.map"
