@@ -197,8 +197,11 @@ consumers generic "$tmp/generic/lib"
 # path here, as update-alternatives would make it the system's choice.
 ref_blas="/usr/lib/$(gcc -print-multiarch)/blas"
 if [ -f "$ref_blas/libblas.so.3" ]; then
-  LD_LIBRARY_PATH="$(dirname "$glib"):$ref_blas" ldd "$tmp/c-generic/consumer_c" |
-    grep -q "libblas.so.3 => $ref_blas/libblas.so.3" ||
+  # ldd's output is taken whole first: grep -q stopping early would make
+  # ldd die of SIGPIPE, which pipefail reports as a failure.
+  resolved="$(LD_LIBRARY_PATH="$(dirname "$glib"):$ref_blas" \
+    ldd "$tmp/c-generic/consumer_c")"
+  grep -q "libblas.so.3 => $ref_blas/libblas.so.3" <<<"$resolved" ||
     die "the reference libblas.so.3 was not picked up"
   echo "packaging: with the reference BLAS from $ref_blas:"
   LD_LIBRARY_PATH="$(dirname "$glib"):$ref_blas" "$tmp/c-generic/consumer_c"
@@ -258,7 +261,8 @@ for page in libattn:libattn attn_masks:attn_masks attn_config:attn_config \
   man -w "${page%:*}" 2>/dev/null | grep -qx "/usr/share/man/man3/${page#*:}.3.gz" ||
     die "man ${page%:*}: no page in section 3"
 done
-MANWIDTH=80 man 3 attn_forward 2>/dev/null | grep -q 'query \[B, Lq, E\]' ||
+MANWIDTH=80 man 3 attn_forward >"$tmp/attn_forward.txt" 2>/dev/null
+grep -q 'query \[B, Lq, E\]' "$tmp/attn_forward.txt" ||
   die "man attn_forward does not show its documentation"
 [ -s /usr/share/doc/libattn0/changelog.gz ] || die "no upstream changelog"
 

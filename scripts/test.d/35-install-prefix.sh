@@ -148,8 +148,10 @@ for page in "$man3"/*.3; do
     >"$tmp/man.txt" 2>"$tmp/man.err" || die "man cannot render $page"
   [ ! -s "$tmp/man.err" ] || die "man warns on $page: $(cat "$tmp/man.err")"
 done
-(cd "$tmp/prefix/share/man" && MANWIDTH=80 man -l man3/attn_forward.3) |
-  grep -q 'query \[B, Lq, E\]' || die "attn_forward(3) lacks its documentation"
+(cd "$tmp/prefix/share/man" && MANWIDTH=80 man -l man3/attn_forward.3) \
+  >"$tmp/attn_forward.txt"
+grep -q 'query \[B, Lq, E\]' "$tmp/attn_forward.txt" ||
+  die "attn_forward(3) lacks its documentation"
 echo "install-prefix: $(find "$man3" -name '*.3' | wc -l) man pages"
 
 # ---------------------------------------------------------------------------
