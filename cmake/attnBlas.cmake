@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 # Finding the CBLAS that libattn calls (cblas_sgemm).
 #
 # Shared by the build and by the installed attnConfig.cmake (which needs it

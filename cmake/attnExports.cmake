@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 # attn_warn_unlisted_exports(<header dir> <version script>)
 #
 # Warns at configure time about functions declared ATTN_API in the public

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* decode: a greedy decoding loop with libattn's incremental decoding.
  *
  * A toy translation decoder, one token per step: its self-attention keeps

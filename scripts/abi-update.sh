@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
 # Records the ABI of the current tree as the released one. Run it on
 # purpose only: when a release is cut, or when docs/ABI.md says the
 # baseline must move. It regenerates, from a RelWithDebInfo build in

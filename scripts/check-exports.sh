@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
 # Checks that libattn exports exactly its public API.
 #
 #   scripts/check-exports.sh [--headers DIR] [--map FILE] LIBRARY

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
 # Installs what building and testing libattn needs on Debian 12. Extra
 # package names may be passed as arguments. Skips apt when all are present.
 set -euo pipefail

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
 # Runs every test of libattn on a fresh Debian 12 machine: installs what is
 # missing, then runs each stage in scripts/test.d in order. Stop at the first
 # failure.

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
 # Packaging and ABI (issue 3). Builds libattn the ways users get it, installs
 # each build into a temporary prefix and checks it from the outside:
 #
@@ -10,8 +11,11 @@
 #     prefix hygiene, both consumers linking statically
 #   generic BLAS (ATTN_BLAS=generic): links libblas.so.3 only, and runs with
 #     whichever libblas.so.3 the loader is given
-#   Debian: dpkg-buildpackage (runs the test suite), lintian, install the
-#     packages, build the consumers against them, remove them again
+#   Debian: dpkg-buildpackage (runs the test suite; builds libattn0,
+#     libattn-dev with libattn.a and the manual pages, libattn-doc,
+#     python3-attn), lintian, install the packages, build the consumers
+#     against them, check the packaged documentation, run the autopkgtests
+#     (debian/tests) with the null runner, remove the packages again
 #
 # Build trees: build/pkg, build/pkg-static, build/pkg-generic. Everything
 # else goes to a temporary directory that is removed at the end.
@@ -19,17 +23,16 @@ set -euo pipefail
 cd "${ATTN_ROOT:-$(dirname "$0")/../..}"
 root="$PWD"
 
-# libgfortran-12-dev: `pkg-config --static openblas` asks for -lgfortran,
-# which a static consumer can only link with the development symlink.
 bash scripts/deps.sh libblas-dev abigail-tools doxygen debhelper lintian \
-  dpkg-dev pkgconf g++ libgfortran-12-dev
+  dpkg-dev pkgconf g++ dh-python python3-all python3-setuptools \
+  pybuild-plugin-pyproject autopkgtest man-db
 
 tmp="$(mktemp -d /tmp/attn-packaging.XXXXXX)"
 installed_debs=0
 cleanup() {
   if [ "$installed_debs" -eq 1 ]; then
     apt-get -o DPkg::Lock::Timeout=300 purge -y -qq libattn-dev libattn0 \
-      >/dev/null || true
+      libattn-doc python3-attn >/dev/null || true
   fi
   rm -rf "$tmp"
 }
@@ -88,6 +91,9 @@ objs=(build/pkg/CMakeFiles/attn_objects.dir/src/*/*.o)
 printf 'int attn_leaked_helper(void);\nint attn_leaked_helper(void) { return 1; }\n' \
   >"$tmp/leak.c"
 cc -c -fPIC -o "$tmp/leak.o" "$tmp/leak.c"
+# A tree from before src/ was split into folders compiles the objects in
+# the attn target itself.
+[ -e "${objs[0]}" ] || objs=(build/pkg/CMakeFiles/attn.dir/src/*.o)
 sed 's/^  local:/    attn_leaked_helper;\n  local:/' src/libattn.map >"$tmp/leak.map"
 cc -shared -o "$tmp/libattn-leak.so" "${objs[@]}" "$tmp/leak.o" \
   -Wl,--version-script="$tmp/leak.map"
@@ -110,14 +116,24 @@ cmake --build build/pkg --target docs
 
 step "attn.pc and the CMake package"
 pc="$libdir/pkgconfig/attn.pc"
+# Relocation and --prefix installs are checked by 35-install-prefix.sh.
 # shellcheck disable=SC2016 # ${prefix} is meant literally
+grep -qx 'prefix=${pcfiledir}/../..' "$pc" || die "attn.pc: prefix not found from the file"
+# shellcheck disable=SC2016
 grep -qx 'libdir=${prefix}/lib' "$pc" || die "attn.pc: libdir not under \${prefix}"
 # shellcheck disable=SC2016
 grep -qx 'includedir=${prefix}/include' "$pc" || die "attn.pc: bad includedir"
-grep -q '^Requires.private:.*openblas' "$pc" || die "attn.pc: no BLAS in Requires.private"
 PKG_CONFIG_PATH="$(dirname "$pc")" pkg-config --validate attn
-PKG_CONFIG_PATH="$(dirname "$pc")" pkg-config --static --libs attn |
-  grep -q -- '-lopenblas' || die "pkg-config --static does not give the BLAS"
+# A consumer's compile flags are attn's include directory alone (no
+# dependency's), while --static adds every library a static link needs.
+cflags="$(PKG_CONFIG_PATH="$(dirname "$pc")" pkg-config --cflags attn)"
+[ "$(echo $cflags)" = "-I$libdir/pkgconfig/../../include" ] ||
+  die "pkg-config --cflags attn gives '$cflags'"
+static_libs="$(PKG_CONFIG_PATH="$(dirname "$pc")" pkg-config --static --libs attn)"
+for lib in -lattn -lopenblas -lcjson -lm; do
+  [[ " $static_libs " == *" $lib "* ]] ||
+    die "pkg-config --static --libs attn lacks $lib: $static_libs"
+done
 # The version file accepts requests for the same major version, up to the
 # installed one.
 version_ok() { # version_ok REQUESTED -> TRUE or FALSE
@@ -181,8 +197,11 @@ consumers generic "$tmp/generic/lib"
 # path here, as update-alternatives would make it the system's choice.
 ref_blas="/usr/lib/$(gcc -print-multiarch)/blas"
 if [ -f "$ref_blas/libblas.so.3" ]; then
-  LD_LIBRARY_PATH="$(dirname "$glib"):$ref_blas" ldd "$tmp/c-generic/consumer_c" |
-    grep -q "libblas.so.3 => $ref_blas/libblas.so.3" ||
+  # ldd's output is taken whole first: grep -q stopping early would make
+  # ldd die of SIGPIPE, which pipefail reports as a failure.
+  resolved="$(LD_LIBRARY_PATH="$(dirname "$glib"):$ref_blas" \
+    ldd "$tmp/c-generic/consumer_c")"
+  grep -q "libblas.so.3 => $ref_blas/libblas.so.3" <<<"$resolved" ||
     die "the reference libblas.so.3 was not picked up"
   echo "packaging: with the reference BLAS from $ref_blas:"
   LD_LIBRARY_PATH="$(dirname "$glib"):$ref_blas" "$tmp/c-generic/consumer_c"
@@ -194,9 +213,14 @@ step "Debian packages"
 mkdir -p "$tmp/deb/src"
 tar -C "$root" --exclude=./build --exclude=./.git --exclude='./obj-*' \
   --exclude='./debian/libattn0' --exclude='./debian/libattn-dev' \
-  --exclude='./debian/tmp' --exclude='./debian/.debhelper' -cf - . |
+  --exclude='./debian/libattn-doc' --exclude='./debian/python3-attn' \
+  --exclude='./debian/tmp' --exclude='./debian/.debhelper' \
+  --exclude='./.pybuild' --exclude='__pycache__' -cf - . |
   tar -C "$tmp/deb/src" -xf -
-(cd "$tmp/deb/src" && dpkg-buildpackage -us -uc -b -j"$jobs") \
+# The system's tools only, as on a Debian build machine: pybuild must find
+# Debian's python3, not an interpreter that PATH puts first.
+deb_env=(env PATH=/usr/sbin:/usr/bin:/sbin:/bin)
+(cd "$tmp/deb/src" && "${deb_env[@]}" dpkg-buildpackage -us -uc -b -j"$jobs") \
   >"$tmp/deb/build.log" 2>&1 || {
   tail -n 80 "$tmp/deb/build.log"
   die "dpkg-buildpackage failed"
@@ -212,14 +236,47 @@ if dpkg-query -W -f='${Status}' libattn0 2>/dev/null | grep -q "ok installed"; t
   die "libattn0 is already installed on this machine; remove it first"
 fi
 installed_debs=1
+debs=("$tmp"/deb/libattn0_*.deb "$tmp"/deb/libattn-dev_*.deb
+  "$tmp"/deb/libattn-doc_*.deb "$tmp"/deb/python3-attn_*.deb)
 DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=300 install \
-  -y -qq "$tmp"/deb/libattn0_*.deb "$tmp"/deb/libattn-dev_*.deb >/dev/null
-bash scripts/check-exports.sh "/usr/lib/$(gcc -print-multiarch)/$soname"
+  -y -qq "${debs[@]}" >/dev/null
+multiarch="/usr/lib/$(gcc -print-multiarch)"
+bash scripts/check-exports.sh "$multiarch/$soname"
+bash scripts/check-exports.sh "$multiarch/libattn.a"
+# /usr/include is the compiler's own: nothing to add.
+cflags="$(env -u PKG_CONFIG_PATH pkg-config --cflags attn)"
+[ -z "${cflags// /}" ] || die "packaged attn.pc: --cflags gives '$cflags'"
 env -u PKG_CONFIG_PATH bash tests/consumers/c/build.sh "$tmp/c-debian"
 objdump -p "$tmp/c-debian/consumer_c" | grep -q 'NEEDED.*libattn.so.0' ||
   die "the consumer does not use the packaged library"
 cmake -S tests/consumers/cxx -B "$tmp/cxx-debian" >/dev/null
 cmake --build "$tmp/cxx-debian" >/dev/null
 "$tmp/cxx-debian/consumer_cxx"
+
+step "packaged documentation"
+[ -s /usr/share/doc/libattn-doc/html/index.html ] || die "no HTML reference"
+# A function's page is a link to attn.h(3), which man -w names instead.
+for page in libattn:libattn attn_masks:attn_masks attn_config:attn_config \
+  attn_forward:attn.h; do
+  man -w "${page%:*}" 2>/dev/null | grep -qx "/usr/share/man/man3/${page#*:}.3.gz" ||
+    die "man ${page%:*}: no page in section 3"
+done
+MANWIDTH=80 man 3 attn_forward >"$tmp/attn_forward.txt" 2>/dev/null
+grep -q 'query \[B, Lq, E\]' "$tmp/attn_forward.txt" ||
+  die "man attn_forward does not show its documentation"
+[ -s /usr/share/doc/libattn0/changelog.gz ] || die "no upstream changelog"
+
+step "autopkgtest (debian/tests) against the built packages"
+# The null runner uses this machine as the testbed: the tests' Depends
+# come from the packages just built (and the archive).
+"${deb_env[@]}" autopkgtest --no-built-binaries \
+  --output-dir "$tmp/autopkgtest" "${debs[@]}" "$tmp/deb/src/" -- null \
+  >"$tmp/autopkgtest.log" 2>&1 || {
+  tail -n 60 "$tmp/autopkgtest.log"
+  die "autopkgtest failed"
+}
+cat "$tmp/autopkgtest/summary"
+[ "$(grep -c ' PASS$' "$tmp/autopkgtest/summary")" -eq 2 ] ||
+  die "autopkgtest: not every test passed"
 
 step "all packaging checks passed"

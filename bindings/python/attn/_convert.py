@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """Turning what users pass (numpy arrays, torch tensors, lists) into numpy
 arrays, copying only when the library could not read the data as it is."""
 

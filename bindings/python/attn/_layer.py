@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """attn.MultiheadAttention: a libattn layer behind torch's interface."""
 
 import ctypes
@@ -5,14 +6,24 @@ import os
 import threading
 import weakref
 from contextlib import contextmanager
+from typing import Any, Dict, Iterator, List, Mapping, Optional, Tuple, Union
 
 import numpy as np
+import numpy.typing as npt
 
 from . import _lib, _mask
 from ._convert import as_float32
 from ._lib import C, check
 
 _F32 = np.dtype(np.float32)
+
+#: What calls accept as tensors: numpy arrays, torch tensors (any device,
+#: with or without grad), nested lists.
+ArrayLike = Union[npt.ArrayLike, Any]
+#: What calls return: float32 numpy arrays.
+Float32Array = npt.NDArray[np.float32]
+#: A path as open() takes it.
+PathLike = Union[str, "os.PathLike[str]"]
 
 _EMPTY_ROWS = {"zero": _lib.EMPTY_ROW_ZERO, "nan": _lib.EMPTY_ROW_NAN}
 _NAMING = {"torch": _lib.NAMES_TORCH, "hf": _lib.NAMES_HF,
@@ -104,10 +115,14 @@ class MultiheadAttention:
     and block new ones until done.
     """
 
-    def __init__(self, embed_dim, num_heads, bias=True, kdim=None, vdim=None,
-                 batch_first=True, *, dropout=0.0, add_bias_kv=False,
-                 add_zero_attn=False, scale=None, num_kv_heads=None,
-                 num_threads=0, empty_rows="zero", seed=None):
+    def __init__(self, embed_dim: int, num_heads: int, bias: bool = True,
+                 kdim: Optional[int] = None, vdim: Optional[int] = None,
+                 batch_first: bool = True, *, dropout: float = 0.0,
+                 add_bias_kv: bool = False, add_zero_attn: bool = False,
+                 scale: Optional[float] = None,
+                 num_kv_heads: Optional[int] = None, num_threads: int = 0,
+                 empty_rows: str = "zero", seed: Optional[int] = None
+                 ) -> None:
         self._handle = None
         if add_bias_kv or add_zero_attn:
             raise ValueError(
@@ -152,7 +167,7 @@ class MultiheadAttention:
 
     # ------------------------------------------------------------ lifetime
 
-    def close(self):
+    def close(self) -> None:
         """Frees the C layer now (otherwise when the object is collected).
         Later calls raise ValueError. Waits for running calls."""
         if self._handle is None:
@@ -161,10 +176,10 @@ class MultiheadAttention:
             self._finalizer()
             self._handle = None
 
-    def __enter__(self):
+    def __enter__(self) -> "MultiheadAttention":
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
     def _live_handle(self):
@@ -173,7 +188,7 @@ class MultiheadAttention:
             raise ValueError("this MultiheadAttention layer is closed")
         return h
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         extra = ""
         if not self._qkv_same_embed_dim:
             extra = ", kdim=%d, vdim=%d" % (self.kdim, self.vdim)
@@ -184,17 +199,17 @@ class MultiheadAttention:
                                     self.bias, extra, self.batch_first)
 
     @property
-    def empty_rows(self):
+    def empty_rows(self) -> str:
         """Default for query rows with no visible key: "zero" or "nan"."""
         return "nan" if self._empty_rows == _lib.EMPTY_ROW_NAN else "zero"
 
     @empty_rows.setter
-    def empty_rows(self, value):
+    def empty_rows(self, value: str) -> None:
         self._empty_rows = _empty_rows_code(value)
 
     # ------------------------------------------------------------- weights
 
-    def weight_names(self):
+    def weight_names(self) -> List[str]:
         """Names of this layer's tensors in torch's state_dict."""
         names = (["in_proj_weight"] if self._qkv_same_embed_dim
                  else ["q_proj_weight", "k_proj_weight", "v_proj_weight"])
@@ -253,14 +268,14 @@ class MultiheadAttention:
                 check(C.attn_layer_set_weight(handle, which,
                                               data.ctypes.data, data.size))
 
-    def set_weight(self, name, value):
+    def set_weight(self, name: str, value: ArrayLike) -> None:
         """Copies one tensor, by its torch state_dict name
         ("in_proj_weight", "out_proj.bias", ...), into the layer.
         The packed in_proj tensors are only in the layout torch uses when
         kdim == vdim == embed_dim; q/k/v_proj_weight can be set in either."""
         self._store([self._prepared(name, value)])
 
-    def get_weight(self, name):
+    def get_weight(self, name: str) -> Float32Array:
         """A copy of one tensor of the layer, by its torch name."""
         which = self._weight_id(name)
         out = np.empty(self._checked_shape(name, which), dtype=_F32)
@@ -269,14 +284,15 @@ class MultiheadAttention:
                                           out.ctypes.data, out.size))
         return out
 
-    def state_dict(self):
+    def state_dict(self) -> Dict[str, Float32Array]:
         """The layer's tensors under the names torch's state_dict uses for
         the same configuration (copies, float32)."""
         with self._lock.reading():  # one consistent set of weights
             return {name: self.get_weight(name)
                     for name in self.weight_names()}
 
-    def load_state_dict(self, state_dict, strict=True):
+    def load_state_dict(self, state_dict: Mapping[str, ArrayLike],
+                        strict: bool = True) -> None:
         """Sets the tensors found in a torch-style state_dict (numpy arrays,
         torch tensors or nested lists). With strict, every tensor of the
         layer must be given and no unknown name may appear. All tensors are
@@ -310,7 +326,7 @@ class MultiheadAttention:
                     % name, _lib.status_string(_lib.ERR_NOT_FINITE))
         self._store(prepared)
 
-    def init_weights(self, seed=0):
+    def init_weights(self, seed: int = 0) -> None:
         """Re-initialises every weight as torch does (xavier-uniform in_proj,
         zero biases) from a generator seeded with ``seed``; the same seed
         gives the same weights everywhere."""
@@ -319,11 +335,13 @@ class MultiheadAttention:
                                             int(seed) & (2**64 - 1)))
 
     @classmethod
-    def from_torch(cls, module, *, batch_first=None, **kwargs):
+    def from_torch(cls, module: Any, *, batch_first: Optional[bool] = None,
+                   num_threads: int = 0, empty_rows: str = "zero"
+                   ) -> "MultiheadAttention":
         """A layer with the configuration and a copy of the weights of a
         ``torch.nn.MultiheadAttention`` (packed or separate projections,
-        with or without bias). ``batch_first`` defaults to the module's.
-        Other keyword arguments go to the constructor."""
+        with or without bias). ``batch_first`` defaults to the module's;
+        ``num_threads`` and ``empty_rows`` are the constructor's."""
         if getattr(module, "bias_k", None) is not None or getattr(
                 module, "add_zero_attn", False):
             raise ValueError(
@@ -331,17 +349,18 @@ class MultiheadAttention:
         if batch_first is None:
             batch_first = getattr(module, "batch_first", False)
         sd = module.state_dict()
-        kwargs.setdefault("seed", _LEAVE_UNSET)
         layer = cls(module.embed_dim, module.num_heads,
                     bias="out_proj.bias" in sd, kdim=module.kdim,
-                    vdim=module.vdim, batch_first=batch_first, **kwargs)
+                    vdim=module.vdim, batch_first=batch_first,
+                    num_threads=num_threads, empty_rows=empty_rows,
+                    seed=_LEAVE_UNSET)  # type: ignore[arg-type]
         layer.load_state_dict({k: v for k, v in sd.items()
                                if k in _WEIGHT_IDS})
         return layer
 
     # ------------------------------------------------------- weight files
 
-    def load_safetensors(self, path, prefix=""):
+    def load_safetensors(self, path: PathLike, prefix: str = "") -> None:
         """Sets the layer's weights from the safetensors file at ``path``:
         the tensors named ``prefix`` + torch's state_dict names or Hugging
         Face's (q_proj.weight, ..., out_proj or o_proj), detected from the
@@ -355,7 +374,9 @@ class MultiheadAttention:
             check(C.attn_layer_load_safetensors(
                 self._live_handle(), os.fsencode(path), _prefix(prefix)))
 
-    def load_safetensors_bytes(self, data, prefix=""):
+    def load_safetensors_bytes(self, data: Union[bytes, bytearray,
+                                                 memoryview, np.ndarray],
+                               prefix: str = "") -> None:
         """As load_safetensors, from the bytes of a whole safetensors file
         (bytes, bytearray, memoryview or a uint8 array; not copied)."""
         _need_safetensors()
@@ -365,7 +386,8 @@ class MultiheadAttention:
                 self._live_handle(), buf.ctypes.data if buf.size else None,
                 buf.size, _prefix(prefix)))
 
-    def save_safetensors(self, path, prefix="", naming="torch"):
+    def save_safetensors(self, path: PathLike, prefix: str = "",
+                         naming: str = "torch") -> None:
         """Writes the layer's weights as F32 tensors to a safetensors file,
         named ``prefix`` + the names of ``naming``: "torch" (the names of
         torch's state_dict, so torch.nn.MultiheadAttention can load them),
@@ -385,35 +407,74 @@ class MultiheadAttention:
 
     # ------------------------------------------------------------- forward
 
-    def __call__(self, query, key, value, key_padding_mask=None,
-                 need_weights=True, attn_mask=None, average_attn_weights=True,
-                 is_causal=False, **kwargs):
+    def __call__(self, query: ArrayLike, key: ArrayLike, value: ArrayLike,
+                 key_padding_mask: Optional[ArrayLike] = None,
+                 need_weights: bool = True,
+                 attn_mask: Optional[ArrayLike] = None,
+                 average_attn_weights: bool = True, is_causal: bool = False,
+                 *, empty_rows: Optional[str] = None, num_threads: int = 0
+                 ) -> Tuple[Float32Array, Optional[Float32Array]]:
         return self.forward(query, key, value, key_padding_mask,
                             need_weights, attn_mask, average_attn_weights,
-                            is_causal, **kwargs)
+                            is_causal, empty_rows=empty_rows,
+                            num_threads=num_threads)
 
-    def forward(self, query, key, value, key_padding_mask=None,
-                need_weights=True, attn_mask=None, average_attn_weights=True,
-                is_causal=False, *, empty_rows=None, num_threads=0):
-        """Attention of ``query`` over ``key``/``value``, as torch's
-        MultiheadAttention.forward (in eval mode).
+    def forward(self, query: ArrayLike, key: ArrayLike, value: ArrayLike,
+                key_padding_mask: Optional[ArrayLike] = None,
+                need_weights: bool = True,
+                attn_mask: Optional[ArrayLike] = None,
+                average_attn_weights: bool = True, is_causal: bool = False,
+                *, empty_rows: Optional[str] = None, num_threads: int = 0
+                ) -> Tuple[Float32Array, Optional[Float32Array]]:
+        return self._forward(query, key, value, key_padding_mask,
+                             need_weights, attn_mask, average_attn_weights,
+                             is_causal, empty_rows, num_threads)
 
-        Shapes: batch first [B, L, E] (or [L, B, E] with batch_first=False,
-        which costs a transposed copy of each input and returns a transposed
-        view), or unbatched [L, E]. Masks and ``need_weights`` /
-        ``average_attn_weights`` have torch's meaning: boolean masks hide
-        where True, float masks are added to the scores. ``is_causal``
-        hides key j from query i when j > i (top-left aligned); combined
-        with ``attn_mask`` both apply.
+    __call__.__doc__ = forward.__doc__ = """Attention of ``query`` over
+        ``key`` and ``value``, as torch's MultiheadAttention.forward in eval
+        mode; ``layer(q, k, v, ...)`` and ``layer.forward(q, k, v, ...)`` are
+        the same call. Returns ``(output, weights)``.
 
-        Returns (output, weights) as numpy float32 arrays; weights is None
-        unless need_weights, [B, L, S] when averaged, [B, H, L, S] per head.
-        ``empty_rows`` overrides the layer's choice for query rows with no
-        visible key; ``num_threads`` the layer's thread count.
+        query:    [B, L, E] (batch_first, the default), [L, B, E] with
+                  batch_first=False (each input then costs a transposed
+                  copy and the output is a transposed view), or unbatched
+                  [L, E].
+        key:      [B, S, kdim] (or as query's layout).
+        value:    [B, S, vdim]. Passing the very same array as query, key
+                  and value projects Q, K and V in one matrix product.
+        key_padding_mask: [B, S] (unbatched: [S]). Boolean or integer:
+                  True / nonzero hides that key from every query. Float:
+                  added to the scores of that key.
+        need_weights: also return the attention probabilities.
+        attn_mask: [L, S], [B*num_heads, L, S] (unbatched:
+                  [num_heads, L, S]) or [B or 1, num_heads or 1, L, S].
+                  Boolean: True means query i may not attend to key j.
+                  Float: added to the scores (-inf hides a key; NaN and
+                  +inf are refused).
+        average_attn_weights: weights averaged over heads [B, L, S]
+                  (default) or per head [B, num_heads, L, S].
+        is_causal: query i sees only keys j <= i (top-left aligned);
+                  combined with attn_mask, both apply.
+        empty_rows: what a query with no visible key produces, overriding
+                  the layer's setting: "zero" (zero weights, output row =
+                  out_proj's bias) or "nan" (torch's NaN row); None = the
+                  layer's ``empty_rows``.
+        num_threads: library threads for this call; 0 = the layer's
+                  ``num_threads``.
+
+        Returns numpy float32 arrays: output [B, L, E] (in the input's
+        layout) and weights, or None unless need_weights.
 
         C-contiguous float32 inputs (and masks) are passed to the library
-        without a copy; anything else is converted once.
+        without a copy; anything else (float64, lists, torch tensors,
+        transposed views) is converted once. Raises ValueError for shapes
+        that do not fit, TypeError for wrong argument types and AttnError
+        with the library's message for anything the library refuses.
         """
+
+    def _forward(self, query, key, value, key_padding_mask, need_weights,
+                 attn_mask, average_attn_weights, is_causal, empty_rows,
+                 num_threads):
         self._live_handle()
         same_kv = key is value
         same_qkv = same_kv and query is key

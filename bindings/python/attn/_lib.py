@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """Loading libattn.so and describing its C API to ctypes.
 
 Everything that knows about C types lives here: the library lookup, the

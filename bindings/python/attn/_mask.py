@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """Turning torch-style mask arguments into one attn_mask descriptor.
 
 torch.nn.MultiheadAttention takes two masks, each boolean or float:

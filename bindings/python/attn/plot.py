@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """Pictures of attention: one labelled heatmap per head.
 
 Uses matplotlib's object interface with the Agg canvas (no pyplot, no
@@ -6,11 +7,12 @@ threads.
 """
 
 import math
+from typing import Any, Optional, Sequence, Tuple
 
 import numpy as np
 
 
-def _heads(weights):
+def _heads(weights: Any) -> Tuple[np.ndarray, bool]:
     """weights as [H, Lq, Lk] plus whether they were one (averaged)
     matrix."""
     w = np.asarray(weights, dtype=np.float64)
@@ -26,9 +28,12 @@ def _heads(weights):
         % (w.shape,))
 
 
-def plot_attention(weights, tokens_q, tokens_k, path, *, title=None,
-                   head_names=None, ncols=None, cmap="viridis",
-                   annotate=None, dpi=110):
+def plot_attention(weights: Any, tokens_q: Sequence[object],
+                   tokens_k: Sequence[object], path: Any, *,
+                   title: Optional[str] = None,
+                   head_names: Optional[Sequence[str]] = None,
+                   ncols: Optional[int] = None, cmap: str = "viridis",
+                   annotate: Optional[bool] = None, dpi: int = 110) -> Any:
     """Saves a figure of attention weights to ``path``.
 
     weights:  one batch row of what the layer returns with need_weights:

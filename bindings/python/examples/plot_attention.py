@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """Pictures of what each head attends to, for a toy translation pair
 (cross-attention) and a toy sentence (self-attention).
 

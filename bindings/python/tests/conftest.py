@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """Shared helpers of the Python binding's tests.
 
 The tests import the installed ``attn`` package (CI installs it into a

@@ -1,10 +1,13 @@
+# SPDX-License-Identifier: MIT
 """The package's own contract: loading, struct mirrors, errors, weights,
 input conversion, layouts and mask handling beyond what torch expresses."""
 
 import ctypes
+import inspect
 import os
 import subprocess
 import sys
+import typing
 
 import numpy as np
 import pytest
@@ -535,3 +538,49 @@ def test_load_state_dict_changes_nothing_on_bad_input():
         layer.load_state_dict(bad)
     for name, value in layer.state_dict().items():
         np.testing.assert_array_equal(value, before[name])
+
+
+# ----------------------------------------------------- signatures and typing
+
+
+@pytest.mark.parametrize("method", ["__call__", "forward"])
+def test_call_has_a_real_signature_and_docstring(method):
+    fn = getattr(attn.MultiheadAttention, method)
+    params = inspect.signature(fn).parameters
+    assert not any(p.kind is p.VAR_KEYWORD or p.kind is p.VAR_POSITIONAL
+                   for p in params.values())
+    assert list(params)[:9] == [
+        "self", "query", "key", "value", "key_padding_mask", "need_weights",
+        "attn_mask", "average_attn_weights", "is_causal"]
+    for name in ("empty_rows", "num_threads"):
+        assert params[name].kind is inspect.Parameter.KEYWORD_ONLY
+    doc = inspect.getdoc(getattr(attn.MultiheadAttention(4, 2, seed=0),
+                                 method))
+    assert "Call self as a function" not in doc
+    for word in ("key_padding_mask", "attn_mask", "is_causal", "empty_rows",
+                 "num_threads", "Returns"):
+        assert word in doc, word
+    hints = typing.get_type_hints(fn)
+    assert "return" in hints and "query" in hints
+
+
+def test_unknown_call_arguments_are_refused():
+    layer = attn.MultiheadAttention(4, 2, seed=0)
+    x = np.zeros((1, 3, 4), np.float32)
+    with pytest.raises(TypeError):
+        layer(x, x, x, empty_row="nan")  # misspelt: no **kwargs to hide it
+
+
+def test_public_methods_are_annotated():
+    for name in ("__init__", "from_torch", "load_state_dict", "state_dict",
+                 "load_safetensors", "save_safetensors", "set_weight",
+                 "get_weight"):
+        fn = getattr(attn.MultiheadAttention, name)
+        assert typing.get_type_hints(fn), name
+        assert not any(p.kind is p.VAR_KEYWORD
+                       for p in inspect.signature(fn).parameters.values())
+
+
+def test_package_is_marked_typed():
+    assert os.path.isfile(os.path.join(os.path.dirname(attn.__file__),
+                                       "py.typed"))

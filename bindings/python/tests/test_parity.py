@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """Randomized parity with torch.nn.MultiheadAttention.
 
 Every case draws, from a fixed seed: self- or cross-attention, kdim/vdim

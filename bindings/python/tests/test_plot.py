@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """attn.plot_attention and the example script that uses it."""
 
 import os
@@ -77,3 +78,60 @@ def test_example_script_writes_both_pictures(tmp_path):
     assert "chat->cat" in r.stdout and "it->cat" in r.stdout
     for name in ("attention_cross.png", "attention_self.png"):
         assert _png_size(tmp_path / name)[0] > 300
+
+
+def test_plot_attention_needs_no_prior_import(tmp_path):
+    """attn.plot_attention and attn.plot work right after `import attn`,
+    and importing attn alone does not load matplotlib."""
+    code = (
+        "import sys, numpy as np, attn\n"
+        "assert 'matplotlib' not in sys.modules\n"
+        "assert 'attn.plot' not in sys.modules\n"
+        "p = attn.plot_attention(np.full((2, 3), 1 / 3), ['a', 'b'],\n"
+        "                        ['x', 'y', 'z'], sys.argv[1])\n"
+        "assert attn.plot.plot_attention is not None\n"
+        "print(p)\n")
+    env = dict(os.environ)
+    env["PYTHONPATH"] = (os.path.dirname(os.path.dirname(attn.__file__))
+                         + os.pathsep + env.get("PYTHONPATH", ""))
+    out = tmp_path / "fresh.png"
+    r = subprocess.run([sys.executable, "-c", code, str(out)], env=env,
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert _png_size(out)[0] > 0
+
+
+def test_plot_attention_signature_is_explicit():
+    import inspect
+
+    params = inspect.signature(attn.plot_attention).parameters
+    assert not any(p.kind is p.VAR_KEYWORD for p in params.values())
+    assert {"title", "head_names", "ncols", "cmap", "annotate",
+            "dpi"} <= set(params)
+    assert "attn.plot.plot_attention" in attn.plot_attention.__doc__
+    assert inspect.signature(attn.plot.plot_attention).parameters.keys() \
+        == params.keys()
+
+
+def test_translation_example_draws_the_alignment(tmp_path):
+    """The trained toy translator of scripts/demo.sh, through the binding:
+    every target word's largest weight is on the source word it
+    translates, and the heatmap is written."""
+    script = os.path.join(os.path.dirname(__file__), os.pardir, "examples",
+                          "translation_attention.py")
+    env = dict(os.environ)
+    env["PYTHONPATH"] = (os.path.dirname(os.path.dirname(attn.__file__))
+                         + os.pathsep + env.get("PYTHONPATH", ""))
+    out = tmp_path / "translation.png"
+    r = subprocess.run([sys.executable, script, "--out", str(out), "a",
+                        "small", "old", "cat", "chases", "the", "red",
+                        "mouse"], env=env, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    lines = dict(line.split(None, 1) for line in r.stdout.splitlines()
+                 if line.split())
+    assert lines["translation:"] == \
+        "un chat petit vieux chasse le souris rouge"
+    assert lines["alignment:"] == (
+        "un<-a chat<-cat petit<-small vieux<-old chasse<-chases le<-the "
+        "souris<-mouse rouge<-red")
+    assert _png_size(out)[0] > 300

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """Weight files: torch state_dict -> safetensors file written here in plain
 Python -> the C loader -> the same outputs as torch; and the C writer's
 files read back by Python and by the C loader."""

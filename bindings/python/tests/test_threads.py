@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """Several Python threads on one layer: the library runs without the GIL
 (ctypes releases it for the call), so calls overlap; results must equal
 the single-threaded ones, and weight changes must wait for running calls."""
