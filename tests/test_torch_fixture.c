@@ -215,20 +215,26 @@ static int read_fixture(void **state) {
   size_t size = 0, got;
   char chunk[4096];
   while ((got = fread(chunk, 1, sizeof chunk, f)) > 0) {
-    text = realloc(text, size + got + 1);
-    if (!text)
-      return -1;
+    char *grown = realloc(text, size + got + 1);
+    if (!grown)
+      break;
+    text = grown;
     memcpy(text + size, chunk, got);
     size += got;
   }
   fclose(f);
-  if (!text)
+  if (!text || got > 0) {
+    free(text);
     return -1;
+  }
   text[size] = '\0';
   for (char *line = text; line && *line;) {
     char *next = strchr(line, '\n');
     if (next)
       *next++ = '\0';
+    size_t len = strlen(line);
+    if (len && line[len - 1] == '\r') /* a checkout with CRLF line ends */
+      line[len - 1] = '\0';
     if (*line && *line != '#')
       parse_field(line);
     line = next;
