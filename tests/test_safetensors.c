@@ -1,9 +1,9 @@
 /* Weight files (safetensors): save/load round trips over every naming
- * scheme and layout, F16/BF16 conversion to exact values, parity with
- * torch.nn.MultiheadAttention on a file written from its state_dict
- * (tests/data/make_torch_fixture.py), and one test per kind of bad file,
- * each checking the status, the message and that the layer kept its
- * weights.
+ * scheme and layout, F16/BF16 conversion to exact values, the file
+ * written from torch's state_dicts (tests/data/make_torch_fixture.py)
+ * loaded into the wrong layer (its parity with torch is
+ * test_torch_fixture.c's), and one test per kind of bad file, each
+ * checking the status, the message and that the layer kept its weights.
  *
  * Files the tests need are built here byte by byte from literal JSON
  * headers, so they do not depend on the library's own writer; files the
@@ -16,7 +16,6 @@
 
 #include <cmocka.h>
 
-#include "data/torch_mha_expected.h"
 #include "ref.h"
 
 #include <dirent.h>
@@ -765,62 +764,17 @@ static void test_half_not_finite(void **state) {
 }
 
 /* ------------------------------------------------------------------------ */
-/* torch parity                                                              */
+/* The torch fixture file                                                    */
 /* ------------------------------------------------------------------------ */
 
-static void test_torch_fixture(void **state) {
+/* The torch fixture against the wrong layer (its parity with torch is
+ * test_torch_fixture.c's): shape errors name the tensor and both shapes;
+ * with no prefix the message points at a prefix the file has. */
+static void test_torch_file_errors(void **state) {
   (void)state;
   const char *path = ATTN_TEST_DATA_DIR "/torch_mha.safetensors";
   size_t size = 0;
   unsigned char *file = read_bytes(path, &size);
-  for (size_t c = 0; c < sizeof torch_cases / sizeof torch_cases[0]; c++) {
-    const torch_case *t = &torch_cases[c];
-    attn_layer *l =
-        make_layer(t->embed_dim, t->num_heads, t->kdim, t->vdim, 0, t->bias);
-    attn_status st = attn_layer_load_safetensors(l, path, t->prefix);
-    if (st != ATTN_OK)
-      fail_msg("%s: %s", t->name, attn_last_error());
-    int64_t n = t->batch * t->len_q * t->embed_dim;
-    float *out = ref_xmalloc((size_t)n * sizeof(float));
-    assert_int_equal(attn_forward(l, t->batch, t->len_q, t->len_k, t->query,
-                                  t->key, t->value, NULL, NULL, out),
-                     ATTN_OK);
-    assert_true(ref_close_f(t->name, out, t->out, n, 1e-5, 1e-5));
-
-    /* The same bytes from memory give the same weights. */
-    attn_layer *m =
-        make_layer(t->embed_dim, t->num_heads, t->kdim, t->vdim, 0, t->bias);
-    assert_int_equal(attn_layer_load_safetensors_mem(m, file, size, t->prefix),
-                     ATTN_OK);
-    snapshot a, b;
-    take_snapshot(l, &a);
-    take_snapshot(m, &b);
-    assert_same_snapshot(&a, &b, t->name);
-    free_snapshot(&a);
-    free_snapshot(&b);
-
-    /* Saved again with torch names and reloaded: same output. */
-    char tmp[512];
-    tmp_path(tmp, sizeof tmp, "resaved.safetensors");
-    assert_int_equal(
-        attn_layer_save_safetensors(l, tmp, t->prefix, ATTN_NAMES_TORCH),
-        ATTN_OK);
-    randomize(m, 9);
-    assert_int_equal(attn_layer_load_safetensors(m, tmp, t->prefix), ATTN_OK);
-    float *again = ref_xmalloc((size_t)n * sizeof(float));
-    assert_int_equal(attn_forward(m, t->batch, t->len_q, t->len_k, t->query,
-                                  t->key, t->value, NULL, NULL, again),
-                     ATTN_OK);
-    assert_memory_equal(out, again, (size_t)n * sizeof(float));
-    free(again);
-    free(out);
-    attn_layer_destroy(l);
-    attn_layer_destroy(m);
-  }
-
-  /* The fixture against the wrong layer: shape errors name the tensor and
-   * both shapes; with no prefix the message points at a prefix the file
-   * has. */
   attn_layer *l = make_layer(8, 2, 0, 6, 0, 1);
   randomize(l, 10);
   expect_load(l, file, size, "decoder.layers.0.cross_attn.",
@@ -1345,7 +1299,7 @@ int main(void) {
       cmocka_unit_test(test_hf_out_names),
       cmocka_unit_test(test_half_conversion),
       cmocka_unit_test(test_half_not_finite),
-      cmocka_unit_test(test_torch_fixture),
+      cmocka_unit_test(test_torch_file_errors),
       cmocka_unit_test(test_bad_entries),
       cmocka_unit_test(test_bad_header_text),
       cmocka_unit_test(test_header_length),

@@ -105,85 +105,137 @@ func randomLayer(t *testing.T, e, h, kdim, vdim int, seed uint64) *Layer {
 }
 
 // ---------------------------------------------------------------------------
-// The torch fixture of tests/data (the numbers the C tests check).
+// The torch fixture of tests/data (the numbers every language checks).
 
 func dataDir() string { return filepath.Join("..", "..", "tests", "data") }
 
+// torchCase is one case of tests/data/torch_mha_expected.txt (the format
+// is described in make_torch_fixture.py next to it).
 type torchCase struct {
-	name, prefix           string
-	e, h, kdim, vdim       int
-	bias                   bool
-	batch, lenQ, lenK      int
-	query, key, value, out []float32
-	isSelf                 bool
+	name, prefix      string
+	e, h, kdim, vdim  int // kdim, vdim: the real widths
+	bias              bool
+	batch, lenQ, lenK int
+	// causal: torch's attn_mask triu(ones(Lq, Lk), 1), CausalTopLeft.
+	causal            bool
+	query, key, value []float32
+	// keyPadding [B, Lk], true = ignore the key; nil = none.
+	keyPadding []bool
+	// What torch computed, in float64.
+	out, weightsPerHead, weightsAverage []float64
+	isSelf                              bool // key and value are the query
 }
 
-// torchCases parses the arrays and the torch_cases table of
-// tests/data/torch_mha_expected.h.
+// mask is the case's mask (nil when it has none).
+func (c torchCase) mask() *Mask {
+	if !c.causal && c.keyPadding == nil {
+		return nil
+	}
+	m := &Mask{KeyPadding: c.keyPadding}
+	if c.causal {
+		m.Causal = CausalTopLeft
+	}
+	return m
+}
+
+// torchCases reads tests/data/torch_mha_expected.txt, the numbers the C,
+// Python and Rust tests check too: "key values..." lines, "case NAME"
+// starting a case.
 func torchCases(t *testing.T) []torchCase {
 	t.Helper()
-	raw, err := os.ReadFile(filepath.Join(dataDir(), "torch_mha_expected.h"))
+	raw, err := os.ReadFile(filepath.Join(dataDir(), "torch_mha_expected.txt"))
 	must(t, err)
-	text := string(raw)
-	arrays := map[string][]float32{}
-	for _, part := range strings.Split(text, "static const float ")[1:] {
-		name := part[:strings.IndexByte(part, '[')]
-		count, err := strconv.Atoi(part[strings.IndexByte(part, '[')+1 : strings.IndexByte(part, ']')])
-		must(t, err)
-		body := part[strings.IndexByte(part, '{')+1 : strings.Index(part, "};")]
-		var vals []float32
-		for _, v := range strings.Split(body, ",") {
-			v = strings.TrimSuffix(strings.TrimSpace(v), "f")
-			if v == "" {
-				continue
-			}
-			f, err := strconv.ParseFloat(v, 32)
-			must(t, err)
-			vals = append(vals, float32(f))
-		}
-		if len(vals) != count {
-			t.Fatalf("%s: %d values, declared %d", name, len(vals), count)
-		}
-		arrays[name] = vals
-	}
-	table := text[strings.Index(text, "torch_cases[] = {"):]
-	table = table[strings.IndexByte(table, '{')+1 : strings.Index(table, "};")]
-	var cases []torchCase
-	for _, entry := range strings.Split(table, "}") {
-		entry = strings.TrimPrefix(strings.TrimSpace(strings.TrimPrefix(strings.TrimSpace(entry), ",")), "{")
-		if entry == "" {
+	var names []string
+	var fields []map[string][]string
+	for _, line := range strings.Split(string(raw), "\n") {
+		tokens := strings.Fields(line)
+		if len(tokens) == 0 || strings.HasPrefix(tokens[0], "#") {
 			continue
 		}
-		var f []string
-		for _, s := range strings.Split(entry, ",") {
-			f = append(f, strings.Trim(strings.TrimSpace(s), `"`))
+		if tokens[0] == "case" {
+			names = append(names, tokens[1])
+			fields = append(fields, map[string][]string{})
+			continue
 		}
-		if len(f) != 14 {
-			t.Fatalf("unexpected torch_cases entry %q", entry)
+		if len(fields) == 0 {
+			t.Fatalf("%s before the first case", tokens[0])
 		}
-		n := func(i int) int {
-			v, err := strconv.Atoi(f[i])
-			must(t, err)
-			return v
+		f := fields[len(fields)-1]
+		if _, dup := f[tokens[0]]; dup {
+			t.Fatalf("%s: %s twice", names[len(names)-1], tokens[0])
 		}
-		arr := func(i int) []float32 {
-			a, ok := arrays[f[i]]
-			if !ok {
-				t.Fatalf("no array %s", f[i])
-			}
-			return a
-		}
-		cases = append(cases, torchCase{
-			name: f[0], prefix: f[1], e: n(2), h: n(3), kdim: n(4), vdim: n(5), bias: n(6) != 0,
-			batch: n(7), lenQ: n(8), lenK: n(9),
-			query: arr(10), key: arr(11), value: arr(12), out: arr(13),
-			isSelf: f[10] == f[11] && f[11] == f[12],
-		})
+		f[tokens[0]] = tokens[1:]
 	}
-	if len(cases) < 5 {
-		t.Fatalf("only %d torch cases parsed", len(cases))
+	var cases []torchCase
+	for i, name := range names {
+		cases = append(cases, parseTorchCase(t, name, fields[i]))
+	}
+	if len(cases) < 10 {
+		t.Fatalf("only %d torch cases read", len(cases))
 	}
 	return cases
+}
+
+func parseTorchCase(t *testing.T, name string, f map[string][]string) torchCase {
+	t.Helper()
+	need := func(key string) []string {
+		v, ok := f[key]
+		if !ok {
+			t.Fatalf("%s: no %s", name, key)
+		}
+		return v
+	}
+	num := func(key string, n, bits int) []float64 {
+		v := need(key)
+		if len(v) != n {
+			t.Fatalf("%s: %s has %d values, its shape %d", name, key, len(v), n)
+		}
+		x := make([]float64, n)
+		for i, s := range v {
+			var err error
+			if x[i], err = strconv.ParseFloat(s, bits); err != nil {
+				t.Fatalf("%s: %s: %v", name, key, err)
+			}
+		}
+		return x
+	}
+	integer := func(key string) int { return int(num(key, 1, 64)[0]) }
+	floats := func(key string, n int) []float32 {
+		x := make([]float32, n)
+		for i, v := range num(key, n, 32) {
+			x[i] = float32(v)
+		}
+		return x
+	}
+	c := torchCase{
+		name: name, prefix: need("prefix")[0],
+		e: integer("embed_dim"), h: integer("num_heads"), kdim: integer("kdim"), vdim: integer("vdim"),
+		bias: integer("bias") != 0, batch: integer("batch"), lenQ: integer("len_q"), lenK: integer("len_k"),
+		causal: integer("causal") != 0,
+	}
+	c.query = floats("query", c.batch*c.lenQ*c.e)
+	_, hasKey := f["key"]
+	c.isSelf = !hasKey
+	c.key = c.query
+	if hasKey {
+		c.key = floats("key", c.batch*c.lenK*c.kdim)
+	}
+	c.value = c.key
+	if _, ok := f["value"]; ok {
+		c.value = floats("value", c.batch*c.lenK*c.vdim)
+	}
+	if len(c.key) != c.batch*c.lenK*c.kdim || len(c.value) != c.batch*c.lenK*c.vdim {
+		t.Fatalf("%s: key or value has the wrong length", name)
+	}
+	if _, ok := f["key_padding"]; ok {
+		for _, v := range num("key_padding", c.batch*c.lenK, 64) {
+			c.keyPadding = append(c.keyPadding, v != 0)
+		}
+	}
+	c.out = num("out", c.batch*c.lenQ*c.e, 64)
+	c.weightsPerHead = num("weights_per_head", c.batch*c.h*c.lenQ*c.lenK, 64)
+	c.weightsAverage = num("weights_average", c.batch*c.lenQ*c.lenK, 64)
+	return c
 }
 
 // ---------------------------------------------------------------------------

@@ -1,12 +1,17 @@
 // SPDX-License-Identifier: MIT
-//! The torch fixture of tests/data (weights in torch_mha.safetensors, inputs
-//! and torch's outputs in torch_mha_expected.h, the numbers the C tests
-//! check) through every path of the Rust API.
+//! The torch fixture of tests/data (weights in torch_mha.safetensors;
+//! inputs, masks and torch's outputs and attention weights in
+//! torch_mha_expected.txt, the numbers the C, Python and Go tests check)
+//! through every path of the Rust API: key padding through
+//! `Mask::key_padding` (or the memory's padding), torch's triu attn_mask
+//! through `Causal::TopLeft`, weights through `Options::attn_weights`.
 
 mod common;
 
-use attn::{BlasPolicy, Layer, Memory, Naming, Options, Runtime, Scratch, Weight};
-use common::{assert_close_f32, data_dir, torch_cases, TorchCase};
+use attn::{
+    BlasPolicy, Causal, Layer, Mask, Memory, Naming, Options, Runtime, Scratch, Weight, WeightsMode,
+};
+use common::{assert_close, data_dir, torch_cases, TorchCase};
 
 fn load(t: &TorchCase) -> Layer {
     let mut layer = Layer::builder(t.embed_dim)
@@ -26,7 +31,15 @@ fn forward(layer: &Layer, t: &TorchCase, opts: Option<&mut Options<'_>>) -> Vec<
     let mut out = vec![f32::NAN; t.out.len()];
     layer
         .forward(
-            t.batch, t.len_q, t.len_k, &t.query, &t.key, &t.value, None, opts, &mut out,
+            t.batch,
+            t.len_q,
+            t.len_k,
+            &t.query,
+            &t.key,
+            &t.value,
+            t.mask().as_ref(),
+            opts,
+            &mut out,
         )
         .unwrap_or_else(|e| panic!("{}: {}", t.name, e));
     out
@@ -36,8 +49,45 @@ fn forward(layer: &Layer, t: &TorchCase, opts: Option<&mut Options<'_>>) -> Vec<
 fn forward_matches_torch() {
     for t in torch_cases() {
         let layer = load(&t);
-        assert_close_f32(&t.name, &forward(&layer, &t, None), &t.out);
+        assert_close(&t.name, &forward(&layer, &t, None), &t.out);
     }
+}
+
+#[test]
+fn attention_weights_match_torch() {
+    for t in torch_cases() {
+        let layer = load(&t);
+        let mut w = vec![f32::NAN; t.weights_per_head.len()];
+        let mut opts = Options::new().attn_weights(&mut w, WeightsMode::PerHead);
+        let out = forward(&layer, &t, Some(&mut opts));
+        assert_close(&t.name, &out, &t.out);
+        assert_close(
+            &format!("{} weights per head", t.name),
+            &w,
+            &t.weights_per_head,
+        );
+        let mut w = vec![f32::NAN; t.weights_average.len()];
+        let mut opts = Options::new().attn_weights(&mut w, WeightsMode::Average);
+        let out = forward(&layer, &t, Some(&mut opts));
+        assert_close(&t.name, &out, &t.out);
+        assert_close(
+            &format!("{} averaged weights", t.name),
+            &w,
+            &t.weights_average,
+        );
+    }
+}
+
+#[test]
+fn the_fixture_covers_padding_causal_and_other_widths() {
+    let cases = torch_cases();
+    let count = |f: &dyn Fn(&TorchCase) -> bool| cases.iter().filter(|t| f(t)).count();
+    assert!(count(&|t| t.is_self) >= 2);
+    assert!(count(&|t| !t.is_self) >= 2);
+    assert!(count(&|t| t.kdim != t.embed_dim || t.vdim != t.embed_dim) >= 2);
+    assert!(count(&|t| t.key_padding.is_some()) >= 2);
+    assert!(count(&|t| t.causal) >= 2);
+    assert!(count(&|t| t.causal && t.len_q != t.len_k) >= 1);
 }
 
 #[test]
@@ -46,9 +96,16 @@ fn self_forward_matches_torch() {
         let layer = load(&t);
         let mut out = vec![0.0; t.out.len()];
         layer
-            .self_forward(t.batch, t.len_q, &t.query, None, None, &mut out)
+            .self_forward(
+                t.batch,
+                t.len_q,
+                &t.query,
+                t.mask().as_ref(),
+                None,
+                &mut out,
+            )
             .unwrap();
-        assert_close_f32(&t.name, &out, &t.out);
+        assert_close(&t.name, &out, &t.out);
     }
 }
 
@@ -64,7 +121,7 @@ fn loading_from_bytes_gives_the_same_layer() {
             .build()
             .unwrap();
         layer.load_safetensors_bytes(&bytes, &t.prefix).unwrap();
-        assert_close_f32(&t.name, &forward(&layer, &t, None), &t.out);
+        assert_close(&t.name, &forward(&layer, &t, None), &t.out);
     }
 }
 
@@ -80,7 +137,7 @@ fn weights_copied_through_set_weight_match_torch() {
             .build()
             .unwrap();
         // torch's layout: the packed matrix when kdim = vdim = E, else q/k/v.
-        let mut names = if t.kdim == 0 && t.vdim == 0 {
+        let mut names = if t.kdim == t.embed_dim && t.vdim == t.embed_dim {
             vec![Weight::InProj]
         } else {
             vec![Weight::Q, Weight::K, Weight::V]
@@ -92,7 +149,7 @@ fn weights_copied_through_set_weight_match_torch() {
         for w in names {
             dst.set_weight(w, &src.weight(w).unwrap()).unwrap();
         }
-        assert_close_f32(&t.name, &forward(&dst, &t, None), &t.out);
+        assert_close(&t.name, &forward(&dst, &t, None), &t.out);
     }
 }
 
@@ -109,24 +166,48 @@ fn every_option_path_matches_torch() {
                 .runtime(&rt)
                 .scratch(&mut scratch);
             let out = forward(&layer, &t, Some(&mut opts));
-            assert_close_f32(&format!("{} threads={}", t.name, threads), &out, &t.out);
+            assert_close(&format!("{} threads={}", t.name, threads), &out, &t.out);
         }
     }
     assert!(!scratch.is_empty(), "the scratch was never used");
 }
 
+/// The memory holds the key padding; the causal mode goes with the step.
 #[test]
 fn cross_step_over_a_memory_matches_torch() {
     for t in torch_cases() {
         let layer = load(&t);
         let mut mem = Memory::new(&layer, t.batch, t.len_k + 2).unwrap();
-        mem.set(t.len_k, &t.key, &t.value, None, None, None)
-            .unwrap();
+        mem.set(
+            t.len_k,
+            &t.key,
+            &t.value,
+            None,
+            t.key_padding.as_deref(),
+            None,
+        )
+        .unwrap();
+        let causal = if t.causal {
+            Causal::TopLeft
+        } else {
+            Causal::None
+        };
+        let mask = Mask::new().causal(causal);
         let mut out = vec![0.0; t.out.len()];
+        let mut w = vec![f32::NAN; t.weights_per_head.len()];
+        let mut opts = Options::new().attn_weights(&mut w, WeightsMode::PerHead);
         layer
-            .cross_step(&mem, t.len_q, &t.query, None, None, &mut out)
+            .cross_step(
+                &mem,
+                t.len_q,
+                &t.query,
+                Some(&mask),
+                Some(&mut opts),
+                &mut out,
+            )
             .unwrap();
-        assert_close_f32(&t.name, &out, &t.out);
+        assert_close(&t.name, &out, &t.out);
+        assert_close(&format!("{} weights", t.name), &w, &t.weights_per_head);
     }
 }
 
@@ -159,7 +240,7 @@ fn saved_and_reloaded_weights_still_match_torch() {
                     w
                 );
             }
-            assert_close_f32(&t.name, &forward(&back, &t, None), &t.out);
+            assert_close(&t.name, &forward(&back, &t, None), &t.out);
         }
     }
     std::fs::remove_dir_all(&dir).unwrap();

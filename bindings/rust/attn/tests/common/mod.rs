@@ -4,7 +4,7 @@
 //! comparisons.
 #![allow(dead_code)]
 
-use attn::{Layer, Weight};
+use attn::{Causal, Layer, Mask, Weight};
 use std::collections::HashMap;
 use std::path::PathBuf;
 
@@ -27,101 +27,158 @@ pub fn data_dir() -> PathBuf {
         .join("data")
 }
 
-/// One case of tests/data/torch_mha_expected.h.
+/// One case of tests/data/torch_mha_expected.txt (the format is described
+/// in make_torch_fixture.py next to it).
 #[derive(Debug, Clone)]
 pub struct TorchCase {
     pub name: String,
     pub prefix: String,
     pub embed_dim: usize,
     pub num_heads: usize,
+    /// The real widths (embed_dim when torch's kdim/vdim were not given).
     pub kdim: usize,
     pub vdim: usize,
     pub bias: bool,
     pub batch: usize,
     pub len_q: usize,
     pub len_k: usize,
+    /// torch's attn_mask triu(ones(Lq, Lk), 1): `Causal::TopLeft`.
+    pub causal: bool,
     pub query: Vec<f32>,
     pub key: Vec<f32>,
     pub value: Vec<f32>,
-    pub out: Vec<f32>,
-    /// Whether key and value are the query's array (self-attention).
+    /// [B, Lk], 1 = ignore the key (torch's key_padding_mask).
+    pub key_padding: Option<Vec<u8>>,
+    /// What torch computed, in float64.
+    pub out: Vec<f64>,
+    pub weights_per_head: Vec<f64>,
+    pub weights_average: Vec<f64>,
+    /// Whether key and value are the query (self-attention).
     pub is_self: bool,
 }
 
-/// Parses the arrays and the torch_cases table of the C header that
-/// make_torch_fixture.py writes, so that these tests check against exactly
-/// the numbers the C tests use.
+impl TorchCase {
+    /// The case's mask (None when it has none).
+    pub fn mask(&self) -> Option<Mask<'_>> {
+        if !self.causal && self.key_padding.is_none() {
+            return None;
+        }
+        let mut m = Mask::new();
+        if self.causal {
+            m = m.causal(Causal::TopLeft);
+        }
+        if let Some(p) = &self.key_padding {
+            m = m.key_padding(p);
+        }
+        Some(m)
+    }
+}
+
+fn numbers<T: std::str::FromStr>(case: &str, key: &str, values: &[&str]) -> Vec<T> {
+    values
+        .iter()
+        .map(|v| {
+            v.parse()
+                .unwrap_or_else(|_| panic!("{}: {}: bad number {}", case, key, v))
+        })
+        .collect()
+}
+
+/// Reads tests/data/torch_mha_expected.txt, the numbers the C, Python and
+/// Go tests check too: "key values..." lines, "case NAME" starting a case.
 pub fn torch_cases() -> Vec<TorchCase> {
-    let path = data_dir().join("torch_mha_expected.h");
+    let path = data_dir().join("torch_mha_expected.txt");
     let text =
         std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {}", path.display(), e));
-    let mut arrays: HashMap<String, Vec<f32>> = HashMap::new();
-    let mut rest = text.as_str();
-    while let Some(pos) = rest.find("static const float ") {
-        rest = &rest[pos + "static const float ".len()..];
-        let name = rest[..rest.find('[').unwrap()].to_string();
-        let count: usize = rest[rest.find('[').unwrap() + 1..rest.find(']').unwrap()]
-            .parse()
-            .unwrap();
-        let body = &rest[rest.find('{').unwrap() + 1..rest.find("};").unwrap()];
-        let values: Vec<f32> = body
-            .split(',')
-            .map(|v| v.trim().trim_end_matches('f'))
-            .filter(|v| !v.is_empty())
-            .map(|v| {
-                v.parse()
-                    .unwrap_or_else(|_| panic!("{}: bad number {}", name, v))
-            })
-            .collect();
-        assert_eq!(values.len(), count, "{}", name);
-        arrays.insert(name, values);
-    }
-    let table = &text[text
-        .find("torch_cases[] = {")
-        .expect("no torch_cases table")..];
-    let table = &table[table.find('{').unwrap() + 1..table.find("};").unwrap()];
-    let mut cases = Vec::new();
-    for entry in table.split('}') {
-        let entry = entry
-            .trim()
-            .trim_start_matches(',')
-            .trim()
-            .trim_start_matches('{');
-        if entry.is_empty() {
+    let mut fields: Vec<(String, HashMap<String, Vec<String>>)> = Vec::new();
+    for line in text.lines() {
+        let mut tokens = line.split_whitespace();
+        let key = match tokens.next() {
+            Some(k) if !k.starts_with('#') => k,
+            _ => continue,
+        };
+        let values: Vec<String> = tokens.map(String::from).collect();
+        if key == "case" {
+            fields.push((values[0].clone(), HashMap::new()));
             continue;
         }
-        let f: Vec<&str> = entry
-            .split(',')
-            .map(|s| s.trim().trim_matches('"'))
-            .collect();
-        assert_eq!(f.len(), 14, "unexpected torch_cases entry: {}", entry);
-        let n = |i: usize| f[i].parse::<usize>().unwrap();
-        let arr = |i: usize| {
-            arrays
-                .get(f[i])
-                .unwrap_or_else(|| panic!("no array {}", f[i]))
-                .clone()
-        };
-        cases.push(TorchCase {
-            name: f[0].into(),
-            prefix: f[1].into(),
-            embed_dim: n(2),
-            num_heads: n(3),
-            kdim: n(4),
-            vdim: n(5),
-            bias: n(6) != 0,
-            batch: n(7),
-            len_q: n(8),
-            len_k: n(9),
-            query: arr(10),
-            key: arr(11),
-            value: arr(12),
-            out: arr(13),
-            is_self: f[10] == f[11] && f[11] == f[12],
-        });
+        let case = &mut fields.last_mut().expect("a field before the first case").1;
+        assert!(
+            case.insert(key.to_string(), values).is_none(),
+            "{} twice",
+            key
+        );
     }
-    assert!(cases.len() >= 5, "only {} torch cases parsed", cases.len());
+    let cases: Vec<TorchCase> = fields.iter().map(|(n, f)| torch_case(n, f)).collect();
+    assert!(cases.len() >= 10, "only {} torch cases read", cases.len());
     cases
+}
+
+fn sized<T>(case: &str, key: &str, v: Vec<T>, n: usize) -> Vec<T> {
+    assert_eq!(v.len(), n, "{}: {} has the wrong length", case, key);
+    v
+}
+
+fn torch_case(name: &str, f: &HashMap<String, Vec<String>>) -> TorchCase {
+    let get = |key: &str| -> Option<Vec<&str>> {
+        f.get(key).map(|v| v.iter().map(|s| s.as_str()).collect())
+    };
+    let need = |key: &str| get(key).unwrap_or_else(|| panic!("{}: no {}", name, key));
+    let int = |key: &str| -> usize { numbers(name, key, &need(key))[0] };
+    let (b, lq, lk, e, h) = (
+        int("batch"),
+        int("len_q"),
+        int("len_k"),
+        int("embed_dim"),
+        int("num_heads"),
+    );
+    let (kdim, vdim) = (int("kdim"), int("vdim"));
+    let floats =
+        |key: &str, n: usize| -> Vec<f32> { sized(name, key, numbers(name, key, &need(key)), n) };
+    let doubles =
+        |key: &str, n: usize| -> Vec<f64> { sized(name, key, numbers(name, key, &need(key)), n) };
+    let query = floats("query", b * lq * e);
+    let is_self = get("key").is_none();
+    let key = if is_self {
+        query.clone()
+    } else {
+        floats("key", b * lk * kdim)
+    };
+    let value = if get("value").is_none() {
+        key.clone()
+    } else {
+        floats("value", b * lk * vdim)
+    };
+    assert_eq!(key.len(), b * lk * kdim, "{}: key", name);
+    assert_eq!(value.len(), b * lk * vdim, "{}: value", name);
+    TorchCase {
+        name: name.to_string(),
+        prefix: need("prefix")[0].to_string(),
+        embed_dim: e,
+        num_heads: h,
+        kdim,
+        vdim,
+        bias: int("bias") != 0,
+        batch: b,
+        len_q: lq,
+        len_k: lk,
+        causal: int("causal") != 0,
+        query,
+        key,
+        value,
+        key_padding: get("key_padding").map(|v| {
+            sized(
+                name,
+                "key_padding",
+                numbers(name, "key_padding", &v),
+                b * lk,
+            )
+        }),
+        out: doubles("out", b * lq * e),
+        weights_per_head: doubles("weights_per_head", b * h * lq * lk),
+        weights_average: doubles("weights_average", b * lq * lk),
+        is_self,
+    }
 }
 
 /// |got - want| <= ATOL + RTOL |want| everywhere (NaN only where NaN is
