@@ -79,7 +79,16 @@ for t in "$root"/build/rust-go/cargo-static/debug/deps/torch_parity-*; do
   fi
 done
 
-step "Rust: a crate outside the tree"
+# readme_block NAME: the code block after "<!-- readme: NAME -->" in
+# README.md, so that the README's examples are the programs built here.
+readme_block() {
+  awk -v tag="<!-- readme: $1 -->" '
+    $0 == tag { found = 1; next }
+    found && /^```/ { if (inside) exit; inside = 1; next }
+    inside { print }' README.md
+}
+
+step "Rust: a crate outside the tree (README's example)"
 mkdir -p "$tmp/rust-consumer/src"
 cat >"$tmp/rust-consumer/Cargo.toml" <<EOF
 [package]
@@ -92,19 +101,7 @@ attn = { path = "$root/bindings/rust/attn" }
 
 [workspace]
 EOF
-cat >"$tmp/rust-consumer/src/main.rs" <<'EOF'
-fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let mut layer = attn::Layer::builder(8).num_heads(2).build()?;
-    layer.init_weights(1)?;
-    let x = vec![0.5f32; 3 * 8];
-    let mut y = vec![0.0f32; x.len()];
-    let mask = attn::Mask::new().causal(attn::Causal::TopLeft);
-    layer.self_forward(1, 3, &x, Some(&mask), None, &mut y)?;
-    let err = layer.self_forward(1, 4, &x, None, None, &mut y).unwrap_err();
-    println!("consumer: y[0] = {:.4}; wrong shape: {}", y[0], err);
-    Ok(())
-}
-EOF
+readme_block rust-consumer >"$tmp/rust-consumer/src/main.rs"
 (cd "$tmp/rust-consumer" && CARGO_TARGET_DIR="$tmp/rust-consumer/target" \
   cargo run --offline -q)
 
@@ -122,7 +119,7 @@ grep -q -- '-> cat' "$tmp/translate-go.txt" || die "Go translate: chat does not 
 diff <(tail -n +2 "$tmp/translate-rust.txt") <(tail -n +2 "$tmp/translate-go.txt") ||
   die "the Rust and Go examples print different tables"
 
-step "Go: a module outside the tree"
+step "Go: a module outside the tree (README's example)"
 mkdir -p "$tmp/go-consumer"
 cat >"$tmp/go-consumer/go.mod" <<EOF
 module consumer
@@ -133,39 +130,7 @@ require libattn/attn v0.0.0
 
 replace libattn/attn => $root/bindings/go
 EOF
-cat >"$tmp/go-consumer/main.go" <<'EOF'
-package main
-
-import (
-	"errors"
-	"fmt"
-	"log"
-
-	"libattn/attn"
-)
-
-func main() {
-	layer, err := attn.NewLayer(attn.Config{EmbedDim: 8, NumHeads: 2})
-	if err != nil {
-		log.Fatal(err)
-	}
-	defer layer.Close()
-	if err := layer.InitWeights(1); err != nil {
-		log.Fatal(err)
-	}
-	x := make([]float32, 3*8)
-	y := make([]float32, len(x))
-	if err := layer.SelfForward(1, 3, x, &attn.Mask{Causal: attn.CausalTopLeft}, nil, y); err != nil {
-		log.Fatal(err)
-	}
-	err = layer.SelfForward(1, 4, x, nil, nil, y)
-	var e *attn.Error
-	if !errors.As(err, &e) || e.Status != attn.StatusBadSize {
-		log.Fatalf("wrong shape gave %v", err)
-	}
-	fmt.Printf("consumer: y[0] = %.4f; wrong shape: %v\n", y[0], err)
-}
-EOF
+readme_block go-consumer >"$tmp/go-consumer/main.go"
 (cd "$tmp/go-consumer" && go run .)
 
 step "Rust and Go bindings passed"
