@@ -2,6 +2,7 @@
 /* The cross-attention step: new decoder queries against a memory projected
  * once by attn_memory_set(), through the tiled core. */
 #include "layer/memory.h"
+#include "layer/positions.h"
 #include "layer/project.h"
 #include "layer/step.h"
 
