@@ -292,9 +292,9 @@ ATTN_API int32_t attn_cpu_count(void);
  * and key head x at position p has its first rotary_dim dimensions rotated
  * in pairs (i, j) chosen by `pairing`: with angle a = p * inv_freq[k] for
  * pair k (k < rotary_dim / 2),
- *   x'[i] = f * (x[i] cos a - x[j] sin a),  x'[j] = f * (x[j] cos a + x[i] sin a)
- * where f is attention_factor; dimensions from rotary_dim on are kept.
- * The angle and its cosine and sine are computed in double precision.
+ *   x'[i] = f * (x[i] cos a - x[j] sin a),  x'[j] = f * (x[j] cos a + x[i] sin
+ * a) where f is attention_factor; dimensions from rotary_dim on are kept. The
+ * angle and its cosine and sine are computed in double precision.
  *
  * Frequencies: inv_freq[k] = theta^(-2k / rotary_dim) / linear_factor,
  * unless the caller gives the table itself (inv_freq), which covers every
@@ -591,10 +591,11 @@ ATTN_API attn_status attn_layer_get_weight(const attn_layer *layer,
  * xavier-uniform in_proj (the packed matrix as one when kdim == vdim ==
  * embed_dim, each of q/k/v_proj_weight otherwise), out_proj weight uniform in
  * +-1/sqrt(E) (torch's Linear default), every bias zero; QK-norm weights
- * one (zero with qk_norm_unit_offset, the same norm), sink logits zero. The values come from
- * a generator seeded with `seed`: the same seed gives the same weights on
- * every machine (they do not match torch's random stream). Not to be called
- * while any other thread uses the layer. Errors: ATTN_ERR_NULL_POINTER. */
+ * one (zero with qk_norm_unit_offset, the same norm), sink logits zero. The
+ * values come from a generator seeded with `seed`: the same seed gives the same
+ * weights on every machine (they do not match torch's random stream). Not to be
+ * called while any other thread uses the layer. Errors: ATTN_ERR_NULL_POINTER.
+ */
 ATTN_API attn_status attn_layer_init_weights(attn_layer *layer, uint64_t seed);
 
 /* ------------------------------------------------------------------------ */

@@ -11,11 +11,11 @@
 #include <stdlib.h>
 #include <string.h>
 
-static const attn_rope_config rope_defaults = {
-    .struct_size = sizeof(attn_rope_config),
-    .theta = 10000.0,
-    .linear_factor = 1.0,
-    .attention_factor = 1.0};
+static const attn_rope_config rope_defaults = {.struct_size =
+                                                   sizeof(attn_rope_config),
+                                               .theta = 10000.0,
+                                               .linear_factor = 1.0,
+                                               .attention_factor = 1.0};
 
 ATTN_VERSIONED_STRUCT(attn_rope_config, rope_kind, ATTN_ROPE_CONFIG_SIZE_0_2,
                       rope_defaults, attn_rope_config_init_sized)
@@ -68,10 +68,10 @@ static attn_status check_scores(const attn_config *c, int64_t H) {
                        "hold num_heads = %lld slopes)",
                        (long long)h, (long long)H);
   if (!(c->softcap >= 0.0) || !isfinite(c->softcap) ||
-      (c->softcap > 0 && (float)c->softcap == 0.0f) ||
-      isinf((float)c->softcap))
+      (c->softcap > 0 && (float)c->softcap == 0.0f) || isinf((float)c->softcap))
     return attn_fail(ATTN_ERR_BAD_OPTION,
-                     "softcap %g must be 0 (none) or a positive float", c->softcap);
+                     "softcap %g must be 0 (none) or a positive float",
+                     c->softcap);
   return ATTN_OK;
 }
 
@@ -150,8 +150,7 @@ bool attn_fx_create(attn_layer_fx *fx, const attn_config *c,
     if (!fx->slopes)
       return false;
     if (c->alibi_slopes)
-      memcpy(fx->slopes, c->alibi_slopes,
-             (size_t)g->num_heads * sizeof(float));
+      memcpy(fx->slopes, c->alibi_slopes, (size_t)g->num_heads * sizeof(float));
     else
       attn_alibi_slopes(g->num_heads, fx->slopes);
   }

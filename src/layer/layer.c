@@ -55,8 +55,7 @@ static attn_status check_config(const attn_config *c, attn_rope_config *rope) {
 
 /* Element counts and offsets of the weight slots (weights, biases and
  * extras, *nw, *nb and *nx floats); false on overflow. */
-static bool layout_slots(attn_layer *l, int64_t *nw, int64_t *nb,
-                         int64_t *nx) {
+static bool layout_slots(attn_layer *l, int64_t *nw, int64_t *nb, int64_t *nx) {
   int64_t E = l->embed_dim, kv = l->heads.kv_dim;
   int64_t *counts = l->slot_count;
   bool ok = attn_mul64(E, E, &counts[ATTN_SLOT_WQ]) &&

@@ -21,7 +21,7 @@ enum {
   ATTN_SLOT_BK,
   ATTN_SLOT_BV,
   ATTN_SLOT_BO,
-  ATTN_SLOT_QN,   /* QK-norm weights and sink logits (features.h) */
+  ATTN_SLOT_QN, /* QK-norm weights and sink logits (features.h) */
   ATTN_SLOT_KN,
   ATTN_SLOT_SINK,
   ATTN_SLOT_COUNT
@@ -68,8 +68,8 @@ static inline const float *attn_bias_ptr(const struct attn_layer *l, int slot) {
 /* The biases of slots first .. last, adjacent in storage, for one fused
  * product: NULL when none of them exists, else from first on (a missing
  * one reads as zeros). */
-static inline const float *attn_bias_span(const struct attn_layer *l,
-                                          int first, int last) {
+static inline const float *attn_bias_span(const struct attn_layer *l, int first,
+                                          int last) {
   for (int s = first; s <= last; s++)
     if (attn_has_bias(l, s))
       return attn_slot_ptr(l, first);

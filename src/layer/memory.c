@@ -177,8 +177,7 @@ static void project_memory(const attn_exec *x, const attn_layer *l,
                         attn_bias_span(l, ATTN_SLOT_BK, ATTN_SLOT_BV), dst, ld,
                         post);
     } else {
-      attn_project_post(x, M, KV, l->kdim, kin, l->kdim, wk, bk, dst, ld,
-                        post);
+      attn_project_post(x, M, KV, l->kdim, kin, l->kdim, wk, bk, dst, ld, post);
       attn_project(x, M, KV, l->vdim, vin, l->vdim, wv, bv, dst + KV, ld);
     }
   }

@@ -5,8 +5,8 @@
 #include "common/error.h"
 #include "common/structs.h"
 
-static const attn_positions positions_defaults = {
-    .struct_size = sizeof(attn_positions)};
+static const attn_positions positions_defaults = {.struct_size =
+                                                      sizeof(attn_positions)};
 
 ATTN_VERSIONED_STRUCT(attn_positions, positions_kind, ATTN_POSITIONS_SIZE_0_2,
                       positions_defaults, attn_positions_init_sized)
@@ -59,8 +59,8 @@ attn_status attn_positions_check(const attn_call *c, const attn_layer *l,
   return check_array("k_positions", p.k_positions, B * Lk);
 }
 
-void attn_positions_fill(const attn_call *c, int64_t B, int64_t Lq,
-                         int64_t Lk, int64_t *qpos, int64_t *kpos) {
+void attn_positions_fill(const attn_call *c, int64_t B, int64_t Lq, int64_t Lk,
+                         int64_t *qpos, int64_t *kpos) {
   attn_positions p;
   load(c, &p); /* checked before */
   const int64_t *kp = p.k_positions
@@ -115,7 +115,7 @@ const attn_score_fx *attn_layer_score_fx(const attn_layer *l,
                         .symmetric = f->alibi == ATTN_ALIBI_SYMMETRIC,
                         .qpos = qpos,
                         .kpos = kpos,
-                        .sinks = f->sinks ? attn_slot_ptr(l, ATTN_SLOT_SINK)
-                                          : NULL};
+                        .sinks =
+                            f->sinks ? attn_slot_ptr(l, ATTN_SLOT_SINK) : NULL};
   return fx;
 }

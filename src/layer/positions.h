@@ -13,8 +13,8 @@ attn_status attn_positions_check(const attn_call *c, const attn_layer *l,
                                  int64_t B, int64_t Lq, int64_t Lk);
 
 /* Writes the checked positions: qpos [B * Lq] and kpos [B * Lk]. */
-void attn_positions_fill(const attn_call *c, int64_t B, int64_t Lq,
-                         int64_t Lk, int64_t *qpos, int64_t *kpos);
+void attn_positions_fill(const attn_call *c, int64_t B, int64_t Lq, int64_t Lk,
+                         int64_t *qpos, int64_t *kpos);
 
 /* For a decoding step: checks the positions (start only) against the
  * positions rows will reach, len[b] + n - 1, and gives the start offsets

@@ -116,10 +116,10 @@ void attn_project_step(const attn_exec *x, int64_t M, int64_t N, int64_t K,
   attn_project_step_post(x, M, N, K, in, ldx, w, b, y, ldy, NULL);
 }
 
-void attn_project_step_post(const attn_exec *x, int64_t M, int64_t N,
-                            int64_t K, const float *in, int64_t ldx,
-                            const float *w, const float *b, float *y,
-                            int64_t ldy, const attn_qk_post *post) {
+void attn_project_step_post(const attn_exec *x, int64_t M, int64_t N, int64_t K,
+                            const float *in, int64_t ldx, const float *w,
+                            const float *b, float *y, int64_t ldy,
+                            const attn_qk_post *post) {
   if (M > ROWS_KERNEL_MAX) {
     attn_project_post(x, M, N, K, in, ldx, w, b, y, ldy, post);
     return;

@@ -29,9 +29,9 @@ void attn_project_post(const attn_exec *x, int64_t M, int64_t N, int64_t K,
                        const float *in, int64_t ldx, const float *w,
                        const float *b, float *y, int64_t ldy,
                        const attn_qk_post *post);
-void attn_project_step_post(const attn_exec *x, int64_t M, int64_t N,
-                            int64_t K, const float *in, int64_t ldx,
-                            const float *w, const float *b, float *y,
-                            int64_t ldy, const attn_qk_post *post);
+void attn_project_step_post(const attn_exec *x, int64_t M, int64_t N, int64_t K,
+                            const float *in, int64_t ldx, const float *w,
+                            const float *b, float *y, int64_t ldy,
+                            const attn_qk_post *post);
 
 #endif

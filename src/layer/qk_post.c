@@ -75,15 +75,15 @@ static void region(const attn_layer *l, float *y, int64_t c0, int64_t c1,
     rope_heads(l, y + a, (z - a) / hd, pos);
 }
 
-void attn_qk_post_rows(const attn_qk_post *p, float *y, int64_t ldy,
-                       int64_t r0, int64_t rows, int64_t c0, int64_t c1) {
+void attn_qk_post_rows(const attn_qk_post *p, float *y, int64_t ldy, int64_t r0,
+                       int64_t rows, int64_t c0, int64_t c1) {
   const attn_layer *l = p->l;
   const float *qw = l->extras ? attn_slot_ptr(l, ATTN_SLOT_QN) : NULL;
   const float *kw = l->extras ? attn_slot_ptr(l, ATTN_SLOT_KN) : NULL;
   for (int64_t r = r0; r < r0 + rows; r++) {
     float *row = y + r * ldy;
-    int64_t at = p->row_base ? p->row_base[r / p->per_base] + r % p->per_base
-                             : 0;
+    int64_t at =
+        p->row_base ? p->row_base[r / p->per_base] + r % p->per_base : 0;
     if (p->qn)
       region(l, row, c0, c1, p->q0, p->qn, qw, p->qpos ? p->qpos[r] : at);
     if (p->kn)

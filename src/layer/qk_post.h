@@ -25,8 +25,8 @@ typedef struct {
 /* Rows [r0, r0 + rows) and the head-aligned columns [c0, c1) of y (row
  * stride ldy; row r at y + r * ldy). With ATTN_QK_NORM_ALL, [c0, c1) must
  * cover a region (all query or all key columns) whole. */
-void attn_qk_post_rows(const attn_qk_post *p, float *y, int64_t ldy,
-                       int64_t r0, int64_t rows, int64_t c0, int64_t c1);
+void attn_qk_post_rows(const attn_qk_post *p, float *y, int64_t ldy, int64_t r0,
+                       int64_t rows, int64_t c0, int64_t c1);
 
 /* Columns a block of the projection must be a multiple of for p (1 when
  * p is NULL); 0 = the block must span every column. */
