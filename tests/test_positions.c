@@ -17,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 /* A layer's features, as the tests vary them. */
 typedef struct {
@@ -666,6 +667,108 @@ static void test_cross_features(void **state) {
   model_free(&m);
 }
 
+/* A layer made from spec sp with its weights loaded from path. */
+static attn_status load_into(const spec *sp, const char *path,
+                             attn_layer **out) {
+  model m;
+  model_make(&m, sp, 77);
+  attn_status st = attn_layer_load_safetensors(m.layer, path, "blk.");
+  *out = m.layer;
+  m.layer = NULL;
+  model_free(&m);
+  return st;
+}
+
+static void same_weight(const attn_layer *a, const attn_layer *b,
+                        attn_weight_id id) {
+  int64_t n = 0;
+  assert_int_equal(attn_layer_weight_count(a, id, &n), ATTN_OK);
+  float *x = ref_xmalloc((size_t)n * 4), *y = ref_xmalloc((size_t)n * 4);
+  assert_int_equal(attn_layer_get_weight(a, id, x, n), ATTN_OK);
+  assert_int_equal(attn_layer_get_weight(b, id, y, n), ATTN_OK);
+  assert_memory_equal(x, y, (size_t)n * 4);
+  free(x);
+  free(y);
+}
+
+/* Hugging Face files of Qwen2-, Qwen3- and gpt-oss-style layers: saved
+ * and loaded with exactly the tensors the configuration says; anything
+ * missing or extra is named. */
+static void test_safetensors_names(void **state) {
+  (void)state;
+  char path[64];
+  snprintf(path, sizeof path, "/tmp/attn-test-positions-%d.st", (int)getpid());
+  spec qwen2 = {.E = 32, .H = 4, .Hkv = 2, .rope = 1,
+                .bias_parts = ATTN_BIAS_Q | ATTN_BIAS_K | ATTN_BIAS_V};
+  spec qwen3 = {.E = 32, .H = 4, .Hkv = 2, .rope = 1,
+                .qk_norm = ATTN_QK_NORM_HEAD};
+  spec oss = {.E = 32, .H = 4, .Hkv = 2, .rope = 1, .sinks = 1,
+              .bias_parts = ATTN_BIAS_ALL};
+  const spec *all[3] = {&qwen2, &qwen3, &oss};
+  for (int i = 0; i < 3; i++) {
+    model m;
+    model_make(&m, all[i], 10 + i);
+    assert_int_equal(attn_layer_save_safetensors(m.layer, path, "blk.",
+                                                 ATTN_NAMES_HF_O_PROJ),
+                     ATTN_OK);
+    attn_layer *back = NULL;
+    assert_int_equal(load_into(all[i], path, &back), ATTN_OK);
+    same_weight(m.layer, back, ATTN_W_Q);
+    same_weight(m.layer, back, ATTN_W_OUT);
+    if (all[i]->bias_parts)
+      same_weight(m.layer, back, ATTN_B_K);
+    if (all[i]->qk_norm) {
+      same_weight(m.layer, back, ATTN_W_Q_NORM);
+      same_weight(m.layer, back, ATTN_W_K_NORM);
+    }
+    if (all[i]->sinks)
+      same_weight(m.layer, back, ATTN_W_SINKS);
+    attn_layer_destroy(back);
+    model_free(&m);
+  }
+  /* Wrong configurations for each file. */
+  attn_layer *l = NULL;
+  model m;
+  model_make(&m, &qwen2, 20);
+  assert_int_equal(attn_layer_save_safetensors(m.layer, path, "blk.",
+                                               ATTN_NAMES_HF_O_PROJ),
+                   ATTN_OK);
+  model_free(&m);
+  spec all_bias = qwen2;
+  all_bias.bias_parts = ATTN_BIAS_ALL;
+  EXPECT_FAIL(load_into(&all_bias, path, &l), ATTN_ERR_TENSOR_MISSING,
+              "blk.o_proj.bias' not found");
+  assert_non_null(strstr(attn_last_error(), "bias_parts"));
+  attn_layer_destroy(l);
+  spec no_bias = qwen2;
+  no_bias.bias_parts = ATTN_BIAS_Q | ATTN_BIAS_V;
+  EXPECT_FAIL(load_into(&no_bias, path, &l), ATTN_ERR_WEIGHT_LAYOUT,
+              "blk.k_proj.bias");
+  attn_layer_destroy(l);
+  /* torch's packed in_proj_bias cannot hold a part of the biases. */
+  model_make(&m, &no_bias, 22);
+  EXPECT_FAIL(attn_layer_save_safetensors(m.layer, path, "blk.",
+                                          ATTN_NAMES_TORCH),
+              ATTN_ERR_BAD_OPTION, "in_proj_bias");
+  model_free(&m);
+  spec normed = qwen2;
+  normed.qk_norm = ATTN_QK_NORM_HEAD;
+  EXPECT_FAIL(load_into(&normed, path, &l), ATTN_ERR_TENSOR_MISSING,
+              "blk.q_norm.weight");
+  attn_layer_destroy(l);
+  model_make(&m, &oss, 21);
+  assert_int_equal(attn_layer_save_safetensors(m.layer, path, "blk.",
+                                               ATTN_NAMES_HF_O_PROJ),
+                   ATTN_OK);
+  model_free(&m);
+  spec sinkless = oss;
+  sinkless.sinks = 0;
+  EXPECT_FAIL(load_into(&sinkless, path, &l), ATTN_ERR_WEIGHT_LAYOUT,
+              "blk.sinks");
+  attn_layer_destroy(l);
+  remove(path);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_forward_features),
@@ -676,6 +779,7 @@ int main(void) {
       cmocka_unit_test(test_bad_weights),
       cmocka_unit_test(test_bad_positions),
       cmocka_unit_test(test_cross_features),
+      cmocka_unit_test(test_safetensors_names),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
