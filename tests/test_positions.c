@@ -698,11 +698,18 @@ static void test_safetensors_names(void **state) {
   (void)state;
   char path[64];
   snprintf(path, sizeof path, "/tmp/attn-test-positions-%d.st", (int)getpid());
-  spec qwen2 = {.E = 32, .H = 4, .Hkv = 2, .rope = 1,
+  spec qwen2 = {.E = 32,
+                .H = 4,
+                .Hkv = 2,
+                .rope = 1,
                 .bias_parts = ATTN_BIAS_Q | ATTN_BIAS_K | ATTN_BIAS_V};
-  spec qwen3 = {.E = 32, .H = 4, .Hkv = 2, .rope = 1,
-                .qk_norm = ATTN_QK_NORM_HEAD};
-  spec oss = {.E = 32, .H = 4, .Hkv = 2, .rope = 1, .sinks = 1,
+  spec qwen3 = {
+      .E = 32, .H = 4, .Hkv = 2, .rope = 1, .qk_norm = ATTN_QK_NORM_HEAD};
+  spec oss = {.E = 32,
+              .H = 4,
+              .Hkv = 2,
+              .rope = 1,
+              .sinks = 1,
               .bias_parts = ATTN_BIAS_ALL};
   const spec *all[3] = {&qwen2, &qwen3, &oss};
   for (int i = 0; i < 3; i++) {
@@ -730,9 +737,9 @@ static void test_safetensors_names(void **state) {
   attn_layer *l = NULL;
   model m;
   model_make(&m, &qwen2, 20);
-  assert_int_equal(attn_layer_save_safetensors(m.layer, path, "blk.",
-                                               ATTN_NAMES_HF_O_PROJ),
-                   ATTN_OK);
+  assert_int_equal(
+      attn_layer_save_safetensors(m.layer, path, "blk.", ATTN_NAMES_HF_O_PROJ),
+      ATTN_OK);
   model_free(&m);
   spec all_bias = qwen2;
   all_bias.bias_parts = ATTN_BIAS_ALL;
@@ -747,9 +754,9 @@ static void test_safetensors_names(void **state) {
   attn_layer_destroy(l);
   /* torch's packed in_proj_bias cannot hold a part of the biases. */
   model_make(&m, &no_bias, 22);
-  EXPECT_FAIL(attn_layer_save_safetensors(m.layer, path, "blk.",
-                                          ATTN_NAMES_TORCH),
-              ATTN_ERR_BAD_OPTION, "in_proj_bias");
+  EXPECT_FAIL(
+      attn_layer_save_safetensors(m.layer, path, "blk.", ATTN_NAMES_TORCH),
+      ATTN_ERR_BAD_OPTION, "in_proj_bias");
   model_free(&m);
   spec normed = qwen2;
   normed.qk_norm = ATTN_QK_NORM_HEAD;
@@ -757,9 +764,9 @@ static void test_safetensors_names(void **state) {
               "blk.q_norm.weight");
   attn_layer_destroy(l);
   model_make(&m, &oss, 21);
-  assert_int_equal(attn_layer_save_safetensors(m.layer, path, "blk.",
-                                               ATTN_NAMES_HF_O_PROJ),
-                   ATTN_OK);
+  assert_int_equal(
+      attn_layer_save_safetensors(m.layer, path, "blk.", ATTN_NAMES_HF_O_PROJ),
+      ATTN_OK);
   model_free(&m);
   spec sinkless = oss;
   sinkless.sinks = 0;

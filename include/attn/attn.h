@@ -868,8 +868,14 @@ ATTN_API attn_status attn_forward_scratch_size(const attn_layer *layer,
  * out_proj) is detected from the names present; other tensors in the file
  * are ignored, as is the optional "__metadata__" entry. F32 tensors are
  * loaded as they are, F16 and BF16 tensors are converted exactly to float.
- * With bias on, every bias must be in the file; with bias off, no bias may
- * be (ATTN_ERR_WEIGHT_LAYOUT: the layer would silently drop it).
+ * The file must hold exactly the tensors the layer's configuration has:
+ * each bias the layer has (bias, bias_parts) must be in the file and no
+ * other may be (ATTN_ERR_WEIGHT_LAYOUT: the layer would silently drop it;
+ * torch's packed in_proj_bias needs all of the q, k and v biases, or none);
+ * likewise "q_norm.weight" and "k_norm.weight" (shapes as ATTN_W_Q_NORM and
+ * ATTN_W_K_NORM) with qk_norm, and "sinks" [num_heads] with sinks, under
+ * either naming scheme (a Qwen2 file: q/k/v biases and o_proj without one;
+ * Qwen3: q_norm/k_norm; gpt-oss: sinks).
  *
  * The whole header is validated first (every entry's dtype, shape and
  * data_offsets, which must lie inside the file, not overlap and cover the
@@ -889,8 +895,9 @@ ATTN_API attn_status attn_forward_scratch_size(const attn_layer *layer,
  * ATTN_ERR_TENSOR_DTYPE (a needed tensor is not F32, F16 or BF16),
  * ATTN_ERR_TENSOR_SHAPE (the message names the tensor, its shape and the
  * expected shape), ATTN_ERR_WEIGHT_LAYOUT (packed in_proj_weight for a layer
- * with kdim or vdim != embed_dim, a bias for a layer with bias off, torch's
- * bias_k/bias_v which the library does not support), ATTN_ERR_NOT_FINITE
+ * with kdim or vdim != embed_dim, a bias, norm weight or sink tensor the
+ * layer does not have, torch's bias_k/bias_v which the library does not
+ * support), ATTN_ERR_NOT_FINITE
  * (a needed tensor holds NaN or infinity), ATTN_ERR_NO_MEMORY.
  *
  * Threading: changes the layer, so it must not run concurrently with any
@@ -919,7 +926,10 @@ ATTN_API attn_status attn_layer_load_safetensors_mem(attn_layer *layer,
  * With ATTN_NAMES_TORCH the file holds what torch's state_dict holds: the
  * packed in_proj_weight when kdim == vdim == embed_dim, else q_proj_weight,
  * k_proj_weight and v_proj_weight; the packed in_proj_bias either way (when
- * bias is on). Biases are written only when bias is on.
+ * the layer has the q, k and v biases; a layer with only some of them is
+ * ATTN_ERR_BAD_OPTION under these names). Only the biases the layer has are
+ * written, and its QK-norm weights and sinks as "q_norm.weight",
+ * "k_norm.weight" and "sinks" under any naming.
  *
  * The file is written to a temporary file in the same directory
  * (path + ".tmp-<pid>-<n>"), flushed to disk and renamed over path, so path
@@ -930,7 +940,8 @@ ATTN_API attn_status attn_layer_load_safetensors_mem(attn_layer *layer,
  * loads back bit for bit with attn_layer_load_safetensors().
  *
  * Errors: ATTN_ERR_NULL_POINTER (layer or path), ATTN_ERR_BAD_OPTION
- * (unknown naming, prefix not valid UTF-8), ATTN_ERR_WEIGHTS_NOT_SET (a
+ * (unknown naming, prefix not valid UTF-8, torch names for a part of the
+ * q/k/v biases), ATTN_ERR_WEIGHTS_NOT_SET (a
  * weight the file would hold has never been set), ATTN_ERR_IO (cannot
  * create, write, flush or rename the file; the message has the system's
  * reason), ATTN_ERR_OVERFLOW, ATTN_ERR_NO_MEMORY.
