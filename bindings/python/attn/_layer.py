@@ -8,7 +8,7 @@ from contextlib import contextmanager
 
 import numpy as np
 
-from . import _lib, _mask
+from . import _features, _lib, _mask
 from ._convert import as_float32
 from ._lib import C, check
 
@@ -28,6 +28,7 @@ _WEIGHT_IDS = {
     "out_proj.weight": _lib.W_OUT,
     "out_proj.bias": _lib.B_OUT,
 }
+_WEIGHT_IDS.update(_features.FEATURE_WEIGHTS)
 
 
 class _ReadWriteLock:
@@ -96,6 +97,25 @@ class MultiheadAttention:
     - ``seed``: seed of the weight initialisation (torch's scheme: xavier
       in_proj, zero biases), random when None.
 
+    Decoder attention features (keyword-only, all off by default; see
+    include/attn/attn.h for the formulas):
+
+    - ``rope``: an ``attn.RotaryEmbedding`` (or a dict of its arguments):
+      rotary position embeddings of q and k;
+    - ``bias_parts``: which projections have a bias, a string of "q", "k",
+      "v", "o" (Qwen2: "qkv"); replaces ``bias`` when given;
+    - ``qk_norm``: "head" (Qwen3, Gemma 3) or "all" (OLMo 2) RMSNorm of q
+      and k, with ``qk_norm_eps`` (default 1e-6) and
+      ``qk_norm_unit_offset`` (Gemma's 1 + w);
+    - ``alibi``: "causal" or "symmetric", with ``alibi_slopes`` (default:
+      the standard geometric slopes);
+    - ``softcap``: logit soft-capping, cap * tanh(s / cap) (Gemma 2);
+    - ``sinks``: one learned sink logit per head (gpt-oss).
+
+    Their weights are "q_norm.weight", "k_norm.weight" and "sinks" (and
+    "q_proj.bias" etc. for a part of the q/k/v biases); forward takes
+    ``positions``, ``key_positions`` and ``start``.
+
     Weights are set at construction; replace them with ``from_torch``,
     ``load_state_dict``, ``set_weight`` or ``load_safetensors``.
 
@@ -107,7 +127,7 @@ class MultiheadAttention:
     def __init__(self, embed_dim, num_heads, bias=True, kdim=None, vdim=None,
                  batch_first=True, *, dropout=0.0, add_bias_kv=False,
                  add_zero_attn=False, scale=None, num_kv_heads=None,
-                 num_threads=0, empty_rows="zero", seed=None):
+                 num_threads=0, empty_rows="zero", seed=None, **features):
         self._handle = None
         if add_bias_kv or add_zero_attn:
             raise ValueError(
@@ -123,6 +143,8 @@ class MultiheadAttention:
         cfg.scale = 0.0 if scale is None else float(scale)
         cfg.num_kv_heads = 0 if num_kv_heads is None else _int(
             num_kv_heads, "num_kv_heads")
+        keep = []
+        _features.apply(cfg, keep, cfg.num_heads, **features)
         handle = ctypes.c_void_p()
         check(C.attn_layer_create(ctypes.byref(cfg), ctypes.byref(handle)))
         self._handle = handle.value
@@ -143,6 +165,7 @@ class MultiheadAttention:
         self.scale = float(got.scale)
         self.num_threads = int(got.num_threads)
         self.bias = bool(got.bias)
+        self._features = _read_features(got)
         self._qkv_same_embed_dim = (self.kdim == self.embed_dim
                                     and self.vdim == self.embed_dim)
         if seed is None:
@@ -195,14 +218,28 @@ class MultiheadAttention:
     # ------------------------------------------------------------- weights
 
     def weight_names(self):
-        """Names of this layer's tensors in torch's state_dict."""
+        """Names of this layer's tensors in torch's state_dict (plus, for
+        the decoder features, Hugging Face's: q_proj.bias, k_proj.bias and
+        v_proj.bias when the layer has only some of them, q_norm.weight,
+        k_norm.weight, sinks)."""
         names = (["in_proj_weight"] if self._qkv_same_embed_dim
                  else ["q_proj_weight", "k_proj_weight", "v_proj_weight"])
-        if self.bias:
+        parts = self._features["bias_parts"]
+        qkv = parts & (_lib.BIAS_Q | _lib.BIAS_K | _lib.BIAS_V)
+        if qkv == _lib.BIAS_Q | _lib.BIAS_K | _lib.BIAS_V:
             names.append("in_proj_bias")
+        else:
+            names += [n for n, bit in (("q_proj.bias", _lib.BIAS_Q),
+                                       ("k_proj.bias", _lib.BIAS_K),
+                                       ("v_proj.bias", _lib.BIAS_V))
+                      if parts & bit]
         names.append("out_proj.weight")
-        if self.bias:
+        if parts & _lib.BIAS_O:
             names.append("out_proj.bias")
+        if self._features["qk_norm"]:
+            names += ["q_norm.weight", "k_norm.weight"]
+        if self._features["sinks"]:
+            names.append("sinks")
         return names
 
     def _weight_shape(self, name):
@@ -215,6 +252,14 @@ class MultiheadAttention:
             "in_proj_bias": (E + 2 * KV,),
             "out_proj.weight": (E, E),
             "out_proj.bias": (E,),
+            "q_proj.bias": (E,),
+            "k_proj.bias": (KV,),
+            "v_proj.bias": (KV,),
+            "q_norm.weight": (E if self._features["qk_norm"] == "all"
+                              else self.head_dim,),
+            "k_norm.weight": (KV if self._features["qk_norm"] == "all"
+                              else self.head_dim,),
+            "sinks": (self.num_heads,),
         }[name]
 
     def _weight_id(self, name):
@@ -394,7 +439,8 @@ class MultiheadAttention:
 
     def forward(self, query, key, value, key_padding_mask=None,
                 need_weights=True, attn_mask=None, average_attn_weights=True,
-                is_causal=False, *, empty_rows=None, num_threads=0):
+                is_causal=False, *, empty_rows=None, num_threads=0,
+                positions=None, key_positions=None, start=None):
         """Attention of ``query`` over ``key``/``value``, as torch's
         MultiheadAttention.forward (in eval mode).
 
@@ -410,6 +456,11 @@ class MultiheadAttention:
         unless need_weights, [B, L, S] when averaged, [B, H, L, S] per head.
         ``empty_rows`` overrides the layer's choice for query rows with no
         visible key; ``num_threads`` the layer's thread count.
+
+        For a layer with rotary embeddings or ALiBi: ``positions`` [B, Lq]
+        (integers, as Hugging Face's position_ids), ``key_positions``
+        [B, Lk] and ``start`` (an integer or [B]) give the tokens'
+        positions as attn_positions does; default 0, 1, 2, ...
 
         C-contiguous float32 inputs (and masks) are passed to the library
         without a copy; anything else is converted once.
@@ -478,6 +529,9 @@ class MultiheadAttention:
             opts.weights_mode = (_lib.WEIGHTS_AVERAGE if average_attn_weights
                                  else _lib.WEIGHTS_PER_HEAD)
         opts.num_threads = _int(num_threads, "num_threads")
+        keep_positions = []
+        _features.positions(opts, keep_positions, B, Lq, Lk, unbatched,
+                            positions, key_positions, start)
 
         qp = q.ctypes.data
         kp = qp if same_qkv else k.ctypes.data
@@ -487,7 +541,7 @@ class MultiheadAttention:
                 self._live_handle(), B, Lq, Lk, qp, kp, vp,
                 ctypes.byref(mask) if mask is not None else None,
                 ctypes.byref(opts), out.ctypes.data))
-        del keep
+        del keep, keep_positions
 
         if unbatched:
             out = out[0]
@@ -501,6 +555,28 @@ class MultiheadAttention:
 # Constructor seed meaning "leave the weights unset": from_torch overwrites
 # them at once.
 _LEAVE_UNSET = object()
+
+
+def _read_features(cfg):
+    """The decoder features of a read-back Config, as plain values."""
+    rope = None
+    if cfg.rope:
+        r = _lib.RopeConfig.from_address(cfg.rope)
+        rope = {"theta": r.theta, "rotary_dim": int(r.rotary_dim),
+                "pairing": ("adjacent" if r.pairing == _lib.ROPE_ADJACENT
+                            else "halves")}
+    # A library without the features leaves bias_parts 0: bias says all.
+    parts = int(cfg.bias_parts) or (_lib.BIAS_ALL if cfg.bias else 0)
+    return {
+        "bias_parts": parts,
+        "qk_norm": {_lib.QK_NORM_HEAD: "head", _lib.QK_NORM_ALL: "all"}.get(
+            cfg.qk_norm),
+        "alibi": {_lib.ALIBI_CAUSAL: "causal",
+                  _lib.ALIBI_SYMMETRIC: "symmetric"}.get(cfg.alibi),
+        "softcap": float(cfg.softcap) or None,
+        "sinks": bool(cfg.sinks),
+        "rope": rope,
+    }
 
 
 def _int(value, name):
