@@ -120,8 +120,8 @@ int main(int argc, char **argv) {
     int64_t len = 0;
     check(attn_kv_cache_lengths(cache, 1, &len, NULL), "lengths");
     printf("step %2d: position %2lld, out[0..2] = %+.5f %+.5f %+.5f\n",
-           t - PROMPT + 1, (long long)(len - 1), out[t * E],
-           out[t * E + 1], out[t * E + 2]);
+           t - PROMPT + 1, (long long)(len - 1), out[t * E], out[t * E + 1],
+           out[t * E + 2]);
   }
 
   /* The same sequence in one causal forward pass. */

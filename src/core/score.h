@@ -16,9 +16,10 @@ typedef struct {
   bool symmetric;      /* ALiBi -slope * |pq - pk| instead of slope*(pk-pq) */
   /* Positions for ALiBi: queries [batch, len_q] and keys [batch, rows per
    * batch row] of the core; NULL = query i at i + (n - len_q) (n the
-   * row's key count, as ATTN_CAUSAL_BOTTOM_RIGHT places it) and key j at
-   * j. */
+   * row's key count, as ATTN_CAUSAL_BOTTOM_RIGHT places it), or at i when
+   * top_left, and key j at j. */
   const int64_t *qpos, *kpos;
+  bool top_left;
   /* [H] sink logits joining each softmax's denominator, NULL = none. */
   const float *sinks;
 } attn_score_fx;

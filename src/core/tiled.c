@@ -197,7 +197,7 @@ static void score_features(const head_work *w, int64_t r0, int64_t n,
   int64_t keys = c->mask->key_lengths ? c->mask->key_lengths[w->b] : c->len_k;
   int64_t kv_rows = c->kv_rows ? c->kv_rows : c->len_k;
   attn_score_rows(fx, w->h, fx->qpos ? fx->qpos + w->b * c->len_q + i : NULL,
-                  i + keys - c->len_q,
+                  i + (fx->top_left ? 0 : keys - c->len_q),
                   fx->kpos ? fx->kpos + w->b * kv_rows + clo : NULL, clo,
                   w->t.s, c->kblock, n, cols);
 }

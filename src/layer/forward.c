@@ -220,8 +220,13 @@ attn_status attn_forward(const attn_layer *l, int64_t B, int64_t Lq, int64_t Lk,
   /* Attention per (batch, head, query block); the context overwrites Q. */
   attn_kv_view kv = {f + p.k_off, f + p.v_off, p.ldk, p.ldv, 0};
   attn_core core = attn_call_core(&c, l, &mask, B, Lq, Lk, f, p.ldq, kv);
+  /* ALiBi needs the positions only when the caller gave them one by one;
+   * otherwise key j is i - j from query i, which the core computes. */
   attn_score_fx fx;
-  core.fx = attn_layer_score_fx(l, pos, pos ? pos + B * Lq : NULL, &fx);
+  bool ramp = !pos || attn_positions_contiguous(&c);
+  core.fx = attn_layer_score_fx(l, ramp ? NULL : pos,
+                                ramp ? NULL : pos + B * Lq, &fx);
+  fx.top_left = ramp;
   attn_core_run_all(&core, &c.x, p.threads, f + p.tile_off, p.tile_floats);
   attn_project(&c.x, B * Lq, l->embed_dim, l->embed_dim, f, p.ldq,
                attn_slot_ptr(l, ATTN_SLOT_WO), attn_bias_ptr(l, ATTN_SLOT_BO),

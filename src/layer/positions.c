@@ -75,6 +75,12 @@ void attn_positions_fill(const attn_call *c, int64_t B, int64_t Lq, int64_t Lk,
   }
 }
 
+bool attn_positions_contiguous(const attn_call *c) {
+  attn_positions p;
+  load(c, &p); /* checked before */
+  return !p.q_positions && !p.k_positions;
+}
+
 attn_status attn_positions_check_step(const attn_call *c, const attn_layer *l,
                                       int64_t B, const int64_t *len, int64_t n,
                                       const int64_t **start) {

@@ -16,6 +16,10 @@ attn_status attn_positions_check(const attn_call *c, const attn_layer *l,
 void attn_positions_fill(const attn_call *c, int64_t B, int64_t Lq, int64_t Lk,
                          int64_t *qpos, int64_t *kpos);
 
+/* True when c's positions (checked) are start[b] + i for queries and
+ * keys alike: only i - j then matters to ALiBi. */
+bool attn_positions_contiguous(const attn_call *c);
+
 /* For a decoding step: checks the positions (start only) against the
  * positions rows will reach, len[b] + n - 1, and gives the start offsets
  * in *start (NULL = none). */

@@ -41,38 +41,64 @@ static void rotate(const attn_layer *l, float *x, int64_t heads, int64_t k0,
   }
 }
 
-/* The rotation of `heads` heads at x for position pos. */
-static void rope_heads(const attn_layer *l, float *x, int64_t heads,
-                       int64_t pos) {
-  int64_t half = l->fx.rot / 2;
+/* cos and sin (times the attention factor) of frequencies [k0, k0 + nk)
+ * at position pos. */
+static void angles(const attn_layer *l, int64_t pos, int64_t k0, int64_t nk,
+                   float *c, float *s) {
   double f = l->fx.rope_cfg.attention_factor;
-  float c[FREQ_BLOCK], s[FREQ_BLOCK];
-  for (int64_t k0 = 0; k0 < half; k0 += FREQ_BLOCK) {
-    int64_t nk = half - k0 < FREQ_BLOCK ? half - k0 : FREQ_BLOCK;
-    for (int64_t k = 0; k < nk; k++) {
-      double a = (double)pos * l->fx.inv_freq[k0 + k];
-      c[k] = (float)(f * cos(a));
-      s[k] = (float)(f * sin(a));
-    }
-    rotate(l, x, heads, k0, nk, c, s);
+  for (int64_t k = 0; k < nk; k++) {
+    double a = (double)pos * l->fx.inv_freq[k0 + k];
+    c[k] = (float)(f * cos(a));
+    s[k] = (float)(f * sin(a));
   }
 }
 
-/* Norm and rotation of the heads of one region within [c0, c1) of row y:
- * region [r0, r0 + rn) of the row's columns, norm weights w, position pos. */
-static void region(const attn_layer *l, float *y, int64_t c0, int64_t c1,
-                   int64_t r0, int64_t rn, const float *w, int64_t pos) {
-  int64_t a = c0 > r0 ? c0 : r0, z = c1 < r0 + rn ? c1 : r0 + rn;
-  int64_t hd = l->heads.head_dim;
-  if (a >= z)
+/* The heads of columns [a, z) of a row, and their position. */
+typedef struct {
+  int64_t a, z, pos;
+} head_span;
+
+static head_span span(int64_t c0, int64_t c1, int64_t r0, int64_t rn,
+                      int64_t pos) {
+  head_span h = {c0 > r0 ? c0 : r0, c1 < r0 + rn ? c1 : r0 + rn, pos};
+  if (h.a > h.z)
+    h.z = h.a;
+  return h;
+}
+
+/* The norm of the heads of a span (whole region with ATTN_QK_NORM_ALL). */
+static void norm_span(const attn_layer *l, float *row, head_span h, int64_t r0,
+                      int64_t rn, const float *w) {
+  if (h.a >= h.z || l->fx.qk_norm == ATTN_QK_NORM_NONE)
     return;
-  if (l->fx.qk_norm == ATTN_QK_NORM_ALL)
-    rms_norm(y + r0, rn, w, l); /* the caller's block spans the region */
-  else if (l->fx.qk_norm == ATTN_QK_NORM_HEAD)
-    for (int64_t c = a; c < z; c += hd)
-      rms_norm(y + c, hd, w, l);
-  if (l->fx.rope)
-    rope_heads(l, y + a, (z - a) / hd, pos);
+  if (l->fx.qk_norm == ATTN_QK_NORM_ALL) {
+    rms_norm(row + r0, rn, w, l); /* the caller's block spans the region */
+    return;
+  }
+  for (int64_t c = h.a; c < h.z; c += l->heads.head_dim)
+    rms_norm(row + c, l->heads.head_dim, w, l);
+}
+
+/* The rotation of the query and key heads of a row; the angles are
+ * computed once when both are at the same position. */
+static void rope_row(const attn_layer *l, float *row, head_span q,
+                     head_span k) {
+  int64_t half = l->fx.rot / 2, hd = l->heads.head_dim;
+  float cq[FREQ_BLOCK], sq[FREQ_BLOCK], ck[FREQ_BLOCK], sk[FREQ_BLOCK];
+  bool same = q.pos == k.pos;
+  for (int64_t k0 = 0; k0 < half; k0 += FREQ_BLOCK) {
+    int64_t nk = half - k0 < FREQ_BLOCK ? half - k0 : FREQ_BLOCK;
+    if (q.a < q.z) {
+      angles(l, q.pos, k0, nk, cq, sq);
+      rotate(l, row + q.a, (q.z - q.a) / hd, k0, nk, cq, sq);
+    }
+    if (k.a < k.z) {
+      if (!same || q.a >= q.z)
+        angles(l, k.pos, k0, nk, ck, sk);
+      rotate(l, row + k.a, (k.z - k.a) / hd, k0, nk,
+             same && q.a < q.z ? cq : ck, same && q.a < q.z ? sq : sk);
+    }
+  }
 }
 
 void attn_qk_post_rows(const attn_qk_post *p, float *y, int64_t ldy, int64_t r0,
@@ -84,9 +110,11 @@ void attn_qk_post_rows(const attn_qk_post *p, float *y, int64_t ldy, int64_t r0,
     float *row = y + r * ldy;
     int64_t at =
         p->row_base ? p->row_base[r / p->per_base] + r % p->per_base : 0;
-    if (p->qn)
-      region(l, row, c0, c1, p->q0, p->qn, qw, p->qpos ? p->qpos[r] : at);
-    if (p->kn)
-      region(l, row, c0, c1, p->k0, p->kn, kw, p->kpos ? p->kpos[r] : at);
+    head_span q = span(c0, c1, p->q0, p->qn, p->qpos ? p->qpos[r] : at);
+    head_span k = span(c0, c1, p->k0, p->kn, p->kpos ? p->kpos[r] : at);
+    norm_span(l, row, q, p->q0, p->qn, qw);
+    norm_span(l, row, k, p->k0, p->kn, kw);
+    if (l->fx.rope)
+      rope_row(l, row, q, k);
   }
 }
