@@ -306,6 +306,55 @@ static void test_forward_features(void **state) {
   }
 }
 
+/* The separate projections (query apart from key and value), and the
+ * projections without the BLAS held (ATTN_BLAS_LEAVE: the norm and the
+ * rotation run as a pass of their own), against the reference. */
+static void test_forward_paths(void **state) {
+  (void)state;
+  attn_runtime_config rc;
+  attn_runtime_config_init(&rc);
+  rc.blas_policy = ATTN_BLAS_LEAVE;
+  attn_runtime *leave = NULL;
+  assert_int_equal(attn_runtime_create(&rc, &leave), ATTN_OK);
+  for (size_t i = 0; i < N_SPECS; i++) {
+    model m;
+    model_make(&m, &specs[i], 900 + i);
+    int64_t B = 2, L = 300, E = specs[i].E;
+    ref_rng r;
+    ref_rng_seed(&r, 31 + i);
+    float *x = ref_random(&r, B * L * E, -1, 1);
+    float *q = ref_xmalloc((size_t)(B * L * E) * sizeof(float));
+    memcpy(q, x, (size_t)(B * L * E) * sizeof(float));
+    float *out = ref_xmalloc((size_t)(B * L * E) * sizeof(float));
+    double *want = ref_xmalloc((size_t)(B * L * E) * sizeof(double));
+    int64_t *pos = ref_xmalloc((size_t)(B * L) * sizeof(int64_t));
+    for (int64_t j = 0; j < B * L; j++)
+      pos[j] = j % L;
+    attn_mask mask;
+    attn_mask_init(&mask);
+    mask.causal = ATTN_CAUSAL_TOP_LEFT;
+    ref_dec_forward(&m.ref, B, L, x, pos, 1, 0, NULL, want, NULL);
+    assert_int_equal(attn_forward(m.layer, B, L, L, q, x, x, &mask, NULL, out),
+                     ATTN_OK);
+    assert_true(ref_close("separate projections", out, want, B * L * E,
+                          REF_RTOL, REF_ATOL));
+    attn_options o;
+    attn_options_init(&o);
+    o.runtime = leave;
+    assert_int_equal(attn_self_forward(m.layer, B, L, x, &mask, &o, out),
+                     ATTN_OK);
+    assert_true(
+        ref_close("BLAS left alone", out, want, B * L * E, REF_RTOL, REF_ATOL));
+    free(x);
+    free(q);
+    free(out);
+    free(want);
+    free(pos);
+    model_free(&m);
+  }
+  attn_runtime_destroy(leave);
+}
+
 /* The standard ALiBi slopes, read back through attn_layer_get_config. */
 static void test_alibi_slopes(void **state) {
   (void)state;
@@ -779,6 +828,7 @@ static void test_safetensors_names(void **state) {
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_forward_features),
+      cmocka_unit_test(test_forward_paths),
       cmocka_unit_test(test_alibi_slopes),
       cmocka_unit_test(test_decode_features),
       cmocka_unit_test(test_defaults_unchanged),
