@@ -4,8 +4,15 @@
  * layer without it, interleaving the variants run by run and reporting
  * medians and the ratio to the plain layer measured in the same run.
  *
- *   bench_features [--len L] [--embed E] [--heads H] [--kv-heads HKV]
- *                  [--cache N] [--reps R] [--threads T]
+ *   bench_features [--batch B] [--len L] [--embed E] [--heads H]
+ *                  [--kv-heads HKV] [--cache N] [--reps R] [--threads T]
+ *                  [--only VARIANT]
+ *
+ * Many short rows (--batch 64 --len 32) leave the projections, where the
+ * rotation and the norm run, as most of a forward pass. --only runs one
+ * variant (plain, rope, rope+qk_norm, alibi, softcap, sinks or all), for
+ * a profiler: `perf record bench_features --only rope` then `perf report`
+ * gives the share of the time spent rotating.
  *
  * docs/PERFORMANCE.md ("Decoder attention features") has the figures. */
 #include "attn/attn.h"
@@ -69,24 +76,42 @@ static double median(double *t, int n) {
   return n % 2 ? t[n / 2] : 0.5 * (t[n / 2 - 1] + t[n / 2]);
 }
 
+/* The one variant to run (--only), or -1 for all. */
+static int only = -1;
+
 static void report(const char *what, double t[VARIANTS][64], int reps) {
   double base = 0;
   printf("%s\n", what);
   for (int v = 0; v < VARIANTS; v++) {
+    if (only >= 0 && v != only)
+      continue;
     double m = median(t[v], reps);
     if (v == 0)
       base = m;
-    printf("  %-14s median %9.3f ms   ratio to plain %.3f\n", names[v], 1e3 * m,
-           m / base);
+    if (base > 0)
+      printf("  %-14s median %9.3f ms   ratio to plain %.3f\n", names[v],
+             1e3 * m, m / base);
+    else
+      printf("  %-14s median %9.3f ms\n", names[v], 1e3 * m);
   }
 }
 
 int main(int argc, char **argv) {
-  int64_t L = 2048, E = 1024, H = 16, Hkv = 4, N = 4096;
+  int64_t Bt = 1, L = 2048, E = 1024, H = 16, Hkv = 4, N = 4096;
   int reps = 9, threads = 0;
   for (int i = 1; i + 1 < argc; i += 2) {
     long long val = atoll(argv[i + 1]);
-    if (!strcmp(argv[i], "--len"))
+    if (!strcmp(argv[i], "--only")) {
+      for (int v = 0; v < VARIANTS; v++)
+        if (!strcmp(argv[i + 1], names[v]))
+          only = v;
+      if (only < 0) {
+        fprintf(stderr, "unknown variant %s\n", argv[i + 1]);
+        return 2;
+      }
+    } else if (!strcmp(argv[i], "--batch"))
+      Bt = val;
+    else if (!strcmp(argv[i], "--len"))
       L = val;
     else if (!strcmp(argv[i], "--embed"))
       E = val;
@@ -108,7 +133,7 @@ int main(int argc, char **argv) {
   attn_layer *layers[VARIANTS];
   for (int v = 0; v < VARIANTS; v++)
     layers[v] = make(v, E, H, Hkv);
-  int64_t big = (L > N ? L : N) * E;
+  int64_t big = (Bt * L > N ? Bt * L : N) * E;
   float *x = malloc((size_t)big * sizeof(float));
   float *out = malloc((size_t)big * sizeof(float));
   if (!x || !out)
@@ -131,13 +156,15 @@ int main(int argc, char **argv) {
   static double t[VARIANTS][64];
   for (int r = 0; r < reps; r++)
     for (int v = 0; v < VARIANTS; v++) {
+      if (only >= 0 && v != only)
+        continue;
       double t0 = now();
-      check(attn_self_forward(layers[v], 1, L, x, &m, &o, out), "forward");
+      check(attn_self_forward(layers[v], Bt, L, x, &m, &o, out), "forward");
       t[v][r] = now() - t0;
     }
   char what[128];
   snprintf(what, sizeof what,
-           "forward, 1 x %lld tokens, causal:", (long long)L);
+           "forward, %lld x %lld tokens, causal:", (long long)Bt, (long long)L);
   report(what, t, reps);
 
   attn_kv_cache *caches[VARIANTS];
@@ -147,11 +174,14 @@ int main(int argc, char **argv) {
   int64_t held = N - 1;
   for (int v = 0; v < VARIANTS; v++) {
     check(attn_kv_cache_create(layers[v], &cc, &caches[v]), "cache");
-    check(attn_decode_step(layers[v], caches[v], 1, held, x, NULL, &o, out),
-          "prompt");
+    if (only < 0 || v == only)
+      check(attn_decode_step(layers[v], caches[v], 1, held, x, NULL, &o, out),
+            "prompt");
   }
   for (int r = 0; r < reps; r++)
     for (int v = 0; v < VARIANTS; v++) {
+      if (only >= 0 && v != only)
+        continue;
       double t0 = 0, best = 1e9;
       for (int k = 0; k < 20; k++) { /* 20 steps, the fastest counts */
         t0 = now();

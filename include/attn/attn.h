@@ -433,9 +433,8 @@ typedef struct attn_config {
   int32_t bias_parts;
   /** ATTN_QK_NORM_NONE (default), ATTN_QK_NORM_HEAD or ATTN_QK_NORM_ALL:
    * RMSNorm of q and k after their projection (and bias), before the
-   * rotation: x * w / sqrt(mean(x^2) + qk_norm_eps), computed in float
-   * with the sum of squares in double. Its weights are ATTN_W_Q_NORM and
-   * ATTN_W_K_NORM (ones until set). */
+   * rotation: x * w / sqrt(mean(x^2) + qk_norm_eps), computed in float.
+   * Its weights are ATTN_W_Q_NORM and ATTN_W_K_NORM (ones until set). */
   int32_t qk_norm;
   /** Epsilon of the QK-norm; 0 (default) = 1e-6. Must be finite and not
    * negative. */

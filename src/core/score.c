@@ -9,6 +9,34 @@
 #include <math.h>
 #include <string.h>
 
+#if defined(__x86_64__) || defined(__SSE__)
+#include <xmmintrin.h>
+#define HAVE_MXCSR 1
+#endif
+
+attn_fp_mode attn_score_fp_enter(const attn_score_fx *fx) {
+  attn_fp_mode m = {0, false};
+#ifdef HAVE_MXCSR
+  if (fx && fx->slopes) {
+    m.saved = _mm_getcsr();
+    m.set = true;
+    _mm_setcsr(m.saved | 0x8040u); /* flush to zero, denormals are zero */
+  }
+#else
+  (void)fx;
+#endif
+  return m;
+}
+
+void attn_score_fp_leave(attn_fp_mode m) {
+#ifdef HAVE_MXCSR
+  if (m.set)
+    _mm_setcsr(m.saved);
+#else
+  (void)m;
+#endif
+}
+
 /* tanh(y) for every float y, within 2e-7 of the exact value.
  * |y| < 1/8: the Taylor series to y^9 (error below 3e-10); else
  * 1 - 2 / (e^(2|y|) + 1) with e^x by range reduction to x = n ln2 + r,

@@ -58,7 +58,7 @@ static float *partial_at(const attn_stream *a, int64_t b, int64_t c) {
   return a->partial + (b * a->chunks + c) * rows * (hd + 2);
 }
 
-void attn_stream_chunk(const attn_stream *a, int64_t item, float *tile) {
+static void chunk(const attn_stream *a, int64_t item, float *tile) {
   int64_t hd = a->heads->head_dim, H = a->heads->num_heads;
   int64_t rows = item_rows(a), n = a->n;
   int64_t c = item % a->chunks, b = item / a->chunks;
@@ -125,6 +125,12 @@ void attn_stream_chunk(const attn_stream *a, int64_t item, float *tile) {
   kern->stream_values(a, vslots, jmin, jmax, s, CHUNK, acc);
   for (int64_t r = 0; r < rows; r++)
     memcpy(out + r * (hd + 2) + 2, acc + r * hd, (size_t)hd * sizeof(float));
+}
+
+void attn_stream_chunk(const attn_stream *a, int64_t item, float *tile) {
+  attn_fp_mode fp = attn_score_fp_enter(a->fx); /* ALiBi: see score.h */
+  chunk(a, item, tile);
+  attn_score_fp_leave(fp);
 }
 
 void attn_stream_merge(const attn_stream *a, int64_t b) {

@@ -336,8 +336,10 @@ void attn_core_run(const attn_core *c, int64_t item, float *tile) {
   int64_t h1 = all_heads ? H : h0 + 1;
   int64_t i0 = qblk * c->qblock;
   int64_t rows = min64(c->len_q - i0, c->qblock);
+  attn_fp_mode fp = attn_score_fp_enter(c->fx);
   for (int64_t h = h0; h < h1; h++)
     run_head(c, b, h, i0, rows, tile);
+  attn_score_fp_leave(fp);
 }
 
 typedef struct {

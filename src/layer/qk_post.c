@@ -13,14 +13,24 @@ int64_t attn_qk_post_align(const attn_qk_post *p) {
   return p->l->fx.qk_norm == ATTN_QK_NORM_ALL ? 0 : p->l->heads.head_dim;
 }
 
-/* x[0..n-1] *= w / rms(x) (w is 1 + weight with the unit offset). */
+/* x[0..n-1] *= w / rms(x) (w is 1 + weight with the unit offset). The
+ * squares are summed in eight float lanes, which the compiler vectorizes
+ * (a double sum, one element at a time, cost as much as the rotation),
+ * and the lanes are added in double. */
 static void rms_norm(float *x, int64_t n, const float *w, const attn_layer *l) {
+  float lane[8] = {0};
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8)
+    for (int k = 0; k < 8; k++)
+      lane[k] += x[i + k] * x[i + k];
   double ss = 0.0;
-  for (int64_t i = 0; i < n; i++)
+  for (int k = 0; k < 8; k++)
+    ss += lane[k];
+  for (; i < n; i++)
     ss += (double)x[i] * (double)x[i];
   float inv = (float)(1.0 / sqrt(ss / (double)n + l->fx.qk_eps));
   float off = l->fx.qk_unit_offset ? 1.0f : 0.0f;
-  for (int64_t i = 0; i < n; i++)
+  for (i = 0; i < n; i++)
     x[i] = x[i] * inv * (off + w[i]);
 }
 
@@ -31,12 +41,19 @@ static void rotate(const attn_layer *l, float *x, int64_t heads, int64_t k0,
   bool adjacent = l->fx.rope_cfg.pairing == ATTN_ROPE_ADJACENT;
   for (int64_t h = 0; h < heads; h++) {
     float *v = x + h * hd;
-    for (int64_t k = 0; k < nk; k++) {
-      int64_t i = adjacent ? 2 * (k0 + k) : k0 + k;
-      int64_t j = adjacent ? i + 1 : i + half;
-      float a = v[i], b = v[j];
-      v[i] = a * c[k] - b * s[k];
-      v[j] = b * c[k] + a * s[k];
+    if (adjacent) {
+      for (int64_t k = 0; k < nk; k++) {
+        float a = v[2 * (k0 + k)], b = v[2 * (k0 + k) + 1];
+        v[2 * (k0 + k)] = a * c[k] - b * s[k];
+        v[2 * (k0 + k) + 1] = b * c[k] + a * s[k];
+      }
+    } else {
+      float *lo = v + k0, *hi = v + k0 + half; /* disjoint: k0 + nk <= half */
+      for (int64_t k = 0; k < nk; k++) {
+        float a = lo[k], b = hi[k];
+        lo[k] = a * c[k] - b * s[k];
+        hi[k] = b * c[k] + a * s[k];
+      }
     }
   }
 }
