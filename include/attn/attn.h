@@ -794,8 +794,10 @@ static inline attn_status attn_options_init(attn_options *opts) {
  * projected in one product); query, key and value may all be the same
  * pointer for self-attention (one fused Q/K/V product, needs Lq == Lk).
  * mask and opts may be NULL. out must not overlap the inputs.
- * Inputs must be finite. On failure out and opts->attn_weights are left
- * unchanged.
+ * Inputs must be finite. Layers with rotary embeddings or ALiBi take the
+ * tokens' positions from opts->positions (see attn_positions; default
+ * 0, 1, 2, ... in each row). On failure out and opts->attn_weights are
+ * left unchanged.
  * Errors: ATTN_ERR_NULL_POINTER, ATTN_ERR_STRUCT_SIZE, ATTN_ERR_BAD_SIZE,
  * ATTN_ERR_OVERFLOW, ATTN_ERR_WEIGHTS_NOT_SET, ATTN_ERR_BAD_MASK,
  * ATTN_ERR_BAD_OPTION, ATTN_ERR_NOT_FINITE, ATTN_ERR_NO_MEMORY,
@@ -1149,7 +1151,10 @@ static inline attn_status attn_decode_mask_init(attn_decode_mask *mask) {
  * of the row, and out [batch, n_new, E] receives the layer's output for
  * them, each new token attending to its row's earlier tokens and to itself
  * (causal among the new tokens; within the window if the cache has one).
- * The Q/K/V projections of all new tokens are one matrix product. batch
+ * The Q/K/V projections of all new tokens are one matrix product. With
+ * rotary embeddings each new token is rotated at its position in its row
+ * (plus opts->positions->start[b] when given) and its key is cached
+ * rotated; ALiBi, soft-capping and sinks apply as in attn_forward(). batch
  * must be the cache's. mask and opts may be NULL.
  * Attention weights (opts->attn_weights): [batch, H, n_new, capacity] per
  * head, or [batch, n_new, capacity] averaged; column j is the row's j-th
@@ -1223,7 +1228,9 @@ typedef struct attn_memory attn_memory;
 
 /** Bytes a memory for this layer and cfg takes (the handle included), for
  * attn_memory_create_in(). Thread-safe. Errors: ATTN_ERR_NULL_POINTER,
- * ATTN_ERR_STRUCT_SIZE, ATTN_ERR_BAD_SIZE, ATTN_ERR_OVERFLOW. */
+ * ATTN_ERR_STRUCT_SIZE, ATTN_ERR_BAD_SIZE, ATTN_ERR_OVERFLOW,
+ * ATTN_ERR_BAD_OPTION (a layer with rotary embeddings or ALiBi: a memory
+ * has no positions; QK-norm, soft-capping and sinks are fine). */
 ATTN_API attn_status attn_memory_size(const attn_layer *layer,
                                       const attn_memory_config *cfg,
                                       size_t *bytes);
