@@ -198,7 +198,7 @@ static void test_struct_size_config(void **state) {
   attn_layer *l = NULL;
 
   /* Too small: every size below the first release is refused. */
-  const size_t small[] = {0, 1, sizeof(size_t), sizeof(attn_config) - 1};
+  const size_t small[] = {0, 1, sizeof(size_t), ATTN_CONFIG_SIZE_0_1 - 1};
   for (size_t i = 0; i < 4; i++) {
     big.c.struct_size = small[i];
     assert_int_equal(attn_layer_create(&big.c, &l), ATTN_ERR_STRUCT_SIZE);

@@ -213,7 +213,7 @@ static void test_struct_size(void **state) {
   attn_config cfg;
   attn_config_init(&cfg);
   cfg.embed_dim = 8;
-  cfg.struct_size = sizeof cfg - 1;
+  cfg.struct_size = ATTN_CONFIG_SIZE_0_1 - 1;
   attn_layer *l = NULL;
   EXPECT_FAIL(attn_layer_create(&cfg, &l), ATTN_ERR_STRUCT_SIZE, "struct_size");
   assert_null(l);
@@ -405,7 +405,7 @@ static void test_weight_layout(void **state) {
               ATTN_ERR_WEIGHT_LAYOUT, "packed in_proj_weight");
   assert_bytes(got, sizeof got, SENTINEL);
   /* Unknown ids. */
-  const attn_weight_id unknown[] = {-1, 10, 1000, INT32_MAX};
+  const attn_weight_id unknown[] = {-1, 13, 1000, INT32_MAX};
   for (int i = 0; i < 4; i++) {
     char needle[64];
     snprintf(needle, sizeof needle, "unknown weight id %d", (int)unknown[i]);

@@ -130,6 +130,46 @@ static attn_status use_runtime_config(void *s) {
   return st;
 }
 
+static attn_status init_rope_config(void *s, size_t n) {
+  return attn_rope_config_init_sized(s, n);
+}
+static attn_status use_rope_config(void *s) {
+  ((attn_rope_config *)s)->theta = 500.0;
+  attn_config cfg;
+  assert_int_equal(attn_config_init(&cfg), ATTN_OK);
+  cfg.embed_dim = 8;
+  cfg.num_heads = 2;
+  cfg.rope = s;
+  attn_layer *l = NULL;
+  attn_status st = attn_layer_create(&cfg, &l);
+  attn_layer_destroy(l);
+  return st;
+}
+
+static attn_status init_positions(void *s, size_t n) {
+  return attn_positions_init_sized(s, n);
+}
+static attn_status use_positions(void *s) {
+  static const int64_t start[2] = {4, 9};
+  ((attn_positions *)s)->start = start;
+  attn_rope_config rc;
+  assert_int_equal(attn_rope_config_init(&rc), ATTN_OK);
+  attn_config cfg;
+  assert_int_equal(attn_config_init(&cfg), ATTN_OK);
+  cfg.embed_dim = 8;
+  cfg.num_heads = 2;
+  cfg.rope = &rc;
+  attn_layer *l = NULL;
+  assert_int_equal(attn_layer_create(&cfg, &l), ATTN_OK);
+  assert_int_equal(attn_layer_init_weights(l, 5), ATTN_OK);
+  attn_options o;
+  assert_int_equal(attn_options_init(&o), ATTN_OK);
+  o.positions = s;
+  attn_status st = attn_self_forward(l, 2, 3, x, NULL, &o, out);
+  attn_layer_destroy(l);
+  return st;
+}
+
 static const kind kinds[] = {
     {"attn_config", ATTN_CONFIG_SIZE_0_1, sizeof(attn_config), init_config,
      use_config},
@@ -144,6 +184,11 @@ static const kind kinds[] = {
      sizeof(attn_memory_config), init_memory_config, use_memory_config},
     {"attn_runtime_config", ATTN_RUNTIME_CONFIG_SIZE_0_1,
      sizeof(attn_runtime_config), init_runtime_config, use_runtime_config},
+    /* Introduced after 0.1.0: their first layout is their minimum. */
+    {"attn_rope_config", ATTN_ROPE_CONFIG_SIZE_0_2, sizeof(attn_rope_config),
+     init_rope_config, use_rope_config},
+    {"attn_positions", ATTN_POSITIONS_SIZE_0_2, sizeof(attn_positions),
+     init_positions, use_positions},
 };
 #define KINDS (sizeof kinds / sizeof kinds[0])
 

@@ -277,6 +277,128 @@ ATTN_API attn_status attn_runtime_threads(const attn_runtime *rt,
 ATTN_API int32_t attn_cpu_count(void);
 
 /* ------------------------------------------------------------------------ */
+/* Positions inside attention: rotary embeddings                             */
+/* ------------------------------------------------------------------------ */
+
+/* How a head's dimensions are paired for rotation. Values are append-only. */
+/** Halves (default): dimension k is rotated with dimension k + rotary_dim/2,
+ * by the angle of frequency k (Hugging Face's rotate_half, GPT-NeoX, Llama,
+ * Qwen, Mistral, Gemma, Phi in Hugging Face's format). */
+#define ATTN_ROPE_HALVES 0
+/** Adjacent pairs: dimensions 2k and 2k + 1 are rotated by the angle of
+ * frequency k (GPT-J, the original Llama code, GGUF files). */
+#define ATTN_ROPE_ADJACENT 1
+
+/** Rotary position embeddings (RoPE) of a layer, referenced by
+ * attn_config.rope and copied by attn_layer_create(). Fill with
+ * attn_rope_config_init().
+ *
+ * After the Q and K projections (and their biases and QK-norm), each query
+ * and key head x at position p has its first rotary_dim dimensions rotated
+ * in pairs (i, j) chosen by `pairing`: with angle a = p * inv_freq[k] for
+ * pair k (k < rotary_dim / 2),
+ *   x'[i] = f * (x[i] cos a - x[j] sin a),  x'[j] = f * (x[j] cos a + x[i] sin
+ * a) where f is attention_factor; dimensions from rotary_dim on are kept. The
+ * angle and its cosine and sine are computed in double precision.
+ *
+ * Frequencies: inv_freq[k] = theta^(-2k / rotary_dim) / linear_factor,
+ * unless the caller gives the table itself (inv_freq), which covers every
+ * scaling scheme that changes frequencies only:
+ * - linear ("position interpolation"): linear_factor = the model's factor;
+ * - Llama 3 (rope_type "llama3"): start from theta^(-2k/rotary_dim); with
+ *   wavelength w = 2 pi / inv_freq[k], keep inv_freq[k] when w <
+ *   original_max_position / high_freq_factor, divide it by factor when w >
+ *   original_max_position / low_freq_factor, and in between use
+ *   (1 - t) inv_freq[k] / factor + t inv_freq[k] with t =
+ *   (original_max_position / w - low_freq_factor) / (high_freq_factor -
+ *   low_freq_factor); attention_factor 1;
+ * - YaRN: the blend of theta^(-2k/rotary_dim) and the same divided by
+ *   factor with YaRN's linear ramp over the correction range, and
+ *   attention_factor = 0.1 ln(factor) + 1 (or the model's value), which
+ *   multiplies both q and k as Hugging Face applies it to cos and sin.
+ * A dynamic scheme (frequencies that change with the sequence length) is
+ * the caller's: create the layer with the table for the length in use. */
+typedef struct attn_rope_config {
+  /** sizeof(attn_rope_config) as compiled by the caller; set by
+   * attn_rope_config_init(). */
+  size_t struct_size;
+  /** ATTN_ROPE_HALVES (default) or ATTN_ROPE_ADJACENT. */
+  int32_t pairing;
+  /** Reserved, must be 0. */
+  int32_t reserved;
+  /** Dimensions of each head that are rotated: even, at most head_dim; the
+   * rest of the head is left as it is (Phi, GPT-NeoX's rotary_pct). 0
+   * (default) = head_dim. */
+  int64_t rotary_dim;
+  /** Base of the frequencies; positive and finite. Default 10000. Ignored
+   * when inv_freq is given. */
+  double theta;
+  /** Linear scaling: positions are divided by it (frequencies are).
+   * Positive and finite; default 1 (none). Ignored when inv_freq is given. */
+  double linear_factor;
+  /** [rotary_dim / 2] inverse frequencies (radians per position), finite
+   * and not negative; NULL (default) = from theta and linear_factor. Copied
+   * by attn_layer_create(); the caller keeps ownership. */
+  const float *inv_freq;
+  /** Factor on both rotated q and k (YaRN's attention scaling, the
+   * attention_scaling of Hugging Face's rotary embeddings); positive and
+   * finite; default 1. */
+  double attention_factor;
+} attn_rope_config;
+
+/** Size of attn_rope_config in its first layout (introduced after release
+ * 0.1.0): the smallest struct_size the library accepts. */
+#define ATTN_ROPE_CONFIG_SIZE_0_2                                              \
+  (offsetof(attn_rope_config, attention_factor) + sizeof(double))
+
+/** Fills the first `size` bytes at cfg with the defaults (halves,
+ * rotary_dim = head_dim, theta 10000, linear_factor 1, no table,
+ * attention_factor 1) and sets cfg->struct_size to `size`, as
+ * attn_config_init_sized(). Errors (nothing written): ATTN_ERR_NULL_POINTER,
+ * ATTN_ERR_STRUCT_SIZE (size below ATTN_ROPE_CONFIG_SIZE_0_2). Thread-safe. */
+ATTN_API attn_status attn_rope_config_init_sized(attn_rope_config *cfg,
+                                                 size_t size);
+
+/** attn_rope_config_init_sized(cfg, sizeof *cfg). */
+static inline attn_status attn_rope_config_init(attn_rope_config *cfg) {
+  return attn_rope_config_init_sized(cfg, sizeof *cfg);
+}
+
+/* Which projections have a bias (attn_config.bias_parts). */
+/** Query projection bias. */
+#define ATTN_BIAS_Q 1
+/** Key projection bias. */
+#define ATTN_BIAS_K 2
+/** Value projection bias. */
+#define ATTN_BIAS_V 4
+/** Output projection bias. */
+#define ATTN_BIAS_O 8
+/** Every projection (torch's bias=True). */
+#define ATTN_BIAS_ALL 15
+
+/* QK-norm modes (attn_config.qk_norm). Values are append-only. */
+/** No norm of q and k (default). */
+#define ATTN_QK_NORM_NONE 0
+/** RMSNorm of each head's q and k over its head_dim values, with learned
+ * weights of head_dim values (q_norm.weight, k_norm.weight) shared by the
+ * heads: Qwen3, Gemma 3. */
+#define ATTN_QK_NORM_HEAD 1
+/** RMSNorm of the whole projected q (embed_dim values, weight [E]) and k
+ * (KV values, weight [KV]) of a token, before it is split into heads:
+ * OLMo 2. */
+#define ATTN_QK_NORM_ALL 2
+
+/* ALiBi forms (attn_config.alibi). Values are append-only. */
+/** No ALiBi (default). */
+#define ATTN_ALIBI_NONE 0
+/** Causal form: slope_h * (p_key - p_query) is added to the scaled score of
+ * head h (BLOOM, MPT; equal to -slope_h * |p_query - p_key| for every key a
+ * causal query sees). */
+#define ATTN_ALIBI_CAUSAL 1
+/** Bidirectional form: -slope_h * |p_query - p_key|. */
+#define ATTN_ALIBI_SYMMETRIC 2
+
+/* ------------------------------------------------------------------------ */
 /* Layer configuration                                                       */
 /* ------------------------------------------------------------------------ */
 
@@ -308,6 +430,51 @@ typedef struct attn_config {
    * num_heads. 0 (default) means num_heads (ordinary multi-head attention).
    * K and V projections then have num_kv_heads * head_dim outputs. */
   int64_t num_kv_heads;
+  /** Which projections have a bias, as ATTN_BIAS_* bits: 0 (default) = as
+   * `bias` says (all four or none); nonzero = exactly those, whatever
+   * `bias` says (Qwen2: ATTN_BIAS_Q | ATTN_BIAS_K | ATTN_BIAS_V).
+   * attn_layer_get_config() returns the layer's set here and bias = 1
+   * when it is not empty. */
+  int32_t bias_parts;
+  /** ATTN_QK_NORM_NONE (default), ATTN_QK_NORM_HEAD or ATTN_QK_NORM_ALL:
+   * RMSNorm of q and k after their projection (and bias), before the
+   * rotation: x * w / sqrt(mean(x^2) + qk_norm_eps), computed in float.
+   * Its weights are ATTN_W_Q_NORM and ATTN_W_K_NORM (ones until set). */
+  int32_t qk_norm;
+  /** Epsilon of the QK-norm; 0 (default) = 1e-6. Must be finite and not
+   * negative. */
+  double qk_norm_eps;
+  /** Nonzero: the QK-norm multiplies by 1 + w instead of w (Gemma 3's
+   * weights are stored that way). Default 0. */
+  int32_t qk_norm_unit_offset;
+  /** ATTN_ALIBI_NONE (default), ATTN_ALIBI_CAUSAL or ATTN_ALIBI_SYMMETRIC:
+   * a linear bias by position added to the scaled scores (after
+   * soft-capping), computed from the positions of query and key as the
+   * rotation does, never stored as a matrix. */
+  int32_t alibi;
+  /** [num_heads] ALiBi slopes, finite; NULL (default) = the standard
+   * geometric slopes of Press et al. for num_heads heads (with n the
+   * largest power of two <= num_heads: 2^(-8(h+1)/n) for h < n, then
+   * 2^(-4(2(h-n)+1)/n) for the remaining heads, as BLOOM computes them).
+   * Copied by attn_layer_create(); attn_layer_get_config() points it at
+   * the layer's own table, valid while the layer lives. */
+  const float *alibi_slopes;
+  /** Logit soft-capping: when > 0, every scaled score s becomes
+   * softcap * tanh(s / softcap) before ALiBi, the mask bias and the
+   * softmax (Gemma 2's attn_logit_softcapping). 0 (default) = none;
+   * negative, infinite or NaN is ATTN_ERR_BAD_OPTION. */
+  double softcap;
+  /** Rotary position embeddings; NULL (default) = none. The struct (and its
+   * inv_freq table) is copied by attn_layer_create(); a read-back points it
+   * at the layer's own copy, valid while the layer lives. */
+  const attn_rope_config *rope;
+  /** Nonzero: each head has a learned sink logit (ATTN_W_SINKS,
+   * [num_heads], zeros until set) that joins the softmax's denominator
+   * without a value: p_j = exp(s_j) / (exp(sink_h) + sum_k exp(s_k))
+   * (gpt-oss). Such a layer never has a query without a key: a query that
+   * sees no key gets zeros (the sink takes all the weight), whatever
+   * empty_rows says. Default 0. */
+  int32_t sinks;
 } attn_config;
 
 /** Size of attn_config in release 0.1.0, its first released layout: the
@@ -341,8 +508,14 @@ typedef struct attn_layer attn_layer;
  * setters, attn_layer_init_weights() or a weight file before calling
  * forward. On success *out owns a new layer, to be freed with
  * attn_layer_destroy(). On failure *out is left unchanged.
- * Errors: ATTN_ERR_NULL_POINTER, ATTN_ERR_STRUCT_SIZE, ATTN_ERR_BAD_SIZE,
- * ATTN_ERR_BAD_OPTION, ATTN_ERR_OVERFLOW, ATTN_ERR_NO_MEMORY. Thread-safe. */
+ * Errors: ATTN_ERR_NULL_POINTER, ATTN_ERR_STRUCT_SIZE (also of cfg->rope),
+ * ATTN_ERR_BAD_SIZE (also: rope->rotary_dim odd, negative or above
+ * head_dim), ATTN_ERR_BAD_OPTION (also: unknown bias_parts bits, qk_norm or
+ * alibi mode, pairing; qk_norm_eps, softcap, theta, linear_factor or
+ * attention_factor out of range; rope->reserved not 0), ATTN_ERR_NOT_FINITE
+ * (an ALiBi slope or inverse frequency not finite, or a frequency
+ * negative), ATTN_ERR_OVERFLOW, ATTN_ERR_NO_MEMORY; the message names the
+ * field. Thread-safe. */
 ATTN_API attn_status attn_layer_create(const attn_config *cfg,
                                        attn_layer **out);
 
@@ -385,6 +558,15 @@ typedef int32_t attn_weight_id;
 #define ATTN_B_K 8
 /** Value bias [KV], the last part of in_proj_bias. Only when bias is on. */
 #define ATTN_B_V 9
+/** QK-norm weight of the queries: [head_dim] with ATTN_QK_NORM_HEAD, [E]
+ * with ATTN_QK_NORM_ALL (q_norm.weight). Only when qk_norm is on. Every
+ * bias and norm id exists only when the layer has it: with bias_parts,
+ * ATTN_B_IN_PROJ needs the q, k and v biases, ATTN_B_Q/K/V/OUT their own. */
+#define ATTN_W_Q_NORM 10
+/** QK-norm weight of the keys: [head_dim] or [KV] (k_norm.weight). */
+#define ATTN_W_K_NORM 11
+/** Sink logits [num_heads] (sinks). Only when the layer has sinks. */
+#define ATTN_W_SINKS 12
 
 /** Number of float elements of weight `which` for this layer in *count.
  * Errors: ATTN_ERR_NULL_POINTER, ATTN_ERR_WEIGHT_LAYOUT. Thread-safe. */
@@ -412,10 +594,12 @@ ATTN_API attn_status attn_layer_get_weight(const attn_layer *layer,
 /** Initialises every weight as torch.nn.MultiheadAttention does:
  * xavier-uniform in_proj (the packed matrix as one when kdim == vdim ==
  * embed_dim, each of q/k/v_proj_weight otherwise), out_proj weight uniform in
- * +-1/sqrt(E) (torch's Linear default), every bias zero. The values come from
- * a generator seeded with `seed`: the same seed gives the same weights on
- * every machine (they do not match torch's random stream). Not to be called
- * while any other thread uses the layer. Errors: ATTN_ERR_NULL_POINTER. */
+ * +-1/sqrt(E) (torch's Linear default), every bias zero; QK-norm weights
+ * one (zero with qk_norm_unit_offset, the same norm), sink logits zero. The
+ * values come from a generator seeded with `seed`: the same seed gives the same
+ * weights on every machine (they do not match torch's random stream). Not to be
+ * called while any other thread uses the layer. Errors: ATTN_ERR_NULL_POINTER.
+ */
 ATTN_API attn_status attn_layer_init_weights(attn_layer *layer, uint64_t seed);
 
 /* ------------------------------------------------------------------------ */
@@ -508,6 +692,55 @@ static inline attn_status attn_mask_init(attn_mask *mask) {
 /** Averaged over heads: [B, Lq, Lk] (torch's average_attn_weights=True). */
 #define ATTN_WEIGHTS_AVERAGE 1
 
+/** Positions of a call's tokens, for layers with rotary embeddings or ALiBi
+ * (attn_options.positions; other layers ignore it). Fill with
+ * attn_positions_init(). Every position must lie in
+ * [0, ATTN_MAX_POSITION].
+ *
+ * Forward calls: query i of batch row b is at q_positions[b * len_q + i]
+ * if given, else start[b] + i (start NULL: 0 + i); key j at
+ * k_positions[b * len_k + j] if given, else at q_positions[b * len_k + j]
+ * when q_positions is given and len_q == len_k, else start[b] + j. So a
+ * self-attention forward needs nothing (positions 0 .. L-1), a
+ * continued sequence gives start, and left-padded rows give q_positions
+ * as Hugging Face's position_ids (padding entries at any valid position,
+ * e.g. 0). Decoding steps: token positions are their positions in the
+ * cache row (attn_kv_cache_lengths()), plus start[b] when start is given
+ * (a row that begins mid-sequence: pass the same start at every step);
+ * q_positions and k_positions must be NULL there. Cross steps and
+ * memories take no positions. */
+typedef struct attn_positions {
+  /** sizeof(attn_positions) as compiled by the caller; set by
+   * attn_positions_init(). */
+  size_t struct_size;
+  /** [B] position of each row's first token. NULL (default) = 0. */
+  const int64_t *start;
+  /** [B, len_q] position of each query. NULL (default) = from start. */
+  const int64_t *q_positions;
+  /** [B, len_k] position of each key. NULL (default) = as described. */
+  const int64_t *k_positions;
+} attn_positions;
+
+/** Size of attn_positions in its first layout (introduced after release
+ * 0.1.0): the smallest struct_size the library accepts. */
+#define ATTN_POSITIONS_SIZE_0_2                                                \
+  (offsetof(attn_positions, k_positions) + sizeof(const int64_t *))
+
+/** Largest position a token may have (2^31 - 1). */
+#define ATTN_MAX_POSITION 2147483647
+
+/** Fills the first `size` bytes at pos with the defaults (every pointer
+ * NULL) and sets pos->struct_size to `size`. Errors (nothing written):
+ * ATTN_ERR_NULL_POINTER, ATTN_ERR_STRUCT_SIZE (size below
+ * ATTN_POSITIONS_SIZE_0_2). Thread-safe. */
+ATTN_API attn_status attn_positions_init_sized(attn_positions *pos,
+                                               size_t size);
+
+/** attn_positions_init_sized(pos, sizeof *pos). */
+static inline attn_status attn_positions_init(attn_positions *pos) {
+  return attn_positions_init_sized(pos, sizeof *pos);
+}
+
 /** Optional per-call settings. Fill with attn_options_init(). */
 typedef struct attn_options {
   /** sizeof(attn_options) as compiled by the caller. */
@@ -532,6 +765,12 @@ typedef struct attn_options {
    * (default) = the default runtime. Not owned: it must outlive the call.
    * Appended after 0.1.0's layout (ATTN_OPTIONS_SIZE_0_1). */
   attn_runtime *runtime;
+  /** Token positions for a layer with rotary embeddings or ALiBi (see
+   * attn_positions); NULL (default) = the default positions. Not owned.
+   * Bad positions (negative, beyond ATTN_MAX_POSITION, explicit ones in a
+   * decoding step) are ATTN_ERR_BAD_OPTION. Appended after 0.1.0's
+   * layout. */
+  const attn_positions *positions;
 } attn_options;
 
 /** Size of attn_options in release 0.1.0, its first released layout: the
@@ -560,8 +799,10 @@ static inline attn_status attn_options_init(attn_options *opts) {
  * projected in one product); query, key and value may all be the same
  * pointer for self-attention (one fused Q/K/V product, needs Lq == Lk).
  * mask and opts may be NULL. out must not overlap the inputs.
- * Inputs must be finite. On failure out and opts->attn_weights are left
- * unchanged.
+ * Inputs must be finite. Layers with rotary embeddings or ALiBi take the
+ * tokens' positions from opts->positions (see attn_positions; default
+ * 0, 1, 2, ... in each row). On failure out and opts->attn_weights are
+ * left unchanged.
  * Errors: ATTN_ERR_NULL_POINTER, ATTN_ERR_STRUCT_SIZE, ATTN_ERR_BAD_SIZE,
  * ATTN_ERR_OVERFLOW, ATTN_ERR_WEIGHTS_NOT_SET, ATTN_ERR_BAD_MASK,
  * ATTN_ERR_BAD_OPTION, ATTN_ERR_NOT_FINITE, ATTN_ERR_NO_MEMORY,
@@ -635,8 +876,14 @@ ATTN_API attn_status attn_forward_scratch_size(const attn_layer *layer,
  * out_proj) is detected from the names present; other tensors in the file
  * are ignored, as is the optional "__metadata__" entry. F32 tensors are
  * loaded as they are, F16 and BF16 tensors are converted exactly to float.
- * With bias on, every bias must be in the file; with bias off, no bias may
- * be (ATTN_ERR_WEIGHT_LAYOUT: the layer would silently drop it).
+ * The file must hold exactly the tensors the layer's configuration has:
+ * each bias the layer has (bias, bias_parts) must be in the file and no
+ * other may be (ATTN_ERR_WEIGHT_LAYOUT: the layer would silently drop it;
+ * torch's packed in_proj_bias needs all of the q, k and v biases, or none);
+ * likewise "q_norm.weight" and "k_norm.weight" (shapes as ATTN_W_Q_NORM and
+ * ATTN_W_K_NORM) with qk_norm, and "sinks" [num_heads] with sinks, under
+ * either naming scheme (a Qwen2 file: q/k/v biases and o_proj without one;
+ * Qwen3: q_norm/k_norm; gpt-oss: sinks).
  *
  * The whole header is validated first (every entry's dtype, shape and
  * data_offsets, which must lie inside the file, not overlap and cover the
@@ -656,8 +903,9 @@ ATTN_API attn_status attn_forward_scratch_size(const attn_layer *layer,
  * ATTN_ERR_TENSOR_DTYPE (a needed tensor is not F32, F16 or BF16),
  * ATTN_ERR_TENSOR_SHAPE (the message names the tensor, its shape and the
  * expected shape), ATTN_ERR_WEIGHT_LAYOUT (packed in_proj_weight for a layer
- * with kdim or vdim != embed_dim, a bias for a layer with bias off, torch's
- * bias_k/bias_v which the library does not support), ATTN_ERR_NOT_FINITE
+ * with kdim or vdim != embed_dim, a bias, norm weight or sink tensor the
+ * layer does not have, torch's bias_k/bias_v which the library does not
+ * support), ATTN_ERR_NOT_FINITE
  * (a needed tensor holds NaN or infinity), ATTN_ERR_NO_MEMORY.
  *
  * Threading: changes the layer, so it must not run concurrently with any
@@ -686,7 +934,10 @@ ATTN_API attn_status attn_layer_load_safetensors_mem(attn_layer *layer,
  * With ATTN_NAMES_TORCH the file holds what torch's state_dict holds: the
  * packed in_proj_weight when kdim == vdim == embed_dim, else q_proj_weight,
  * k_proj_weight and v_proj_weight; the packed in_proj_bias either way (when
- * bias is on). Biases are written only when bias is on.
+ * the layer has the q, k and v biases; a layer with only some of them is
+ * ATTN_ERR_BAD_OPTION under these names). Only the biases the layer has are
+ * written, and its QK-norm weights and sinks as "q_norm.weight",
+ * "k_norm.weight" and "sinks" under any naming.
  *
  * The file is written to a temporary file in the same directory
  * (path + ".tmp-<pid>-<n>"), flushed to disk and renamed over path, so path
@@ -697,7 +948,8 @@ ATTN_API attn_status attn_layer_load_safetensors_mem(attn_layer *layer,
  * loads back bit for bit with attn_layer_load_safetensors().
  *
  * Errors: ATTN_ERR_NULL_POINTER (layer or path), ATTN_ERR_BAD_OPTION
- * (unknown naming, prefix not valid UTF-8), ATTN_ERR_WEIGHTS_NOT_SET (a
+ * (unknown naming, prefix not valid UTF-8, torch names for a part of the
+ * q/k/v biases), ATTN_ERR_WEIGHTS_NOT_SET (a
  * weight the file would hold has never been set), ATTN_ERR_IO (cannot
  * create, write, flush or rename the file; the message has the system's
  * reason), ATTN_ERR_OVERFLOW, ATTN_ERR_NO_MEMORY.
@@ -906,7 +1158,10 @@ static inline attn_status attn_decode_mask_init(attn_decode_mask *mask) {
  * of the row, and out [batch, n_new, E] receives the layer's output for
  * them, each new token attending to its row's earlier tokens and to itself
  * (causal among the new tokens; within the window if the cache has one).
- * The Q/K/V projections of all new tokens are one matrix product. batch
+ * The Q/K/V projections of all new tokens are one matrix product. With
+ * rotary embeddings each new token is rotated at its position in its row
+ * (plus opts->positions->start[b] when given) and its key is cached
+ * rotated; ALiBi, soft-capping and sinks apply as in attn_forward(). batch
  * must be the cache's. mask and opts may be NULL.
  * Attention weights (opts->attn_weights): [batch, H, n_new, capacity] per
  * head, or [batch, n_new, capacity] averaged; column j is the row's j-th
@@ -980,7 +1235,9 @@ typedef struct attn_memory attn_memory;
 
 /** Bytes a memory for this layer and cfg takes (the handle included), for
  * attn_memory_create_in(). Thread-safe. Errors: ATTN_ERR_NULL_POINTER,
- * ATTN_ERR_STRUCT_SIZE, ATTN_ERR_BAD_SIZE, ATTN_ERR_OVERFLOW. */
+ * ATTN_ERR_STRUCT_SIZE, ATTN_ERR_BAD_SIZE, ATTN_ERR_OVERFLOW,
+ * ATTN_ERR_BAD_OPTION (a layer with rotary embeddings or ALiBi: a memory
+ * has no positions; QK-norm, soft-capping and sinks are fine). */
 ATTN_API attn_status attn_memory_size(const attn_layer *layer,
                                       const attn_memory_config *cfg,
                                       size_t *bytes);

@@ -75,6 +75,11 @@ python3 bench/compare_builds.py --decode --old build/ci/bench/bench_decode \
 # read bandwidth): runs and prints its table.
 build/ci/bench/bench_decode --contexts 16,64 --batches 1,2 --steps 8 \
   --bw-mib 8 --full-budget 0
+# The decoder attention features against the plain layer, tiny (issue 14).
+cmake --build build/ci -j"$jobs" --target bench_features
+build/ci/bench/bench_features --reps 1 --len 40 --embed 64 --heads 4 \
+  --kv-heads 2 --cache 48 >"$tmp/features.txt"
+grep -q "ratio to plain" "$tmp/features.txt"
 
 echo "--- bench smoke: generic BLAS build, reference BLAS"
 cmake -S . -B build/bench-generic -DCMAKE_BUILD_TYPE=Release \

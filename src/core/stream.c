@@ -58,7 +58,7 @@ static float *partial_at(const attn_stream *a, int64_t b, int64_t c) {
   return a->partial + (b * a->chunks + c) * rows * (hd + 2);
 }
 
-void attn_stream_chunk(const attn_stream *a, int64_t item, float *tile) {
+static void chunk(const attn_stream *a, int64_t item, float *tile) {
   int64_t hd = a->heads->head_dim, H = a->heads->num_heads;
   int64_t rows = item_rows(a), n = a->n;
   int64_t c = item % a->chunks, b = item / a->chunks;
@@ -102,6 +102,9 @@ void attn_stream_chunk(const attn_stream *a, int64_t item, float *tile) {
   for (int64_t r = 0; r < rows; r++) {
     float *sr = s + r * CHUNK;
     int64_t i = r / H;
+    if (a->fx)
+      attn_score_rows(a->fx, r % H, NULL, held - n + i, NULL, jmin, sr, CHUNK,
+                      1, cols);
     for (int64_t j = jmin; j < jmax; j++)
       if (j < lo[i] || j >= hi[i] || (pad && pad[j]))
         sr[j - jmin] = -INFINITY;
@@ -124,6 +127,12 @@ void attn_stream_chunk(const attn_stream *a, int64_t item, float *tile) {
     memcpy(out + r * (hd + 2) + 2, acc + r * hd, (size_t)hd * sizeof(float));
 }
 
+void attn_stream_chunk(const attn_stream *a, int64_t item, float *tile) {
+  attn_fp_mode fp = attn_score_fp_enter(a->fx); /* ALiBi: see score.h */
+  chunk(a, item, tile);
+  attn_score_fp_leave(fp);
+}
+
 void attn_stream_merge(const attn_stream *a, int64_t b) {
   int64_t hd = a->heads->head_dim, H = a->heads->num_heads;
   int64_t rows = item_rows(a);
@@ -131,7 +140,8 @@ void attn_stream_merge(const attn_stream *a, int64_t b) {
   for (int64_t r = 0; r < rows; r++) {
     int64_t i = r / H, h = r % H;
     float *dst = a->ctx + (b * a->n + i) * a->ldctx + h * hd;
-    float m = -INFINITY;
+    float m, l;
+    attn_score_start(a->fx, h, &m, &l);
     for (int64_t c = 0; c < a->chunks; c++) {
       const float *o = partial_at(a, b, c) + r * (hd + 2);
       m = o[0] > m ? o[0] : m;
@@ -141,7 +151,7 @@ void attn_stream_merge(const attn_stream *a, int64_t b) {
         dst[d] = empty;
       continue;
     }
-    float l = 0.0f;
+    l = l > 0.0f ? expf(a->fx->sinks[h] - m) : 0.0f; /* the sink's share */
     for (int64_t d = 0; d < hd; d++)
       dst[d] = 0.0f;
     for (int64_t c = 0; c < a->chunks; c++) {

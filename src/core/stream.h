@@ -6,6 +6,7 @@
 #define ATTN_CORE_STREAM_H
 
 #include "core/heads.h"
+#include "core/score.h"
 
 #include <stdint.h>
 
@@ -25,6 +26,8 @@ struct attn_stream {
   int32_t empty_rows;
   int64_t chunks; /* attn_stream_chunks(max held) */
   float *partial; /* attn_stream_partial_floats() */
+  /* Soft-capping, ALiBi (positions: the slots') and sinks; NULL = none. */
+  const attn_score_fx *fx;
 };
 typedef struct attn_stream attn_stream;
 

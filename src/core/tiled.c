@@ -187,6 +187,21 @@ static void put_weights(const head_work *w, int64_t r0, int64_t n,
   }
 }
 
+/* Soft-capping and ALiBi on the scores of rows r0 .. r0+n-1 and keys
+ * [clo, clo + cols), before the mask. */
+static void score_features(const head_work *w, int64_t r0, int64_t n,
+                           int64_t clo, int64_t cols) {
+  const attn_core *c = w->c;
+  const attn_score_fx *fx = c->fx;
+  int64_t i = w->i0 + r0;
+  int64_t keys = c->mask->key_lengths ? c->mask->key_lengths[w->b] : c->len_k;
+  int64_t kv_rows = c->kv_rows ? c->kv_rows : c->len_k;
+  attn_score_rows(fx, w->h, fx->qpos ? fx->qpos + w->b * c->len_q + i : NULL,
+                  i + (fx->top_left ? 0 : keys - c->len_q),
+                  fx->kpos ? fx->kpos + w->b * kv_rows + clo : NULL, clo,
+                  w->t.s, c->kblock, n, cols);
+}
+
 /* Keys [j0, j0 + kn) against every row of the block, chunk by chunk: the
  * scores, mask, online-softmax step and P*V of a chunk run back to back.
  * kn may be 0 (no visible key at all) when weights are written. */
@@ -222,6 +237,8 @@ static void run_key_block(const head_work *w, int64_t j0, int64_t kn) {
                     (int)min64(w->kc, cols - p), (int)hd, c->heads->scale, q,
                     (int)c->ldq, t->kt + (clo - j0 + p), (int)kb, 0.0f, s + p,
                     (int)kb);
+      if (c->fx)
+        score_features(w, r0, n, clo, cols);
       if (ragged || w->pad || w->bias)
         attn_mask_tile(s, kb, n, cols, clo, lo, hi, w->pad,
                        w->bias ? w->bias + r0 * mk->bias_stride_q : NULL,
@@ -276,10 +293,8 @@ static void run_head(const attn_core *c, int64_t b, int64_t h, int64_t i0,
     jmin = min64(lo[r], jmin);
     jmax = max64(hi[r], jmax);
   }
-  for (int64_t r = 0; r < rows; r++) {
-    w.t.m[r] = -INFINITY;
-    w.t.l[r] = 0.0f;
-  }
+  for (int64_t r = 0; r < rows; r++)
+    attn_score_start(c->fx, h, &w.t.m[r], &w.t.l[r]);
   memset(w.t.acc, 0, (size_t)(rows * hd) * sizeof(float));
 
   if (whole) {
@@ -321,8 +336,10 @@ void attn_core_run(const attn_core *c, int64_t item, float *tile) {
   int64_t h1 = all_heads ? H : h0 + 1;
   int64_t i0 = qblk * c->qblock;
   int64_t rows = min64(c->len_q - i0, c->qblock);
+  attn_fp_mode fp = attn_score_fp_enter(c->fx);
   for (int64_t h = h0; h < h1; h++)
     run_head(c, b, h, i0, rows, tile);
+  attn_score_fp_leave(fp);
 }
 
 typedef struct {

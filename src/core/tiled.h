@@ -8,6 +8,7 @@
 #include "attn/attn.h"
 #include "common/runtime.h"
 #include "core/heads.h"
+#include "core/score.h"
 
 #include <stdbool.h>
 
@@ -31,7 +32,14 @@ typedef struct {
    * normal case) means the library's choice (tiled.c); other values are
    * for measurements. */
   int64_t gemm_rows;
+  /* Soft-capping, ALiBi and sinks (core/score.h); NULL = none. */
+  const attn_score_fx *fx;
 } attn_core;
+
+/* True when c asks for nothing but scaled, masked softmax attention (no
+ * score features): what any other attention core must check before it
+ * takes c's work. */
+static inline bool attn_core_plain(const attn_core *c) { return !c->fx; }
 
 /* Per-thread scratch of the core, in floats, for these block sizes. */
 int64_t attn_core_tile_floats(int64_t qblock, int64_t kblock, int64_t head_dim);

@@ -426,6 +426,9 @@ enum {
   N_HO_B,
   N_BIAS_K, /* torch's add_bias_kv */
   N_BIAS_V,
+  N_Q_NORM, /* QK-norm and sinks: the same names in both schemes */
+  N_K_NORM,
+  N_SINKS,
   N_COUNT
 };
 
@@ -434,7 +437,7 @@ static const char *const suffix_of[N_COUNT] = {
     "v_proj_weight",  "out_proj.weight", "out_proj.bias", "q_proj.weight",
     "k_proj.weight",  "v_proj.weight",   "q_proj.bias",   "k_proj.bias",
     "v_proj.bias",    "o_proj.weight",   "o_proj.bias",   "bias_k",
-    "bias_v"};
+    "bias_v",         "q_norm.weight",   "k_norm.weight", "sinks"};
 
 #define TORCH_ONLY_MASK                                                        \
   ((1u << N_IN_W) | (1u << N_IN_B) | (1u << N_Q_W) | (1u << N_K_W) |           \
@@ -451,8 +454,10 @@ typedef struct {
   int64_t dim[2]; /* [rows, cols] or [len] */
 } st_need;
 
+#define MAX_NEEDS 12
+
 typedef struct {
-  st_need items[8];
+  st_need items[MAX_NEEDS];
   int count;
 } st_plan;
 
@@ -494,6 +499,56 @@ static void prefix_hint(const st_header *h, char *buf, size_t size) {
   }
 }
 
+static attn_status bias_off(const char *prefix, int name) {
+  return attn_fail(ATTN_ERR_WEIGHT_LAYOUT,
+                   "the file has '%.150s%s' but the layer was created with "
+                   "bias off: create it with bias on to use the file's "
+                   "biases",
+                   prefix, suffix_of[name]);
+}
+
+/* torch's packed in_proj_bias: needed when the layer has the q, k and v
+ * biases, refused when it has none of them, and a layout error when it has
+ * some (torch cannot store that). */
+static attn_status plan_in_proj_bias(const attn_layer *l, const char *prefix,
+                                     uint32_t found, st_plan *p) {
+  int n = 0;
+  for (int s = ATTN_SLOT_BQ; s <= ATTN_SLOT_BV; s++)
+    n += attn_has_bias(l, s);
+  if (n == 3) {
+    need(p, N_IN_B, ATTN_SLOT_BQ, l->embed_dim + 2 * l->heads.kv_dim, 0);
+    return ATTN_OK;
+  }
+  if (n == 0 && !(found & (1u << N_IN_B)))
+    return ATTN_OK;
+  if (!l->bias)
+    return bias_off(prefix, N_IN_B);
+  return attn_fail(ATTN_ERR_WEIGHT_LAYOUT,
+                   "%s'%.150sin_proj_bias' packs the q, k and v biases, and "
+                   "the layer has %d of them (bias_parts %d)",
+                   n ? "torch's " : "the file has ", prefix, n,
+                   l->fx.bias_parts);
+}
+
+/* QK-norm weights and sinks: needed when the layer has them, refused when
+ * it has not (the layer would silently compute something else). */
+static attn_status plan_extras(const attn_layer *l, const char *prefix,
+                               uint32_t found, st_plan *p) {
+  const int names[3] = {N_Q_NORM, N_K_NORM, N_SINKS};
+  for (int i = 0; i < 3; i++) {
+    int slot = ATTN_SLOT_QN + i;
+    if (l->slot_count[slot] > 0)
+      need(p, names[i], slot, l->slot_count[slot], 0);
+    else if (found & (1u << names[i]))
+      return attn_fail(ATTN_ERR_WEIGHT_LAYOUT,
+                       "the file has '%.150s%s' but the layer was created "
+                       "without %s",
+                       prefix, suffix_of[names[i]],
+                       i == 2 ? "sinks" : "qk_norm");
+  }
+  return ATTN_OK;
+}
+
 /* Decides the naming scheme from the names found (bit per N_*) and lists
  * the tensors to load. */
 static attn_status make_plan(const attn_layer *l, const st_header *h,
@@ -524,7 +579,7 @@ static attn_status make_plan(const attn_layer *l, const st_header *h,
                      prefix,
                      suffix_of[found & (1u << N_BIAS_K) ? N_BIAS_K : N_BIAS_V]);
 
-  uint32_t bias_names;
+  uint32_t bias_names = 0;
   int out_w = N_OUT_W, out_b = N_OUT_B;
   if (torch) {
     bool packed = found & (1u << N_IN_W);
@@ -549,9 +604,10 @@ static attn_status make_plan(const attn_layer *l, const st_header *h,
       need(p, N_K_W, ATTN_SLOT_WK, KV, l->kdim);
       need(p, N_V_W, ATTN_SLOT_WV, KV, l->vdim);
     }
-    bias_names = (1u << N_IN_B) | (1u << N_OUT_B);
-    if (l->bias)
-      need(p, N_IN_B, ATTN_SLOT_BQ, E + 2 * KV, 0);
+    bias_names = 0;
+    attn_status st = plan_in_proj_bias(l, prefix, found, p);
+    if (st != ATTN_OK)
+      return st;
   } else {
     bool o = found & ((1u << N_HO_W) | (1u << N_HO_B));
     bool out = found & ((1u << N_OUT_W) | (1u << N_OUT_B));
@@ -568,24 +624,30 @@ static attn_status make_plan(const attn_layer *l, const st_header *h,
     need(p, N_HQ_W, ATTN_SLOT_WQ, E, E);
     need(p, N_HK_W, ATTN_SLOT_WK, KV, l->kdim);
     need(p, N_HV_W, ATTN_SLOT_WV, KV, l->vdim);
-    bias_names =
-        (1u << N_HQ_B) | (1u << N_HK_B) | (1u << N_HV_B) | (1u << out_b);
-    if (l->bias) {
-      need(p, N_HQ_B, ATTN_SLOT_BQ, E, 0);
-      need(p, N_HK_B, ATTN_SLOT_BK, KV, 0);
-      need(p, N_HV_B, ATTN_SLOT_BV, KV, 0);
+    const int names[3] = {N_HQ_B, N_HK_B, N_HV_B};
+    const int64_t rows[3] = {E, KV, KV};
+    for (int i = 0; i < 3; i++) {
+      if (attn_has_bias(l, ATTN_SLOT_BQ + i))
+        need(p, names[i], ATTN_SLOT_BQ + i, rows[i], 0);
+      else
+        bias_names |= 1u << names[i];
     }
   }
   need(p, out_w, ATTN_SLOT_WO, E, E);
-  if (l->bias)
+  if (attn_has_bias(l, ATTN_SLOT_BO))
     need(p, out_b, ATTN_SLOT_BO, E, 0);
-  else if (found & bias_names)
+  else
+    bias_names |= 1u << out_b;
+  if ((found & bias_names) && !l->bias)
+    return bias_off(prefix, lowest_bit(found & bias_names));
+  if (found & bias_names)
     return attn_fail(ATTN_ERR_WEIGHT_LAYOUT,
-                     "the file has '%.150s%s' but the layer was created with "
-                     "bias off: create it with bias on to use the file's "
-                     "biases",
-                     prefix, suffix_of[lowest_bit(found & bias_names)]);
-  return ATTN_OK;
+                     "the file has '%.150s%s' but the layer has no such bias "
+                     "(bias %s, bias_parts %d): create it with that bias to "
+                     "use the file's",
+                     prefix, suffix_of[lowest_bit(found & bias_names)],
+                     l->bias ? "on" : "off", l->fx.bias_parts);
+  return plan_extras(l, prefix, found, p);
 }
 
 /* Checks that a planned tensor exists with a usable dtype and the shape the
@@ -599,7 +661,12 @@ static attn_status check_need(const st_header *h, const char *prefix,
   const st_entry *e = find_entry(h, name);
   if (!e) {
     st = attn_fail(ATTN_ERR_TENSOR_MISSING,
-                   "tensor '%.300s' not found in the weight file", name);
+                   "tensor '%.300s' not found in the weight file%s", name,
+                   n->slot >= ATTN_SLOT_BQ && n->slot <= ATTN_SLOT_BO
+                       ? " (for a model without that bias, create the layer "
+                         "with attn_config.bias_parts naming the biases it "
+                         "has)"
+                       : "");
   } else if (strcmp(e->dtype, "F32") != 0 && strcmp(e->dtype, "F16") != 0 &&
              strcmp(e->dtype, "BF16") != 0) {
     st = attn_fail(ATTN_ERR_TENSOR_DTYPE,
@@ -747,7 +814,7 @@ static attn_status load(attn_layer *l, const st_source *src,
     free(name);
   }
   st_plan plan;
-  const st_entry *entries[8] = {NULL};
+  const st_entry *entries[MAX_NEEDS] = {NULL};
   if (st == ATTN_OK)
     st = make_plan(l, &h, prefix, found, &plan);
   for (int i = 0; st == ATTN_OK && i < plan.count; i++)
@@ -756,20 +823,26 @@ static attn_status load(attn_layer *l, const st_source *src,
   /* Staging copy of all weights and biases, in the layer's storage order. */
   int64_t nw = l->slot_offset[ATTN_SLOT_WO] + l->slot_count[ATTN_SLOT_WO];
   int64_t nb = l->slot_offset[ATTN_SLOT_BO] + l->slot_count[ATTN_SLOT_BO];
-  float *stage_w = NULL, *stage_b = NULL;
+  int64_t nx = l->slot_offset[ATTN_SLOT_SINK] + l->slot_count[ATTN_SLOT_SINK];
+  float *stage_w = NULL, *stage_b = NULL, *stage_x = NULL;
   unsigned char *chunk = NULL;
   if (st == ATTN_OK) {
     stage_w = malloc((size_t)nw * sizeof(float));
-    stage_b = l->bias ? malloc((size_t)nb * sizeof(float)) : NULL;
+    /* A bias the layer lacks stays zero in its storage. */
+    stage_b = l->bias ? calloc((size_t)nb, sizeof(float)) : NULL;
+    stage_x = nx ? malloc((size_t)nx * sizeof(float)) : NULL;
     chunk = src->mem ? NULL : malloc(READ_CHUNK);
-    if (!stage_w || (l->bias && !stage_b) || (!src->mem && !chunk))
+    if (!stage_w || (l->bias && !stage_b) || (nx && !stage_x) ||
+        (!src->mem && !chunk))
       st = attn_fail(ATTN_ERR_NO_MEMORY,
                      "cannot allocate %zu bytes to stage the weights",
                      (size_t)(nw + nb) * sizeof(float) + READ_CHUNK);
   }
   for (int i = 0; st == ATTN_OK && i < plan.count; i++) {
     const st_need *n = &plan.items[i];
-    float *base = n->slot >= ATTN_SLOT_BQ ? stage_b : stage_w;
+    float *base = n->slot >= ATTN_SLOT_QN   ? stage_x
+                  : n->slot >= ATTN_SLOT_BQ ? stage_b
+                                            : stage_w;
     st =
         load_tensor(src, &h, entries[i], base + l->slot_offset[n->slot], chunk);
   }
@@ -778,8 +851,11 @@ static attn_status load(attn_layer *l, const st_source *src,
     memcpy(l->weights, stage_w, (size_t)nw * sizeof(float));
     if (l->bias)
       memcpy(l->biases, stage_b, (size_t)nb * sizeof(float));
+    if (nx)
+      memcpy(l->extras, stage_x, (size_t)nx * sizeof(float));
     attn_layer_mark_all_set(l);
   }
+  free(stage_x);
   free(chunk);
   free(stage_w);
   free(stage_b);
@@ -842,6 +918,7 @@ typedef struct {
 static int save_plan(const attn_layer *l, int32_t naming, st_out *t) {
   int64_t E = l->embed_dim, KV = l->heads.kv_dim;
   int n = 0;
+  bool bq = attn_has_bias(l, ATTN_SLOT_BQ), bo = attn_has_bias(l, ATTN_SLOT_BO);
 #define ADD(name, slot_, rows, cols)                                           \
   (t[n++] = (st_out){name, slot_, (cols) > 0 ? 2 : 1, {rows, cols}})
   if (naming == ATTN_NAMES_TORCH) {
@@ -852,28 +929,47 @@ static int save_plan(const attn_layer *l, int32_t naming, st_out *t) {
       ADD("k_proj_weight", ATTN_SLOT_WK, KV, l->kdim);
       ADD("v_proj_weight", ATTN_SLOT_WV, KV, l->vdim);
     }
-    if (l->bias)
+    if (bq) /* all three: save_check refused a part of them */
       ADD("in_proj_bias", ATTN_SLOT_BQ, E + 2 * KV, 0);
     ADD("out_proj.weight", ATTN_SLOT_WO, E, E);
-    if (l->bias)
+    if (bo)
       ADD("out_proj.bias", ATTN_SLOT_BO, E, 0);
   } else {
     bool o = naming == ATTN_NAMES_HF_O_PROJ;
     ADD("q_proj.weight", ATTN_SLOT_WQ, E, E);
-    if (l->bias)
+    if (bq)
       ADD("q_proj.bias", ATTN_SLOT_BQ, E, 0);
     ADD("k_proj.weight", ATTN_SLOT_WK, KV, l->kdim);
-    if (l->bias)
+    if (attn_has_bias(l, ATTN_SLOT_BK))
       ADD("k_proj.bias", ATTN_SLOT_BK, KV, 0);
     ADD("v_proj.weight", ATTN_SLOT_WV, KV, l->vdim);
-    if (l->bias)
+    if (attn_has_bias(l, ATTN_SLOT_BV))
       ADD("v_proj.bias", ATTN_SLOT_BV, KV, 0);
     ADD(o ? "o_proj.weight" : "out_proj.weight", ATTN_SLOT_WO, E, E);
-    if (l->bias)
+    if (bo)
       ADD(o ? "o_proj.bias" : "out_proj.bias", ATTN_SLOT_BO, E, 0);
   }
+  const char *extras[3] = {"q_norm.weight", "k_norm.weight", "sinks"};
+  for (int i = 0; i < 3; i++)
+    if (l->slot_count[ATTN_SLOT_QN + i] > 0)
+      ADD(extras[i], ATTN_SLOT_QN + i, l->slot_count[ATTN_SLOT_QN + i], 0);
 #undef ADD
   return n;
+}
+
+/* torch's names pack the q, k and v biases into one tensor: a layer with
+ * some of them only cannot be saved so. */
+static attn_status save_check(const attn_layer *l, int32_t naming) {
+  int n = 0;
+  for (int s = ATTN_SLOT_BQ; s <= ATTN_SLOT_BV; s++)
+    n += attn_has_bias(l, s);
+  if (naming == ATTN_NAMES_TORCH && n != 0 && n != 3)
+    return attn_fail(ATTN_ERR_BAD_OPTION,
+                     "ATTN_NAMES_TORCH packs the q, k and v biases into "
+                     "in_proj_bias, and the layer has %d of them (bias_parts "
+                     "%d): save it with Hugging Face names",
+                     n, l->fx.bias_parts);
+  return ATTN_OK;
 }
 
 static bool valid_utf8(const unsigned char *s) {
@@ -1043,11 +1139,11 @@ attn_status attn_layer_save_safetensors(const attn_layer *l, const char *path,
                      "prefix is not valid UTF-8, which safetensors headers "
                      "must be");
   attn_status st = attn_layer_check_set(l, "cannot save the layer");
-  if (st != ATTN_OK)
+  if (st != ATTN_OK || (st = save_check(l, naming)) != ATTN_OK)
     return st;
   /* The layer's sizes already fit in memory as floats, so the data section
    * (the same floats) cannot overflow; the header is small. */
-  st_out t[8];
+  st_out t[MAX_NEEDS];
   int n = save_plan(l, naming, t);
   char *header = build_header(prefix, t, n);
   if (!header)

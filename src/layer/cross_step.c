@@ -2,6 +2,7 @@
 /* The cross-attention step: new decoder queries against a memory projected
  * once by attn_memory_set(), through the tiled core. */
 #include "layer/memory.h"
+#include "layer/positions.h"
 #include "layer/project.h"
 #include "layer/step.h"
 
@@ -118,14 +119,17 @@ attn_status attn_cross_step(const attn_layer *l, const attn_memory *mem,
     return st;
 
   int64_t E = l->embed_dim;
+  attn_qk_post pq = {l, 0, E, 0, 0, NULL, NULL, NULL, 1};
   attn_exec_enter(&call.x);
-  attn_project_step(&call.x, B * n, E, E, query, E,
-                    attn_slot_ptr(l, ATTN_SLOT_WQ),
-                    attn_bias_ptr(l, ATTN_SLOT_BQ), f, E);
+  attn_project_step_post(
+      &call.x, B * n, E, E, query, E, attn_slot_ptr(l, ATTN_SLOT_WQ),
+      attn_bias_ptr(l, ATTN_SLOT_BQ), f, E, attn_fx_post(&l->fx) ? &pq : NULL);
   merge_mask(mem, &p, f, &m);
   attn_kv_view kv = {mem->kv, mem->kv + mem->kv_dim, mem->slot_ld, mem->slot_ld,
                      mem->capacity};
   attn_core core = attn_call_core(&call, l, &m, B, n, mem->len_k, f, E, kv);
+  attn_score_fx fx;
+  core.fx = attn_layer_score_fx(l, NULL, NULL, &fx);
   attn_core_run_all(&core, &call.x, p.threads, f + p.tile_off, p.tile_floats);
   attn_project_step(&call.x, B * n, E, E, f, E, attn_slot_ptr(l, ATTN_SLOT_WO),
                     attn_bias_ptr(l, ATTN_SLOT_BO), out, E);

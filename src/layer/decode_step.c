@@ -15,6 +15,7 @@
 #include "common/structs.h"
 #include "core/mask.h"
 #include "core/stream.h"
+#include "layer/positions.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -124,8 +125,11 @@ static attn_status prepare(const attn_layer *l, const attn_kv_cache *c,
                      "attn_decode_step: batch %lld differs from the cache's "
                      "batch %lld",
                      (long long)B, (long long)c->batch);
+  const int64_t *start;
   if ((st = load_mask(mask_in, B, n, m)) != ATTN_OK ||
-      (st = attn_layer_check_set(l, "attn_decode_step")) != ATTN_OK)
+      (st = attn_layer_check_set(l, "attn_decode_step")) != ATTN_OK ||
+      (st = attn_positions_check_step(call, l, B, c->len, n, &start)) !=
+          ATTN_OK)
     return st;
   return check_rows(l, c, n, x, m);
 }
@@ -220,6 +224,8 @@ static void attend_streamed(const attn_call *call, const attn_layer *l,
                    .empty_rows = empty,
                    .chunks = attn_stream_chunks(max_held),
                    .partial = f + p->partial_off};
+  attn_score_fx fx;
+  a.fx = attn_layer_score_fx(l, NULL, NULL, &fx);
   stream_job job = {&a, f + p->tile_off, p->tile_floats};
   double bytes = (double)all_held * (double)c->slot_ld * sizeof(float);
   int64_t chunks = c->batch * a.chunks;
@@ -251,6 +257,8 @@ static void attend_tiled(const attn_call *call, const attn_layer *l,
                      c->capacity};
   attn_core core =
       attn_call_core(call, l, &m, c->batch, n, c->capacity, qkv, ldq, kv);
+  attn_score_fx fx;
+  core.fx = attn_layer_score_fx(l, NULL, NULL, &fx);
   attn_core_run_all(&core, &call->x, p->threads, f + p->tile_off,
                     p->tile_floats);
 }
@@ -263,9 +271,17 @@ static void run_step(const attn_call *call, const attn_layer *l,
   int64_t B = c->batch, E = l->embed_dim, ldq = p->ldq;
   float *qkv = f;
   int64_t *lens = (int64_t *)(void *)(f + p->lens_off);
-  attn_project_step(&call->x, B * n, ldq, E, x, E,
-                    attn_slot_ptr(l, ATTN_SLOT_WQ),
-                    attn_bias_ptr(l, ATTN_SLOT_BQ), qkv, ldq);
+  /* New token i of row b is at the row's position len[b] + i (+ start):
+   * its key goes into the cache rotated. */
+  const int64_t *start = NULL;
+  attn_positions_check_step(call, l, B, c->len, n, &start); /* checked */
+  for (int64_t b = 0; b < B; b++)
+    lens[b] = c->len[b] + (start ? start[b] : 0);
+  attn_qk_post post = {l, 0, E, E, l->heads.kv_dim, NULL, NULL, lens, n};
+  attn_project_step_post(&call->x, B * n, ldq, E, x, E,
+                         attn_slot_ptr(l, ATTN_SLOT_WQ),
+                         attn_bias_span(l, ATTN_SLOT_BQ, ATTN_SLOT_BV), qkv,
+                         ldq, attn_fx_post(&l->fx) ? &post : NULL);
   bool ragged = append_rows(c, m, n, qkv, ldq, E, lens);
   for (int64_t b = 0; ragged && b < B; b++)
     align_queries(qkv + b * n * ldq, ldq, E, n, added(m, n, b));

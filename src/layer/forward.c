@@ -2,6 +2,7 @@
 /* Forward pass: argument checks, the scratch plan, projections, the
  * attention core on the call's threads, and the output projection. */
 #include "layer/call.h"
+#include "layer/positions.h"
 #include "layer/project.h"
 
 #include "common/checked.h"
@@ -18,6 +19,7 @@ typedef struct {
   int64_t ldq, ldk, ldv;
   int64_t k_off, v_off; /* into the buffers; Q at 0, k/v may alias q's */
   int64_t tile_off, tile_floats;
+  int64_t pos_off; /* query then key positions (int64), -1 = none */
   int32_t threads; /* of the core, which sized the tiles */
   size_t bytes;
 } plan;
@@ -74,6 +76,9 @@ static attn_status make_plan(const attn_call *c, const attn_layer *l, int64_t B,
   p->fused_kv = !p->fused_qkv && same_kv && l->kdim == l->vdim;
   attn_layout s = {0};
   layout_qkv(l, B * Lq, B * Lk, p, &s);
+  p->pos_off = attn_fx_positional(&l->fx)
+                   ? attn_layout_add(&s, B * (Lq + Lk), 2) /* int64 */
+                   : -1;
   attn_layout_core(c, l, B, Lq, Lk, &s, &p->threads, &p->tile_off,
                    &p->tile_floats);
   return attn_layout_bytes(&s, &p->bytes);
@@ -116,12 +121,19 @@ static attn_status check_inputs(const attn_layer *l, int64_t B, int64_t Lq,
   return ATTN_OK;
 }
 
-/* Q, K and V projections, fused where the inputs allow one product. */
+/* Q, K and V projections, fused where the inputs allow one product, each
+ * followed by the norm and rotation of its query and key heads (pos: the
+ * query then the key positions, or NULL). */
 static void project_inputs(const attn_exec *x, const attn_layer *l,
                            const plan *p, int64_t nq, int64_t nk,
                            const float *query, const float *key,
-                           const float *value, float *f) {
+                           const float *value, const int64_t *pos, float *f) {
   int64_t E = l->embed_dim, KV = l->heads.kv_dim;
+  bool post = attn_fx_post(&l->fx);
+  const int64_t *qpos = pos, *kpos = pos ? pos + nq : NULL;
+  attn_qk_post pq = {l, 0, E, 0, 0, qpos, NULL, NULL, 1};
+  attn_qk_post pk = {l, 0, 0, 0, KV, NULL, kpos, NULL, 1};
+  attn_qk_post pqkv = {l, 0, E, E, KV, qpos, kpos, NULL, 1};
   const float *wq = attn_slot_ptr(l, ATTN_SLOT_WQ);
   const float *wk = attn_slot_ptr(l, ATTN_SLOT_WK);
   const float *wv = attn_slot_ptr(l, ATTN_SLOT_WV);
@@ -129,16 +141,20 @@ static void project_inputs(const attn_exec *x, const attn_layer *l,
   const float *bk = attn_bias_ptr(l, ATTN_SLOT_BK);
   const float *bv = attn_bias_ptr(l, ATTN_SLOT_BV);
   if (p->fused_qkv) {
-    attn_project(x, nq, E + 2 * KV, E, query, E, wq, bq, f, p->ldq);
+    attn_project_post(x, nq, E + 2 * KV, E, query, E, wq,
+                      attn_bias_span(l, ATTN_SLOT_BQ, ATTN_SLOT_BV), f, p->ldq,
+                      post ? &pqkv : NULL);
     return;
   }
-  attn_project(x, nq, E, E, query, E, wq, bq, f, p->ldq);
+  attn_project_post(x, nq, E, E, query, E, wq, bq, f, p->ldq,
+                    post ? &pq : NULL);
   if (p->fused_kv) {
-    attn_project(x, nk, 2 * KV, l->kdim, key, l->kdim, wk, bk, f + p->k_off,
-                 p->ldk);
+    attn_project_post(x, nk, 2 * KV, l->kdim, key, l->kdim, wk,
+                      attn_bias_span(l, ATTN_SLOT_BK, ATTN_SLOT_BV),
+                      f + p->k_off, p->ldk, post ? &pk : NULL);
   } else {
-    attn_project(x, nk, KV, l->kdim, key, l->kdim, wk, bk, f + p->k_off,
-                 p->ldk);
+    attn_project_post(x, nk, KV, l->kdim, key, l->kdim, wk, bk, f + p->k_off,
+                      p->ldk, post ? &pk : NULL);
     attn_project(x, nk, KV, l->vdim, value, l->vdim, wv, bv, f + p->v_off,
                  p->ldv);
   }
@@ -157,7 +173,8 @@ static attn_status prepare(const attn_layer *l, int64_t B, int64_t Lq,
       (st = attn_layer_check_set(l, "attn_forward")) != ATTN_OK ||
       (st = attn_mask_load(mask_in, B, l->heads.num_heads, Lq, Lk, mask)) !=
           ATTN_OK ||
-      (st = check_inputs(l, B, Lq, Lk, query, key, value)) != ATTN_OK)
+      (st = check_inputs(l, B, Lq, Lk, query, key, value)) != ATTN_OK ||
+      (st = attn_positions_check(c, l, B, Lq, Lk)) != ATTN_OK)
     return st;
   /* Callers are held to the size attn_forward_scratch_size reports, even
    * when this call's fused layout would fit in less: a short buffer is then
@@ -195,11 +212,21 @@ attn_status attn_forward(const attn_layer *l, int64_t B, int64_t Lq, int64_t Lk,
                               &f)) != ATTN_OK)
     return st;
 
+  int64_t *pos = p.pos_off >= 0 ? (int64_t *)(void *)(f + p.pos_off) : NULL;
+  if (pos)
+    attn_positions_fill(&c, B, Lq, Lk, pos, pos + B * Lq);
   attn_exec_enter(&c.x);
-  project_inputs(&c.x, l, &p, B * Lq, B * Lk, query, key, value, f);
+  project_inputs(&c.x, l, &p, B * Lq, B * Lk, query, key, value, pos, f);
   /* Attention per (batch, head, query block); the context overwrites Q. */
   attn_kv_view kv = {f + p.k_off, f + p.v_off, p.ldk, p.ldv, 0};
   attn_core core = attn_call_core(&c, l, &mask, B, Lq, Lk, f, p.ldq, kv);
+  /* ALiBi needs the positions only when the caller gave them one by one;
+   * otherwise key j is i - j from query i, which the core computes. */
+  attn_score_fx fx;
+  bool ramp = !pos || attn_positions_contiguous(&c);
+  core.fx = attn_layer_score_fx(l, ramp ? NULL : pos,
+                                ramp ? NULL : pos + B * Lq, &fx);
+  fx.top_left = ramp;
   attn_core_run_all(&core, &c.x, p.threads, f + p.tile_off, p.tile_floats);
   attn_project(&c.x, B * Lq, l->embed_dim, l->embed_dim, f, p.ldq,
                attn_slot_ptr(l, ATTN_SLOT_WO), attn_bias_ptr(l, ATTN_SLOT_BO),

@@ -30,6 +30,11 @@ static attn_status plan_memory(const attn_layer *l,
   attn_status st = attn_struct_load(&config_kind, &c, in);
   if (st != ATTN_OK)
     return st;
+  if (attn_fx_positional(&l->fx))
+    return attn_fail(ATTN_ERR_BAD_OPTION,
+                     "attn_memory: the layer has rotary embeddings or ALiBi; "
+                     "a cross-attention memory has no positions (use "
+                     "attn_forward with attn_options.positions)");
   /* One int64 per row: its length. */
   return attn_kv_plan_make(l, c.batch, c.capacity, sizeof(struct attn_memory),
                            1, "memory", p);
@@ -158,6 +163,9 @@ static void project_memory(const attn_exec *x, const attn_layer *l,
   const float *bk = attn_bias_ptr(l, ATTN_SLOT_BK);
   const float *bv = attn_bias_ptr(l, ATTN_SLOT_BV);
   bool fused = key == value && l->kdim == l->vdim;
+  /* The memory's keys are normed once here (no rotation: refused). */
+  attn_qk_post pk = {l, 0, 0, 0, KV, NULL, NULL, NULL, 1};
+  const attn_qk_post *post = attn_fx_post(&l->fx) ? &pk : NULL;
   int64_t rows_at_once = len_k == C ? batch : 1;
   for (int64_t b0 = 0; b0 < batch; b0 += rows_at_once) {
     int64_t M = rows_at_once * len_k;
@@ -165,9 +173,11 @@ static void project_memory(const attn_exec *x, const attn_layer *l,
     const float *kin = key + b0 * len_k * l->kdim;
     const float *vin = value + b0 * len_k * l->vdim;
     if (fused) {
-      attn_project(x, M, 2 * KV, l->kdim, kin, l->kdim, wk, bk, dst, ld);
+      attn_project_post(x, M, 2 * KV, l->kdim, kin, l->kdim, wk,
+                        attn_bias_span(l, ATTN_SLOT_BK, ATTN_SLOT_BV), dst, ld,
+                        post);
     } else {
-      attn_project(x, M, KV, l->kdim, kin, l->kdim, wk, bk, dst, ld);
+      attn_project_post(x, M, KV, l->kdim, kin, l->kdim, wk, bk, dst, ld, post);
       attn_project(x, M, KV, l->vdim, vin, l->vdim, wv, bv, dst + KV, ld);
     }
   }

@@ -4,6 +4,7 @@
 #define ATTN_LAYER_PROJECT_H
 
 #include "common/runtime.h"
+#include "layer/qk_post.h"
 
 /* y[M, N] = x[M, K] W[N, K]^T + b (b may be NULL). While the BLAS is held
  * at one thread (x->blas_held), the product is cut into blocks of rows
@@ -19,5 +20,18 @@ void attn_project(const attn_exec *x, int64_t M, int64_t N, int64_t K,
 void attn_project_step(const attn_exec *x, int64_t M, int64_t N, int64_t K,
                        const float *in, int64_t ldx, const float *w,
                        const float *b, float *y, int64_t ldy);
+
+/* As attn_project() and attn_project_step(), then post (NULL = nothing)
+ * on every output row: the norm and rotation of the query and key heads
+ * (layer/qk_post.h), run on each block of rows right after its product
+ * while the BLAS is held, else as a pass of its own. */
+void attn_project_post(const attn_exec *x, int64_t M, int64_t N, int64_t K,
+                       const float *in, int64_t ldx, const float *w,
+                       const float *b, float *y, int64_t ldy,
+                       const attn_qk_post *post);
+void attn_project_step_post(const attn_exec *x, int64_t M, int64_t N, int64_t K,
+                            const float *in, int64_t ldx, const float *w,
+                            const float *b, float *y, int64_t ldy,
+                            const attn_qk_post *post);
 
 #endif

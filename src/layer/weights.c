@@ -12,7 +12,8 @@
 /* torch's names, by slot. */
 static const char *const slot_names[ATTN_SLOT_COUNT] = {
     "q_proj_weight", "k_proj_weight", "v_proj_weight", "out_proj.weight",
-    "q bias",        "k bias",        "v bias",        "out_proj.bias"};
+    "q bias",        "k bias",        "v bias",        "out_proj.bias",
+    "q_norm.weight", "k_norm.weight", "sinks"};
 
 const char *attn_slot_name(int slot) { return slot_names[slot]; }
 
@@ -47,20 +48,32 @@ static attn_status weight_range(const attn_layer *l, attn_weight_id which,
   case ATTN_B_Q:
   case ATTN_B_K:
   case ATTN_B_V:
-    if (!l->bias)
-      return attn_fail(ATTN_ERR_WEIGHT_LAYOUT,
-                       "%s does not exist: the layer was created with bias "
-                       "off",
-                       which == ATTN_B_IN_PROJ ? "in_proj_bias"
-                       : which == ATTN_B_OUT
-                           ? "out_proj.bias"
-                           : slot_names[ATTN_SLOT_BQ + (which - ATTN_B_Q)]);
     if (which == ATTN_B_IN_PROJ)
       *r = (slot_range){ATTN_SLOT_BQ, ATTN_SLOT_BV};
     else if (which == ATTN_B_OUT)
       *r = (slot_range){ATTN_SLOT_BO, ATTN_SLOT_BO};
     else
       r->first = r->last = ATTN_SLOT_BQ + (which - ATTN_B_Q);
+    for (int s = r->first; s <= r->last; s++)
+      if (!attn_has_bias(l, s))
+        return attn_fail(ATTN_ERR_WEIGHT_LAYOUT,
+                         "%s does not exist: the layer was created without "
+                         "the %s (bias %s, bias_parts %d)",
+                         which == ATTN_B_IN_PROJ ? "in_proj_bias"
+                         : which == ATTN_B_OUT   ? "out_proj.bias"
+                                                 : slot_names[s],
+                         slot_names[s], l->bias ? "on" : "off",
+                         l->fx.bias_parts);
+    return ATTN_OK;
+  case ATTN_W_Q_NORM:
+  case ATTN_W_K_NORM:
+  case ATTN_W_SINKS:
+    r->first = r->last = ATTN_SLOT_QN + (which - ATTN_W_Q_NORM);
+    if (l->slot_count[r->first] == 0)
+      return attn_fail(ATTN_ERR_WEIGHT_LAYOUT,
+                       "%s does not exist: the layer was created without %s",
+                       slot_names[r->first],
+                       which == ATTN_W_SINKS ? "sinks" : "qk_norm");
     return ATTN_OK;
   default:
     return attn_fail(ATTN_ERR_WEIGHT_LAYOUT, "unknown weight id %d",
@@ -178,16 +191,38 @@ attn_status attn_layer_init_weights(attn_layer *l, uint64_t seed) {
   if (l->biases)
     memset(l->biases, 0,
            (size_t)(2 * E + 2 * kv) * sizeof(float)); /* all zero */
+  attn_layer_default_extras(l);
   attn_layer_mark_all_set(l);
   return ATTN_OK;
 }
 
+void attn_layer_default_extras(attn_layer *l) {
+  float one = l->fx.qk_unit_offset ? 0.0f : 1.0f;
+  for (int s = ATTN_SLOT_QN; s <= ATTN_SLOT_SINK; s++) {
+    float *p = l->slot_count[s] ? attn_slot_ptr(l, s) : NULL;
+    for (int64_t i = 0; p && i < l->slot_count[s]; i++)
+      p[i] = s == ATTN_SLOT_SINK ? 0.0f : one;
+    l->slots_set |= 1u << s;
+  }
+}
+
+uint32_t attn_layer_slots(const attn_layer *l) {
+  uint32_t need = (1u << ATTN_SLOT_BQ) - 1;
+  for (int s = ATTN_SLOT_BQ; s <= ATTN_SLOT_BO; s++)
+    if (attn_has_bias(l, s))
+      need |= 1u << s;
+  for (int s = ATTN_SLOT_QN; s <= ATTN_SLOT_SINK; s++)
+    if (l->slot_count[s])
+      need |= 1u << s;
+  return need;
+}
+
 void attn_layer_mark_all_set(attn_layer *l) {
-  l->slots_set = (1u << (l->bias ? ATTN_SLOT_COUNT : ATTN_SLOT_BQ)) - 1;
+  l->slots_set = attn_layer_slots(l);
 }
 
 attn_status attn_layer_check_set(const attn_layer *l, const char *action) {
-  uint32_t need = (1u << (l->bias ? ATTN_SLOT_COUNT : ATTN_SLOT_BQ)) - 1;
+  uint32_t need = attn_layer_slots(l);
   uint32_t missing = need & ~l->slots_set;
   if (!missing)
     return ATTN_OK;

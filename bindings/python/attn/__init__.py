@@ -42,6 +42,7 @@ from ._lib import (  # noqa: F401  (re-exported)
 from ._lib import version as library_version  # noqa: F401
 from ._lib import path as library_path  # noqa: F401
 from ._layer import MultiheadAttention  # noqa: F401
+from ._features import RotaryEmbedding  # noqa: F401
 
 __version__ = "0.1.0"
 
@@ -117,6 +118,7 @@ __all__ = [
     "ERR_CAPACITY",
     "ERR_MISMATCH",
     "MultiheadAttention",
+    "RotaryEmbedding",
     "plot_attention",
     "library_version",
     "library_path",

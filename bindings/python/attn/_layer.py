@@ -11,7 +11,7 @@ from typing import Any, Dict, Iterator, List, Mapping, Optional, Tuple, Union
 import numpy as np
 import numpy.typing as npt
 
-from . import _lib, _mask
+from . import _features, _lib, _mask
 from ._convert import as_float32
 from ._lib import C, check
 
@@ -39,6 +39,7 @@ _WEIGHT_IDS = {
     "out_proj.weight": _lib.W_OUT,
     "out_proj.bias": _lib.B_OUT,
 }
+_WEIGHT_IDS.update(_features.FEATURE_WEIGHTS)
 
 
 class _ReadWriteLock:
@@ -107,6 +108,25 @@ class MultiheadAttention:
     - ``seed``: seed of the weight initialisation (torch's scheme: xavier
       in_proj, zero biases), random when None.
 
+    Decoder attention features (keyword-only, all off by default; see
+    include/attn/attn.h for the formulas):
+
+    - ``rope``: an ``attn.RotaryEmbedding`` (or a dict of its arguments):
+      rotary position embeddings of q and k;
+    - ``bias_parts``: which projections have a bias, a string of "q", "k",
+      "v", "o" (Qwen2: "qkv"); replaces ``bias`` when given;
+    - ``qk_norm``: "head" (Qwen3, Gemma 3) or "all" (OLMo 2) RMSNorm of q
+      and k, with ``qk_norm_eps`` (default 1e-6) and
+      ``qk_norm_unit_offset`` (Gemma's 1 + w);
+    - ``alibi``: "causal" or "symmetric", with ``alibi_slopes`` (default:
+      the standard geometric slopes);
+    - ``softcap``: logit soft-capping, cap * tanh(s / cap) (Gemma 2);
+    - ``sinks``: one learned sink logit per head (gpt-oss).
+
+    Their weights are "q_norm.weight", "k_norm.weight" and "sinks" (and
+    "q_proj.bias" etc. for a part of the q/k/v biases); forward takes
+    ``positions``, ``key_positions`` and ``start``.
+
     Weights are set at construction; replace them with ``from_torch``,
     ``load_state_dict``, ``set_weight`` or ``load_safetensors``.
 
@@ -121,8 +141,8 @@ class MultiheadAttention:
                  add_bias_kv: bool = False, add_zero_attn: bool = False,
                  scale: Optional[float] = None,
                  num_kv_heads: Optional[int] = None, num_threads: int = 0,
-                 empty_rows: str = "zero", seed: Optional[int] = None
-                 ) -> None:
+                 empty_rows: str = "zero", seed: Optional[int] = None,
+                 **features: Any) -> None:
         self._handle = None
         if add_bias_kv or add_zero_attn:
             raise ValueError(
@@ -138,6 +158,8 @@ class MultiheadAttention:
         cfg.scale = 0.0 if scale is None else float(scale)
         cfg.num_kv_heads = 0 if num_kv_heads is None else _int(
             num_kv_heads, "num_kv_heads")
+        keep = []
+        _features.apply(cfg, keep, cfg.num_heads, **features)
         handle = ctypes.c_void_p()
         check(C.attn_layer_create(ctypes.byref(cfg), ctypes.byref(handle)))
         self._handle = handle.value
@@ -158,6 +180,7 @@ class MultiheadAttention:
         self.scale = float(got.scale)
         self.num_threads = int(got.num_threads)
         self.bias = bool(got.bias)
+        self._features = _read_features(got)
         self._qkv_same_embed_dim = (self.kdim == self.embed_dim
                                     and self.vdim == self.embed_dim)
         if seed is None:
@@ -210,14 +233,28 @@ class MultiheadAttention:
     # ------------------------------------------------------------- weights
 
     def weight_names(self) -> List[str]:
-        """Names of this layer's tensors in torch's state_dict."""
+        """Names of this layer's tensors in torch's state_dict (plus, for
+        the decoder features, Hugging Face's: q_proj.bias, k_proj.bias and
+        v_proj.bias when the layer has only some of them, q_norm.weight,
+        k_norm.weight, sinks)."""
         names = (["in_proj_weight"] if self._qkv_same_embed_dim
                  else ["q_proj_weight", "k_proj_weight", "v_proj_weight"])
-        if self.bias:
+        parts = self._features["bias_parts"]
+        qkv = parts & (_lib.BIAS_Q | _lib.BIAS_K | _lib.BIAS_V)
+        if qkv == _lib.BIAS_Q | _lib.BIAS_K | _lib.BIAS_V:
             names.append("in_proj_bias")
+        else:
+            names += [n for n, bit in (("q_proj.bias", _lib.BIAS_Q),
+                                       ("k_proj.bias", _lib.BIAS_K),
+                                       ("v_proj.bias", _lib.BIAS_V))
+                      if parts & bit]
         names.append("out_proj.weight")
-        if self.bias:
+        if parts & _lib.BIAS_O:
             names.append("out_proj.bias")
+        if self._features["qk_norm"]:
+            names += ["q_norm.weight", "k_norm.weight"]
+        if self._features["sinks"]:
+            names.append("sinks")
         return names
 
     def _weight_shape(self, name):
@@ -230,6 +267,14 @@ class MultiheadAttention:
             "in_proj_bias": (E + 2 * KV,),
             "out_proj.weight": (E, E),
             "out_proj.bias": (E,),
+            "q_proj.bias": (E,),
+            "k_proj.bias": (KV,),
+            "v_proj.bias": (KV,),
+            "q_norm.weight": (E if self._features["qk_norm"] == "all"
+                              else self.head_dim,),
+            "k_norm.weight": (KV if self._features["qk_norm"] == "all"
+                              else self.head_dim,),
+            "sinks": (self.num_heads,),
         }[name]
 
     def _weight_id(self, name):
@@ -412,23 +457,31 @@ class MultiheadAttention:
                  need_weights: bool = True,
                  attn_mask: Optional[ArrayLike] = None,
                  average_attn_weights: bool = True, is_causal: bool = False,
-                 *, empty_rows: Optional[str] = None, num_threads: int = 0
+                 *, empty_rows: Optional[str] = None, num_threads: int = 0,
+                 positions: Optional[ArrayLike] = None,
+                 key_positions: Optional[ArrayLike] = None,
+                 start: Optional[Union[int, ArrayLike]] = None
                  ) -> Tuple[Float32Array, Optional[Float32Array]]:
         return self.forward(query, key, value, key_padding_mask,
                             need_weights, attn_mask, average_attn_weights,
                             is_causal, empty_rows=empty_rows,
-                            num_threads=num_threads)
+                            num_threads=num_threads, positions=positions,
+                            key_positions=key_positions, start=start)
 
     def forward(self, query: ArrayLike, key: ArrayLike, value: ArrayLike,
                 key_padding_mask: Optional[ArrayLike] = None,
                 need_weights: bool = True,
                 attn_mask: Optional[ArrayLike] = None,
                 average_attn_weights: bool = True, is_causal: bool = False,
-                *, empty_rows: Optional[str] = None, num_threads: int = 0
+                *, empty_rows: Optional[str] = None, num_threads: int = 0,
+                positions: Optional[ArrayLike] = None,
+                key_positions: Optional[ArrayLike] = None,
+                start: Optional[Union[int, ArrayLike]] = None
                 ) -> Tuple[Float32Array, Optional[Float32Array]]:
         return self._forward(query, key, value, key_padding_mask,
                              need_weights, attn_mask, average_attn_weights,
-                             is_causal, empty_rows, num_threads)
+                             is_causal, empty_rows, num_threads, positions,
+                             key_positions, start)
 
     __call__.__doc__ = forward.__doc__ = """Attention of ``query`` over
         ``key`` and ``value``, as torch's MultiheadAttention.forward in eval
@@ -465,6 +518,11 @@ class MultiheadAttention:
         Returns numpy float32 arrays: output [B, L, E] (in the input's
         layout) and weights, or None unless need_weights.
 
+        For a layer with rotary embeddings or ALiBi: ``positions`` [B, Lq]
+        (integers, as Hugging Face's position_ids), ``key_positions``
+        [B, Lk] and ``start`` (an integer or [B]) give the tokens'
+        positions as attn_positions does; default 0, 1, 2, ...
+
         C-contiguous float32 inputs (and masks) are passed to the library
         without a copy; anything else (float64, lists, torch tensors,
         transposed views) is converted once. Raises ValueError for shapes
@@ -474,7 +532,7 @@ class MultiheadAttention:
 
     def _forward(self, query, key, value, key_padding_mask, need_weights,
                  attn_mask, average_attn_weights, is_causal, empty_rows,
-                 num_threads):
+                 num_threads, positions, key_positions, start):
         self._live_handle()
         same_kv = key is value
         same_qkv = same_kv and query is key
@@ -539,6 +597,9 @@ class MultiheadAttention:
             opts.weights_mode = (_lib.WEIGHTS_AVERAGE if average_attn_weights
                                  else _lib.WEIGHTS_PER_HEAD)
         opts.num_threads = _int(num_threads, "num_threads")
+        keep_positions = []
+        _features.positions(opts, keep_positions, B, Lq, Lk, unbatched,
+                            positions, key_positions, start)
 
         qp = q.ctypes.data
         kp = qp if same_qkv else k.ctypes.data
@@ -548,7 +609,7 @@ class MultiheadAttention:
                 self._live_handle(), B, Lq, Lk, qp, kp, vp,
                 ctypes.byref(mask) if mask is not None else None,
                 ctypes.byref(opts), out.ctypes.data))
-        del keep
+        del keep, keep_positions
 
         if unbatched:
             out = out[0]
@@ -562,6 +623,28 @@ class MultiheadAttention:
 # Constructor seed meaning "leave the weights unset": from_torch overwrites
 # them at once.
 _LEAVE_UNSET = object()
+
+
+def _read_features(cfg):
+    """The decoder features of a read-back Config, as plain values."""
+    rope = None
+    if cfg.rope:
+        r = _lib.RopeConfig.from_address(cfg.rope)
+        rope = {"theta": r.theta, "rotary_dim": int(r.rotary_dim),
+                "pairing": ("adjacent" if r.pairing == _lib.ROPE_ADJACENT
+                            else "halves")}
+    # A library without the features leaves bias_parts 0: bias says all.
+    parts = int(cfg.bias_parts) or (_lib.BIAS_ALL if cfg.bias else 0)
+    return {
+        "bias_parts": parts,
+        "qk_norm": {_lib.QK_NORM_HEAD: "head", _lib.QK_NORM_ALL: "all"}.get(
+            cfg.qk_norm),
+        "alibi": {_lib.ALIBI_CAUSAL: "causal",
+                  _lib.ALIBI_SYMMETRIC: "symmetric"}.get(cfg.alibi),
+        "softcap": float(cfg.softcap) or None,
+        "sinks": bool(cfg.sinks),
+        "rope": rope,
+    }
 
 
 def _int(value, name):

@@ -63,6 +63,29 @@ B_OUT = 6
 B_Q = 7
 B_K = 8
 B_V = 9
+W_Q_NORM = 10
+W_K_NORM = 11
+W_SINKS = 12
+
+BIAS_Q = 1
+BIAS_K = 2
+BIAS_V = 4
+BIAS_O = 8
+BIAS_ALL = 15
+
+QK_NORM_NONE = 0
+QK_NORM_HEAD = 1
+QK_NORM_ALL = 2
+
+ALIBI_NONE = 0
+ALIBI_CAUSAL = 1
+ALIBI_SYMMETRIC = 2
+
+ROPE_HALVES = 0
+ROPE_ADJACENT = 1
+
+#: Largest token position (attn_positions).
+MAX_POSITION = 2**31 - 1
 
 CAUSAL_NONE = 0
 CAUSAL_TOP_LEFT = 1
@@ -118,6 +141,42 @@ class Config(ctypes.Structure):
         ("num_threads", _i32),
         ("scale", ctypes.c_double),
         ("num_kv_heads", _i64),
+        # Appended after 0.1.0: decoder attention features.
+        ("bias_parts", _i32),
+        ("qk_norm", _i32),
+        ("qk_norm_eps", ctypes.c_double),
+        ("qk_norm_unit_offset", _i32),
+        ("alibi", _i32),
+        ("alibi_slopes", _ptr),
+        ("softcap", ctypes.c_double),
+        ("rope", _ptr),
+        ("sinks", _i32),
+    ]
+
+
+class RopeConfig(ctypes.Structure):
+    """Mirror of attn_rope_config."""
+
+    _fields_ = [
+        ("struct_size", _size_t),
+        ("pairing", _i32),
+        ("reserved", _i32),
+        ("rotary_dim", _i64),
+        ("theta", ctypes.c_double),
+        ("linear_factor", ctypes.c_double),
+        ("inv_freq", _ptr),
+        ("attention_factor", ctypes.c_double),
+    ]
+
+
+class Positions(ctypes.Structure):
+    """Mirror of attn_positions."""
+
+    _fields_ = [
+        ("struct_size", _size_t),
+        ("start", _ptr),
+        ("q_positions", _ptr),
+        ("k_positions", _ptr),
     ]
 
 
@@ -149,6 +208,7 @@ class Options(ctypes.Structure):
         ("scratch", _ptr),
         ("scratch_size", _size_t),
         ("runtime", _ptr),
+        ("positions", _ptr),
     ]
 
 
@@ -253,6 +313,9 @@ _bind("attn_layer_save_safetensors", _i32, [_ptr, ctypes.c_char_p,
 _bind("attn_layer_load_safetensors_mem", _i32, [_ptr, _ptr, _size_t,
                                                 ctypes.c_char_p],
       required=False)
+# Decoder attention features (rotary embeddings, positions) came later too.
+_bind("attn_rope_config_init_sized", _i32, [_ptr, _size_t], required=False)
+_bind("attn_positions_init_sized", _i32, [_ptr, _size_t], required=False)
 
 version_number = C.attn_version_number()
 version = C.attn_version_string().decode()
@@ -316,6 +379,35 @@ def new_mask():
 def new_options():
     """An attn_options with the library's defaults."""
     return Options.from_buffer_copy(_OPTIONS_DEFAULT)
+
+
+def _features_defaults():
+    if (C.attn_rope_config_init_sized is None
+            or C.attn_positions_init_sized is None):
+        return None, None
+    return (_defaults(RopeConfig, C.attn_rope_config_init_sized,
+                      "attn_rope_config"),
+            _defaults(Positions, C.attn_positions_init_sized,
+                      "attn_positions"))
+
+
+_ROPE_DEFAULT, _POSITIONS_DEFAULT = _features_defaults()
+
+
+def has_features():
+    """True when the loaded library has rotary embeddings and positions
+    (and with them every decoder attention feature)."""
+    return _ROPE_DEFAULT is not None
+
+
+def new_rope_config():
+    """An attn_rope_config with the library's defaults."""
+    return RopeConfig.from_buffer_copy(_ROPE_DEFAULT)
+
+
+def new_positions():
+    """An attn_positions with the defaults (every pointer NULL)."""
+    return Positions.from_buffer_copy(_POSITIONS_DEFAULT)
 
 
 def has_safetensors():
