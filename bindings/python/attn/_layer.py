@@ -142,7 +142,14 @@ class MultiheadAttention:
                  scale: Optional[float] = None,
                  num_kv_heads: Optional[int] = None, num_threads: int = 0,
                  empty_rows: str = "zero", seed: Optional[int] = None,
-                 **features: Any) -> None:
+                 bias_parts: Optional[str] = None, rope: Any = None,
+                 qk_norm: Optional[str] = None,
+                 qk_norm_eps: Optional[float] = None,
+                 qk_norm_unit_offset: bool = False,
+                 alibi: Optional[str] = None,
+                 alibi_slopes: Optional[ArrayLike] = None,
+                 softcap: Optional[float] = None, sinks: bool = False
+                 ) -> None:
         self._handle = None
         if add_bias_kv or add_zero_attn:
             raise ValueError(
@@ -159,7 +166,11 @@ class MultiheadAttention:
         cfg.num_kv_heads = 0 if num_kv_heads is None else _int(
             num_kv_heads, "num_kv_heads")
         keep = []
-        _features.apply(cfg, keep, cfg.num_heads, **features)
+        _features.apply(cfg, keep, cfg.num_heads, bias_parts=bias_parts,
+                        rope=rope, qk_norm=qk_norm, qk_norm_eps=qk_norm_eps,
+                        qk_norm_unit_offset=qk_norm_unit_offset, alibi=alibi,
+                        alibi_slopes=alibi_slopes, softcap=softcap,
+                        sinks=sinks)
         handle = ctypes.c_void_p()
         check(C.attn_layer_create(ctypes.byref(cfg), ctypes.byref(handle)))
         self._handle = handle.value
