@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* bench_core: times the attention core alone (scores, mask, softmax, P*V;
  * no projections) with block sizes forced from the command line. It links
  * the library's objects (attn_internal), so it can reach the internal core

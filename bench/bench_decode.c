@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* bench_decode: incremental decoding speed of libattn.
  *
  * For each batch size and context length L it fills a KV cache with L

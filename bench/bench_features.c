@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* bench_features: what the decoder attention features cost. Times a
  * forward pass and a one-token decoding step of a layer with each feature
  * (rotary embeddings, QK-norm, ALiBi, soft-capping, sinks) against the same

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* bench_forward: times libattn forward passes.
  *
  * For each case it prints the median, min and max time over repeated runs,

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Timing helpers shared by the benchmark programs. */
 #ifndef ATTN_BENCH_UTIL_H
 #define ATTN_BENCH_UTIL_H

@@ -1,4 +1,5 @@
 #!/usr/bin/python3
+# SPDX-License-Identifier: MIT
 """Compares libattn's forward pass with PyTorch's nn.MultiheadAttention.
 
 For each case, in one run and interleaved (libattn, then PyTorch with its

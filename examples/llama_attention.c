@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* llama_attention: the self-attention of one Llama-style decoder layer,
  * loaded from a safetensors file under Hugging Face's names and run token
  * by token with a KV cache.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* The decoding simulator of decode_sim.h. */
 #include <setjmp.h>
 #include <stdarg.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* A decoding simulator for the tests: drives a KV cache through steps,
  * truncations and reorders while keeping, for every row, the whole token
  * history (inputs, padding flags and the outputs the steps produced), then

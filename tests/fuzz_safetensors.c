@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* libFuzzer harness for the safetensors loader.
  *
  * The first input byte picks one of a few layer shapes and a prefix; the

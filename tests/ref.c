@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* The tests' double-precision attention model and shared helpers. See
  * ref.h. Nothing here calls into the library except the model helpers at
  * the end, which only use the public API to create layers and set or read

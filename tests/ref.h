@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* A plain double-precision model of multi-head attention for the tests, and
  * the small helpers the tests share (seeded random numbers, comparisons
  * that name the worst element, layers with random weights).

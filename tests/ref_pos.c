@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* The double-precision reference of decoder attention features
  * (ref_pos.h). */
 #include "ref_pos.h"

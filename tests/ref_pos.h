@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* A double-precision model of the attention of today's decoder layers for
  * the tests: torch-layout projections with any subset of biases, QK-norm,
  * rotary embeddings, ALiBi, logit soft-capping and sinks, written from the

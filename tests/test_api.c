@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* API conventions: version macros against the loaded library, status
  * names, the per-thread error message, struct_size handling of every
  * versioned struct, init functions and destroy on NULL. */

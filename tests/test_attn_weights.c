@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Attention probabilities on request: per head [B, H, Lq, Lk] and averaged
  * over heads [B, Lq, Lk], against the reference; rows sum to 1, hidden keys
  * get exactly 0, every element is written, and asking for the weights does

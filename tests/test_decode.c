@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Incremental decoding: a KV cache driven token by token and in ragged
  * chunks, with padding, sliding windows, rollbacks and beam reorders, gives
  * the same outputs as one reference forward over each row's whole history;

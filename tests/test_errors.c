@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* One test per error status the core can return. Every failing call is
  * checked for its status, for a detail message that says what was wrong,
  * and for leaving everything it could write untouched: the output and

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Forward pass against the double-precision reference over many shapes:
  * cross-attention with kdim/vdim != E, Lq != Lk, bias on and off, custom
  * scales, grouped K/V heads; self-attention through the fused Q/K/V path

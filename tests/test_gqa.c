@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Grouped-query and multi-query attention (num_kv_heads < num_heads) in the
  * full forward, the KV cache and the cross-attention memory, against the
  * double reference and against an ordinary multi-head layer whose K/V

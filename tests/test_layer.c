@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Layers and their weights: element counts per weight id, the packed
  * in_proj against the separate q/k/v setters, get/set round trips,
  * attn_layer_init_weights (determinism, bounds, zero biases), and the

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Masks against the reference: every kind alone (causal in both alignments
  * with Lq < Lk and Lq > Lk, key lengths including 0, key padding, additive
  * bias in every documented layout with -inf entries, sliding windows), all

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* The attention of today's decoder layers: rotary embeddings, ALiBi,
  * soft-capping, sinks, QK-norm and per-projection biases, in the forward
  * pass and in token-by-token decoding (windows, truncation, beam reorder,

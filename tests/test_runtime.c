@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Run-time behaviour: bit-identical results on repeated calls and whatever
  * the thread count, caller-provided scratch (exact size works at any
  * alignment and whatever it holds, one byte less is refused), and

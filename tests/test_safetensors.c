@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Weight files (safetensors): save/load round trips over every naming
  * scheme and layout, F16/BF16 conversion to exact values, the file
  * written from torch's state_dicts (tests/data/make_torch_fixture.py)

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* The score features of the attention kernels (core/score.c): the
  * soft-capping's own tanh against libm's in double, and the ALiBi ramp of
  * consecutive keys against the bias from explicit positions. */

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* The softmax kernels: each vector implementation this CPU can run
  * (portable, and AVX2/FMA when available) against plain double-precision
  * arithmetic. Measures and bounds the exp error over the range the softmax

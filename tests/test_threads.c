@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Threading of the forward pass, runtimes and the BLAS policy (the pool
  * under them has its own test, test_pool.c).
  *

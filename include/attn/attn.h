@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /**
  * @file
  * libattn: multi-head self- and cross-attention layers for C programs.

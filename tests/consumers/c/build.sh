@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
 # Builds the C consumer with the flags pkg-config gives for attn, as a user
 # would, and runs it:
 #   tests/consumers/c/build.sh OUTDIR [pkg-config options, e.g. --static]

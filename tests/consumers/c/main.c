@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* A C program that uses an installed libattn the way its users do: built
  * with `pkg-config --cflags --libs attn`, it runs one self-attention forward
  * pass whose result is known in closed form and checks it.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 // A C++17 program that uses an installed libattn through its CMake package
 // (find_package(attn CONFIG), target attn::attn). The public header is
 // compiled as C++ with -Wall -Wextra -Wpedantic -Werror, so anything C-only
