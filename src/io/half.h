@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Conversions between the 16-bit float formats of weight files and float,
  * and little-endian byte access that works on hosts of either byte order
  * and at any alignment. Header-only: the loops that call these are the only
