@@ -1,19 +1,12 @@
-/* libFuzzer harness for the safetensors loader.
+/* SPDX-License-Identifier: MIT */
+/* libFuzzer target: the safetensors loader.
  *
  * The first input byte picks one of a few layer shapes and a prefix; the
- * rest is the file. Every call must return a known status, leave the layer
- * unchanged on failure and load only finite weights on success. Build with
- * clang, e.g.
- *
- *   clang -g -O1 -fsanitize=fuzzer,address,undefined -Iinclude -Isrc \
- *     $(pkg-config --cflags libcjson) -D_POSIX_C_SOURCE=200809L \
- *     -DATTN_STATIC_DEFINE \
- *     tests/fuzz_safetensors.c $(find src -name '*.c') \
- *     $(pkg-config --libs libcjson openblas) -lpthread -lm -o fuzz_st
- *   ./fuzz_st -max_len=4096 corpus/
- *
- * A useful seed corpus is tests/data/torch_mha.safetensors with a leading
- * byte prepended (and any file attn_layer_save_safetensors writes). */
+ * rest is the file. Every call must return a documented status with a
+ * message, leave the layer unchanged on failure and load only finite
+ * weights on success. Built with -DATTN_FUZZ=ON; scripts/fuzz.sh runs it
+ * on the seeds in tests/fuzz/corpus/fuzz_safetensors (files the library
+ * and torch wrote, each with a leading byte). */
 #include "attn/attn.h"
 
 #include <math.h>
