@@ -47,12 +47,31 @@
  * runtime (attn_options.runtime; NULL = the default runtime), at most
  * attn_options.num_threads (or attn_config.num_threads) in all, and fewer
  * when the work is too small to pay for them. Workers are started once,
- * when the runtime is created, and sleep between calls. Results are
- * bit-identical for every thread count: the work is cut into blocks
- * chosen from the shapes and the CPU (cache size, vector instructions)
- * only, and each block is computed the same way on any thread. How the
- * library meets the BLAS's own threads is the runtime's BLAS policy
+ * when the runtime is created, and sleep between calls. How the library
+ * meets the BLAS's own threads is the runtime's BLAS policy
  * (ATTN_BLAS_HOLD, ATTN_BLAS_LEAVE).
+ *
+ * Reproducibility
+ * ---------------
+ * On one machine, with one build of the library and one BLAS, a call's
+ * results (outputs, attention weights, a step's cache contents) are
+ * bit-identical whenever it is repeated with the same layer, sizes,
+ * inputs, mask and options, whatever its thread count (num_threads, the
+ * runtime's threads, idle or busy workers) and whether its scratch is the
+ * caller's or the library's: the work is cut into blocks chosen from the
+ * shapes and the CPU (cache size, vector instructions) only, and each
+ * block is computed the same way on any thread. Arguments that say the
+ * same thing count as the same (NULL or a default mask or options, a
+ * larger struct with a zero tail). This holds while the BLAS's own
+ * settings stay as they were: a program that changes OpenBLAS's thread
+ * count (openblas_set_num_threads) while calls run, from another thread,
+ * may make products of those calls run threaded, with results that differ
+ * in the last bits. Nothing else is bit-identical: the same row computed
+ * inside a batch of another size or composition, with other sizes, masks
+ * that describe the same visibility another way, attention weights
+ * requested or not, on another CPU or with another BLAS, can differ by
+ * float rounding (relative differences of about 1e-6), all within the
+ * tolerance the tests check against a double-precision reference.
  */
 #ifndef ATTN_ATTN_H
 #define ATTN_ATTN_H
