@@ -658,13 +658,18 @@ ATTN_API attn_status attn_forward_scratch_size(const attn_layer *layer,
  * the header and the layer's own tensors are read, so loading one layer from
  * a large model file is cheap.
  *
+ * The header must be JSON in UTF-8, as the format requires: names with
+ * bytes that are not UTF-8, or escapes of lone surrogates or of U+0000, are
+ * refused. Parsing it takes memory proportional to its length, whatever
+ * its number of entries.
+ *
  * Errors: ATTN_ERR_NULL_POINTER (layer or path), ATTN_ERR_IO (cannot open or
- * read the file, not a regular file), ATTN_ERR_FILE_FORMAT (truncated or
- * corrupt file, header length 0, larger than the file or than
- * ATTN_SAFETENSORS_MAX_HEADER, header not a JSON object, bad entries,
- * data_offsets reversed, outside the data, overlapping, leaving gaps or not
- * matching dtype and shape, duplicate names, names of both schemes under
- * the prefix), ATTN_ERR_TENSOR_MISSING (the message names the tensor),
+ * read the file, not a regular file: a FIFO or a device is refused at once,
+ * never waited on), ATTN_ERR_FILE_FORMAT (truncated or corrupt file, header
+ * length 0, larger than the file or than ATTN_SAFETENSORS_MAX_HEADER, header
+ * not a JSON object or not UTF-8, bad entries, data_offsets reversed,
+ * outside the data, overlapping, leaving gaps or not matching dtype and
+ * shape, duplicate names, names of both schemes under the prefix), ATTN_ERR_TENSOR_MISSING (the message names the tensor),
  * ATTN_ERR_TENSOR_DTYPE (a needed tensor is not F32, F16 or BF16),
  * ATTN_ERR_TENSOR_SHAPE (the message names the tensor, its shape and the
  * expected shape), ATTN_ERR_WEIGHT_LAYOUT (packed in_proj_weight for a layer
@@ -701,7 +706,9 @@ ATTN_API attn_status attn_layer_load_safetensors_mem(attn_layer *layer,
  * bias is on). Biases are written only when bias is on.
  *
  * The file is written to a temporary file in the same directory
- * (path + ".tmp-<pid>-<n>"), flushed to disk and renamed over path, so path
+ * (path + ".tmp-<pid>-<n>", the file name part shortened when the whole
+ * would exceed the system's limit on a name's length, so that any valid
+ * path can be saved to), flushed to disk and renamed over path, so path
  * holds either its old content or the whole new file, never a partial one;
  * on failure the temporary file is removed and path is untouched. The new
  * file gets the usual permissions of a new file (0666 less the umask), and
