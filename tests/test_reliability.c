@@ -180,7 +180,7 @@ static void test_window_int64_max_cache(void **state) {
 
 /* ------------------------------------------------------------------------ */
 
-static float tiny[16];
+static float tiny[64]; /* big enough for every call that may read it */
 
 static void expect_overflow(attn_status st, const char *what) {
   if (st != ATTN_ERR_OVERFLOW)
