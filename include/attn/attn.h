@@ -56,11 +56,14 @@
  * On one machine, with one build of the library and one BLAS, a call's
  * results (outputs, attention weights, a step's cache contents) are
  * bit-identical whenever it is repeated with the same layer, sizes,
- * inputs, mask and options, whatever its thread count (num_threads, the
- * runtime's threads, idle or busy workers) and whether its scratch is the
- * caller's or the library's: the work is cut into blocks chosen from the
- * shapes and the CPU (cache size, vector instructions) only, and each
- * block is computed the same way on any thread. Arguments that say the
+ * inputs, mask and options under the same BLAS policy, whatever its thread
+ * count (num_threads, the runtime's threads, idle or busy workers) and
+ * whether its scratch is the caller's or the library's: the work is cut
+ * into blocks chosen from the shapes and the CPU (cache size, vector
+ * instructions) only, and each block is computed the same way on any
+ * thread. The two BLAS policies cut the projections differently
+ * (ATTN_BLAS_HOLD in blocks, ATTN_BLAS_LEAVE in one BLAS call), so their
+ * results may differ from each other in the last bits. Arguments that say the
  * same thing count as the same (NULL or a default mask or options, a
  * larger struct with a zero tail). This holds while the BLAS's own
  * settings stay as they were: a program that changes OpenBLAS's thread
