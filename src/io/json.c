@@ -145,6 +145,15 @@ static int escape(const unsigned char *s, const unsigned char *end,
   return 1;
 }
 
+/* The end of the run of plain ASCII at s: no quote, backslash or control
+ * character (the common case, copied as it is). */
+static const unsigned char *plain_run(const unsigned char *s,
+                                      const unsigned char *end) {
+  while (s < end && *s >= 0x20 && *s < 0x80 && *s != '"' && *s != '\\')
+    s++;
+  return s;
+}
+
 bool attn_json_string(attn_json *j, const char **out) {
   if (attn_json_peek(j) != '"')
     return fail(j, ATTN_JSON_SYNTAX, j->p);
@@ -152,26 +161,32 @@ bool attn_json_string(attn_json *j, const char **out) {
   const unsigned char *end = (const unsigned char *)j->end;
   char *dst = j->arena ? j->arena + j->used : NULL;
   size_t k = 0;
-  while (s < end && *s != '"') {
+  for (;;) {
+    const unsigned char *run = s;
+    s = plain_run(s, end);
+    if (dst)
+      memcpy(dst + k, run, (size_t)(s - run));
+    k += (size_t)(s - run);
+    if (s >= end || *s == '"')
+      break;
     int len;
+    uint32_t cp;
     if (*s < 0x20)
       return fail(j, ATTN_JSON_SYNTAX, (const char *)s);
     if (*s == '\\') {
-      uint32_t cp;
       int kind = escape(s, end, &cp, &len);
       if (kind <= 0)
         return fail(j, kind ? ATTN_JSON_UTF8 : ATTN_JSON_SYNTAX,
                     (const char *)s);
       if (dst && cp == 0)
         return fail(j, ATTN_JSON_NUL, (const char *)s);
-      if (dst)
-        k += put_utf8(dst + k, cp);
+      k += dst ? put_utf8(dst + k, cp) : 0;
     } else {
       if (!(len = utf8_length(s, end)))
         return fail(j, ATTN_JSON_UTF8, (const char *)s);
       if (dst)
         memcpy(dst + k, s, (size_t)len);
-      k += dst ? (size_t)len : 0;
+      k += (size_t)len;
     }
     s += len;
   }
