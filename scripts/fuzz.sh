@@ -43,7 +43,7 @@ total=0
 for t in "${targets[@]}"; do
   mkdir -p "$build/corpus/$t"
   log="$build/$t.log"
-  if ! "$build/tests/fuzz/$t" -max_total_time="$seconds" -max_len=4096 \
+  if ! "$build/tests/fuzz/$t" -max_total_time="$seconds" -max_len=8192 \
       -timeout=30 -rss_limit_mb=4096 -print_final_stats=1 \
       -artifact_prefix="$build/" "$build/corpus/$t" "tests/fuzz/corpus/$t" \
       >"$log" 2>&1; then
