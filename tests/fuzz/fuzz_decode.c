@@ -24,6 +24,8 @@
 #define MAX_B 3
 
 /* A config struct with a fuzzed struct_size, as the caller passes it. */
+/* FUZZ_TRACE=1 prints every step and edit, to replay a crash. */
+
 /* A count of new tokens or queries: in [1, hi], or one the library must
  * refuse before reading them (not positive, beyond int, or more floats
  * than memory holds); other large ones are folded into [1, hi]. */
@@ -122,14 +124,14 @@ static void step(fz_input *in, history *h) {
   int64_t got[MAX_B];
   if (attn_kv_cache_lengths(h->cache, B, got, NULL) != ATTN_OK)
     FZ_ABORT("attn_kv_cache_lengths failed");
-  if (getenv("FUZZ_VERBOSE"))
+  if (getenv("FUZZ_TRACE"))
     fprintf(stderr,
             "step: status %d, B %lld, W %lld, n_new %lld, parts %d, "
             "lengths %lld %lld, old %lld %lld\n",
             (int)st, (long long)B, (long long)h->W, (long long)n_new, parts,
             (long long)lens[0], (long long)(B > 1 ? lens[1] : -1),
             (long long)old_len[0], (long long)(B > 1 ? old_len[1] : -1));
-  if (getenv("FUZZ_VERBOSE"))
+  if (getenv("FUZZ_TRACE"))
     fprintf(stderr, "  E %lld H %lld empty_rows %d pad %d%d%d %d%d%d\n",
             (long long)E, (long long)h->H, dm.empty_rows, padding[0],
             padding[1], padding[2], padding[3], padding[4], padding[5]);
@@ -171,7 +173,7 @@ static void edit(fz_input *in, history *h) {
                              : attn_kv_cache_reset(h->cache);
   if (attn_kv_cache_lengths(h->cache, h->B, got, NULL) != ATTN_OK)
     FZ_ABORT("attn_kv_cache_lengths failed");
-  if (getenv("FUZZ_VERBOSE"))
+  if (getenv("FUZZ_TRACE"))
     fprintf(stderr, "edit %d: status %d, args %lld %lld\n", op, (int)st,
             (long long)arg[0], (long long)(h->B > 1 ? arg[1] : -1));
   if (st != ATTN_OK) {
