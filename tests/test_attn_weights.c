@@ -175,7 +175,8 @@ static void test_weight_sweep(void **state) {
   }
 }
 
-/* A single head: the average is the per-head output itself, bit for bit. */
+/* A single head: the average is the per-head output itself (up to float
+ * rounding: another weights mode is not promised the same bits). */
 static void test_single_head_average(void **state) {
   (void)state;
   attn_config cfg;
@@ -197,7 +198,8 @@ static void test_single_head_average(void **state) {
   opts.weights_mode = ATTN_WEIGHTS_AVERAGE;
   assert_int_equal(attn_self_forward(m.layer, B, L, x, NULL, &opts, out),
                    ATTN_OK);
-  assert_memory_equal(w1, w2, sizeof w1);
+  assert_true(ref_close_f("single-head average", w2, w1,
+                          (int64_t)(sizeof w1 / sizeof *w1), 1e-6, 1e-7));
   free(x);
   ref_model_destroy(&m);
 }

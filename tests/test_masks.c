@@ -254,7 +254,9 @@ static void test_causal_self(void **state) {
                      ATTN_OK);
     assert_int_equal(attn_self_forward(m.layer, B, L, x, &br.m, NULL, o2),
                      ATTN_OK);
-    assert_memory_equal(o1, o2, bytes);
+    /* The same visibility said another way: equal up to rounding. */
+    assert_true(ref_close_f("top-left vs bottom-right", o2, o1, B * L * 32,
+                            REF_RTOL, REF_ATOL));
     free(x);
     free(o1);
     free(o2);

@@ -5,9 +5,10 @@
  * - Long sequences that take the tiled core path (several query blocks and
  *   key blocks, masks that skip whole key blocks, rows that lose every key)
  *   give bit-identical outputs and weights for 1, 2, 3 threads and 0 (all
- *   cores) of the default runtime, and for runtimes of 3 and 7 threads
- *   (more threads than this machine has cores), and match the
- *   double-precision reference.
+ *   cores) of the default runtime and a runtime of 3 threads, and for 1
+ *   and 7 threads of an ATTN_BLAS_LEAVE runtime (more threads than this
+ *   machine has cores; the two policies are not promised the same bits),
+ *   and match the double-precision reference.
  * - Several caller threads running forward calls on one layer at once,
  *   each with its own thread count, get exactly the results of the same
  *   calls made one after another.
@@ -286,12 +287,21 @@ static void check_thread_counts(problem *p) {
     assert_same(p, &first, &other);
     results_free(&other);
   }
-  /* Runtimes with more threads than cores, under either BLAS policy. */
+  /* Runtimes with more threads than cores, under either BLAS policy.
+   * The policies cut the projections differently, so results are
+   * bit-identical only within one (first ran under ATTN_BLAS_HOLD). */
   const int32_t sizes[] = {3, 7};
   for (size_t r = 0; r < 2; r++) {
     run_rt = new_runtime(sizes[r], r ? ATTN_BLAS_LEAVE : ATTN_BLAS_HOLD);
     compute(p, &ref, 0, &other);
-    assert_same(p, &first, &other);
+    if (r) {
+      results one;
+      compute(p, &ref, 1, &one);
+      assert_same(p, &one, &other);
+      results_free(&one);
+    } else {
+      assert_same(p, &first, &other);
+    }
     results_free(&other);
     attn_runtime_destroy(run_rt);
     run_rt = NULL;

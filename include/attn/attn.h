@@ -50,12 +50,34 @@
  * runtime (attn_options.runtime; NULL = the default runtime), at most
  * attn_options.num_threads (or attn_config.num_threads) in all, and fewer
  * when the work is too small to pay for them. Workers are started once,
- * when the runtime is created, and sleep between calls. Results are
- * bit-identical for every thread count: the work is cut into blocks
- * chosen from the shapes and the CPU (cache size, vector instructions)
- * only, and each block is computed the same way on any thread. How the
- * library meets the BLAS's own threads is the runtime's BLAS policy
+ * when the runtime is created, and sleep between calls. How the library
+ * meets the BLAS's own threads is the runtime's BLAS policy
  * (ATTN_BLAS_HOLD, ATTN_BLAS_LEAVE).
+ *
+ * Reproducibility
+ * ---------------
+ * On one machine, with one build of the library and one BLAS, a call's
+ * results (outputs, attention weights, a step's cache contents) are
+ * bit-identical whenever it is repeated with the same layer, sizes,
+ * inputs, mask and options under the same BLAS policy, whatever its thread
+ * count (num_threads, the runtime's threads, idle or busy workers) and
+ * whether its scratch is the caller's or the library's: the work is cut
+ * into blocks chosen from the shapes and the CPU (cache size, vector
+ * instructions) only, and each block is computed the same way on any
+ * thread. The two BLAS policies cut the projections differently
+ * (ATTN_BLAS_HOLD in blocks, ATTN_BLAS_LEAVE in one BLAS call), so their
+ * results may differ from each other in the last bits. Arguments that say the
+ * same thing count as the same (NULL or a default mask or options, a
+ * larger struct with a zero tail). This holds while the BLAS's own
+ * settings stay as they were: a program that changes OpenBLAS's thread
+ * count (openblas_set_num_threads) while calls run, from another thread,
+ * may make products of those calls run threaded, with results that differ
+ * in the last bits. Nothing else is bit-identical: the same row computed
+ * inside a batch of another size or composition, with other sizes, masks
+ * that describe the same visibility another way, attention weights
+ * requested or not, on another CPU or with another BLAS, can differ by
+ * float rounding (relative differences of about 1e-6), all within the
+ * tolerance the tests check against a double-precision reference.
  */
 #ifndef ATTN_ATTN_H
 #define ATTN_ATTN_H
@@ -894,13 +916,18 @@ ATTN_API attn_status attn_forward_scratch_size(const attn_layer *layer,
  * the header and the layer's own tensors are read, so loading one layer from
  * a large model file is cheap.
  *
+ * The header must be JSON in UTF-8, as the format requires: names with
+ * bytes that are not UTF-8, or escapes of lone surrogates or of U+0000, are
+ * refused. Parsing it takes memory proportional to its length, whatever
+ * its number of entries.
+ *
  * Errors: ATTN_ERR_NULL_POINTER (layer or path), ATTN_ERR_IO (cannot open or
- * read the file, not a regular file), ATTN_ERR_FILE_FORMAT (truncated or
- * corrupt file, header length 0, larger than the file or than
- * ATTN_SAFETENSORS_MAX_HEADER, header not a JSON object, bad entries,
- * data_offsets reversed, outside the data, overlapping, leaving gaps or not
- * matching dtype and shape, duplicate names, names of both schemes under
- * the prefix), ATTN_ERR_TENSOR_MISSING (the message names the tensor),
+ * read the file, not a regular file: a FIFO or a device is refused at once,
+ * never waited on), ATTN_ERR_FILE_FORMAT (truncated or corrupt file, header
+ * length 0, larger than the file or than ATTN_SAFETENSORS_MAX_HEADER, header
+ * not a JSON object or not UTF-8, bad entries, data_offsets reversed,
+ * outside the data, overlapping, leaving gaps or not matching dtype and
+ * shape, duplicate names, names of both schemes under the prefix), ATTN_ERR_TENSOR_MISSING (the message names the tensor),
  * ATTN_ERR_TENSOR_DTYPE (a needed tensor is not F32, F16 or BF16),
  * ATTN_ERR_TENSOR_SHAPE (the message names the tensor, its shape and the
  * expected shape), ATTN_ERR_WEIGHT_LAYOUT (packed in_proj_weight for a layer
@@ -941,7 +968,9 @@ ATTN_API attn_status attn_layer_load_safetensors_mem(attn_layer *layer,
  * "k_norm.weight" and "sinks" under any naming.
  *
  * The file is written to a temporary file in the same directory
- * (path + ".tmp-<pid>-<n>"), flushed to disk and renamed over path, so path
+ * (path + ".tmp-<pid>-<n>", the file name part shortened when the whole
+ * would exceed the system's limit on a name's length, so that any valid
+ * path can be saved to), flushed to disk and renamed over path, so path
  * holds either its old content or the whole new file, never a partial one;
  * on failure the temporary file is removed and path is untouched. The new
  * file gets the usual permissions of a new file (0666 less the umask), and

@@ -25,7 +25,18 @@ def to_numpy(x):
 def as_float32(x):
     """x as a C-contiguous float32 ndarray: x itself when it already is one
     (or a torch tensor's memory when that is one), otherwise one converted
-    copy."""
+    copy. TypeError for arrays and tensors that are not floating point
+    (integer, boolean, complex): converting them would hide a mistake or
+    drop an imaginary part."""
     if isinstance(x, np.ndarray) and x.dtype == _F32 and x.flags.c_contiguous:
         return x
-    return np.ascontiguousarray(to_numpy(x), dtype=_F32)
+    a = to_numpy(x)
+    if a.dtype.kind != "f" and not (a.dtype.kind in "iu" and
+                                    not isinstance(x, np.ndarray) and
+                                    not hasattr(x, "detach")):
+        # Complex values would lose their imaginary part, integers and
+        # booleans are not activations or weights: say so, don't convert.
+        raise TypeError("libattn computes in float32 and takes floating-"
+                        "point data (or Python numbers), not an array of "
+                        "dtype %s: convert it explicitly" % a.dtype)
+    return np.ascontiguousarray(a, dtype=_F32)

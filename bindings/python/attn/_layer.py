@@ -161,7 +161,7 @@ class MultiheadAttention:
         cfg.kdim = 0 if kdim is None else _int(kdim, "kdim")
         cfg.vdim = 0 if vdim is None else _int(vdim, "vdim")
         cfg.bias = 1 if bias else 0
-        cfg.num_threads = _int(num_threads, "num_threads")
+        cfg.num_threads = _int(num_threads, "num_threads", 32)
         cfg.scale = 0.0 if scale is None else float(scale)
         cfg.num_kv_heads = 0 if num_kv_heads is None else _int(
             num_kv_heads, "num_kv_heads")
@@ -300,8 +300,9 @@ class MultiheadAttention:
         """Shape of weight `name`, after the library confirmed that this
         layer's layout has it."""
         count = ctypes.c_int64()
-        check(C.attn_layer_weight_count(self._live_handle(), which,
-                                        ctypes.byref(count)))
+        with self._lock.reading():  # close() must not free the layer now
+            check(C.attn_layer_weight_count(self._live_handle(), which,
+                                            ctypes.byref(count)))
         return self._weight_shape(name)
 
     def _prepared(self, name, value):
@@ -428,7 +429,7 @@ class MultiheadAttention:
         _need_safetensors()
         with self._lock.writing():
             check(C.attn_layer_load_safetensors(
-                self._live_handle(), os.fsencode(path), _prefix(prefix)))
+                self._live_handle(), _path(path), _prefix(prefix)))
 
     def load_safetensors_bytes(self, data: Union[bytes, bytearray,
                                                  memoryview, np.ndarray],
@@ -437,10 +438,12 @@ class MultiheadAttention:
         (bytes, bytearray, memoryview or a uint8 array; not copied)."""
         _need_safetensors()
         buf = np.frombuffer(data, dtype=np.uint8)
+        # Empty data still has an address: the library then says the file
+        # is too short, as for an empty file.
+        ptr = buf.ctypes.data if buf.size else ctypes.addressof(_NO_BYTES)
         with self._lock.writing():
             check(C.attn_layer_load_safetensors_mem(
-                self._live_handle(), buf.ctypes.data if buf.size else None,
-                buf.size, _prefix(prefix)))
+                self._live_handle(), ptr, buf.size, _prefix(prefix)))
 
     def save_safetensors(self, path: PathLike, prefix: str = "",
                          naming: str = "torch") -> None:
@@ -458,7 +461,7 @@ class MultiheadAttention:
                              "not %r" % (naming,)) from None
         with self._lock.reading():
             check(C.attn_layer_save_safetensors(
-                self._live_handle(), os.fsencode(path), _prefix(prefix),
+                self._live_handle(), _path(path), _prefix(prefix),
                 code))
 
     # ------------------------------------------------------------- forward
@@ -607,7 +610,7 @@ class MultiheadAttention:
             opts.attn_weights = weights.ctypes.data
             opts.weights_mode = (_lib.WEIGHTS_AVERAGE if average_attn_weights
                                  else _lib.WEIGHTS_PER_HEAD)
-        opts.num_threads = _int(num_threads, "num_threads")
+        opts.num_threads = _int(num_threads, "num_threads", 32)
         keep_positions = []
         _features.positions(opts, keep_positions, B, Lq, Lk, unbatched,
                             positions, key_positions, start)
@@ -658,10 +661,15 @@ def _read_features(cfg):
     }
 
 
-def _int(value, name):
+def _int(value, name, bits=64):
+    """value as a C integer of `bits` bits, refused rather than wrapped."""
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
         raise TypeError("%s must be an integer, not %r" % (name, value))
-    return int(value)
+    value = int(value)
+    if not -2 ** (bits - 1) <= value < 2 ** (bits - 1):
+        raise OverflowError("%s %d does not fit the library's %d-bit "
+                            "integer" % (name, value, bits))
+    return value
 
 
 def _add_batch(q, k, v):
@@ -682,12 +690,24 @@ def _to_batch_first(q, k, v):
     return qb, kb, vb
 
 
+_NO_BYTES = ctypes.c_char()
+
+
 def _prefix(prefix):
     if prefix is None:
         return None
     if not isinstance(prefix, str):
         raise TypeError("prefix must be a str, not %r" % (prefix,))
+    if "\0" in prefix:
+        raise ValueError("prefix contains a NUL character")
     return prefix.encode("utf-8")
+
+
+def _path(path):
+    encoded = os.fsencode(path)
+    if b"\0" in encoded:
+        raise ValueError("path contains a NUL character")
+    return encoded
 
 
 def _need_safetensors():

@@ -431,7 +431,8 @@ def test_four_dimensional_mask_equals_torch_3d():
     c, _ = layer(x, x, x, attn_mask=per_head)
     d, _ = layer(x, x, x, attn_mask=np.broadcast_to(per_head, (3, 2, 4, 4))
                  .reshape(6, 4, 4))
-    np.testing.assert_array_equal(c, d)
+    # The same bias through other strides: equal up to float rounding.
+    np.testing.assert_allclose(c, d, rtol=1e-5, atol=1e-6)
 
 
 def test_float_padding_plus_float_mask_adds_both():
@@ -479,8 +480,10 @@ def test_unbatched_and_sequence_first_layouts():
     x = rng.standard_normal((3, 5, 8)).astype(np.float32)
     ref, ref_w = layer(x, x, x, average_attn_weights=False)
     one, one_w = layer(x[1], x[1], x[1], average_attn_weights=False)
-    np.testing.assert_array_equal(one, ref[1])
-    np.testing.assert_array_equal(one_w, ref_w[1])
+    # A row alone and inside a batch are not promised the same bits (the
+    # blocks depend on the batch): float rounding apart, they agree.
+    np.testing.assert_allclose(one, ref[1], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(one_w, ref_w[1], rtol=1e-5, atol=1e-6)
     assert one.shape == (5, 8) and one_w.shape == (2, 5, 5)
     seq = attn.MultiheadAttention(8, 2, batch_first=False)
     seq.load_state_dict(layer.state_dict())

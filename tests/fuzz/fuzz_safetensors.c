@@ -1,28 +1,18 @@
 /* SPDX-License-Identifier: MIT */
-/* libFuzzer harness for the safetensors loader.
+/* libFuzzer target: the safetensors loader.
  *
  * The first input byte picks one of a few layer shapes and a prefix; the
- * rest is the file. Every call must return a known status, leave the layer
- * unchanged on failure and load only finite weights on success. Build with
- * clang, e.g.
- *
- *   clang -g -O1 -fsanitize=fuzzer,address,undefined -Iinclude -Isrc \
- *     $(pkg-config --cflags libcjson) -D_POSIX_C_SOURCE=200809L \
- *     -DATTN_STATIC_DEFINE \
- *     tests/fuzz_safetensors.c $(find src -name '*.c') \
- *     $(pkg-config --libs libcjson openblas) -lpthread -lm -o fuzz_st
- *   ./fuzz_st -max_len=4096 corpus/
- *
- * A useful seed corpus is tests/data/torch_mha.safetensors with a leading
- * byte prepended (and any file attn_layer_save_safetensors writes). */
-#include "attn/attn.h"
+ * rest is the file. Every call must return a documented status with a
+ * message, leave the layer unchanged on failure and load only finite
+ * weights on success. Built with -DATTN_FUZZ=ON; scripts/fuzz.sh runs it
+ * on the seeds in tests/fuzz/corpus/fuzz_safetensors (files the library
+ * and torch wrote, each with a leading byte). */
+#include "fuzz.h"
 
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
-
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 #define SHAPES 4
 
@@ -86,15 +76,16 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   if (st == ATTN_OK) {
     for (int64_t i = 0; i < n_after; i++)
       if (!isfinite(after[i]))
-        abort();
+        FZ_ABORT("a load gave weight %lld = %g", (long long)i, after[i]);
+    fz_count(true);
   } else {
-    if (st != ATTN_ERR_FILE_FORMAT && st != ATTN_ERR_TENSOR_MISSING &&
-        st != ATTN_ERR_TENSOR_DTYPE && st != ATTN_ERR_TENSOR_SHAPE &&
-        st != ATTN_ERR_WEIGHT_LAYOUT && st != ATTN_ERR_NOT_FINITE)
-      abort();
-    if (attn_last_error()[0] == '\0' ||
-        memcmp(before, after, (size_t)n_before * sizeof(float)) != 0)
-      abort();
+    fz_check_failure(
+        st,
+        FZ_BIT(ATTN_ERR_FILE_FORMAT) | FZ_BIT(ATTN_ERR_TENSOR_MISSING) |
+            FZ_BIT(ATTN_ERR_TENSOR_DTYPE) | FZ_BIT(ATTN_ERR_TENSOR_SHAPE) |
+            FZ_BIT(ATTN_ERR_WEIGHT_LAYOUT) | FZ_BIT(ATTN_ERR_NOT_FINITE),
+        "attn_layer_load_safetensors_mem");
+    fz_same(after, before, (size_t)n_before * sizeof(float), "the layer");
   }
   free(before);
   free(after);
