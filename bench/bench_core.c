@@ -5,7 +5,7 @@
  * docs/PERFORMANCE.md come from it.
  *
  * usage: bench_core B L E H qblock kblock gemm_rows threads causal [reps]
- *        [project]
+ *        [project] [core]
  *   qblock, kblock, gemm_rows: 0 = the library's choice; kblock -1 = whole
  *   rows (kblock = L); kblock -2 = the plain path the library does not use
  *   (per head one L x L score product and one P*V product, each a single
@@ -14,8 +14,12 @@
  *   core's GFLOP/s (4 * B * L * L * E, causal counted in full). project 1:
  *   before each timed run, a Q/K/V-sized product with the BLAS's own
  *   threads, as the forward pass does (its threads may still be spinning
- *   while the core runs); only the core is timed. */
+ *   while the core runs); only the core is timed. core: "packed" (the
+ *   default: the library's choice, the packed core where the vector table
+ *   has its kernels) or "cblas" (the cblas_sgemm core with the same vector
+ *   table, for comparison). */
 #include "common/runtime.h"
+#include "core/packed.h"
 #include "core/simd.h"
 #include "core/tiled.h"
 
@@ -66,6 +70,11 @@ int main(int argc, char **argv) {
   int causal = atoi(argv[9]);
   int reps = argc > 10 ? atoi(argv[10]) : 5;
   int project = argc > 11 ? atoi(argv[11]) : 0;
+  bool cblas_core = argc > 12 && strcmp(argv[12], "cblas") == 0;
+  /* The library's table without its packed kernels: the cblas core. */
+  attn_simd no_panels = *attn_simd_get();
+  no_panels.panels = NULL;
+  const attn_simd *vec = cblas_core ? &no_panels : attn_simd_get();
   if (B <= 0 || L <= 0 || E <= 0 || H <= 0 || E % H || threads <= 0 ||
       reps <= 0)
     return 2;
@@ -123,7 +132,8 @@ int main(int argc, char **argv) {
                  .ldctx = ld,
                  .qblock = qb,
                  .kblock = kb,
-                 .gemm_rows = kg};
+                 .gemm_rows = kg,
+                 .simd = vec};
   double *t = malloc((size_t)reps * sizeof(double));
   if (!t)
     return 1;
@@ -154,10 +164,14 @@ int main(int argc, char **argv) {
   double flops = 4.0 * (double)B * (double)L * (double)L * (double)E;
   printf("B=%lld L=%lld E=%lld H=%lld qb=%lld kb=%lld rows_per_product=%lld "
          "threads=%d "
-         "causal=%d plain=%d vec=%s median_ms=%.3f min_ms=%.3f gflops=%.1f\n",
+         "causal=%d plain=%d vec=%s core=%s median_ms=%.3f min_ms=%.3f "
+         "gflops=%.1f\n",
          (long long)B, (long long)L, (long long)E, (long long)H, (long long)qb,
-         (long long)kb, (long long)kg, used, causal, plain_path,
-         attn_simd_get()->name, 1e3 * med, 1e3 * t[0], flops / med * 1e-9);
+         (long long)kb, (long long)kg, used, causal, plain_path, vec->name,
+         plain_path                          ? "plain"
+         : attn_packed_applies(vec, c.len_q) ? "packed"
+                                             : "cblas",
+         1e3 * med, 1e3 * t[0], flops / med * 1e-9);
   free(t);
   free(xin);
   free(y);

@@ -8,13 +8,18 @@
 #include "common/cpu.h"
 
 #include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
 
 static const attn_simd *best;
 static pthread_once_t best_once = PTHREAD_ONCE_INIT;
 
 static void choose(void) {
   const attn_simd *avx2 = attn_simd_avx2();
-  best = avx2 && attn_cpu()->avx2_fma ? avx2 : attn_simd_portable();
+  const char *force = getenv("ATTN_SIMD");
+  bool portable = force && strcmp(force, "portable") == 0;
+  best =
+      avx2 && attn_cpu()->avx2_fma && !portable ? avx2 : attn_simd_portable();
 }
 
 const attn_simd *attn_simd_get(void) {

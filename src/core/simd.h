@@ -13,6 +13,30 @@
 typedef struct attn_stream attn_stream;           /* stream.h */
 typedef struct attn_rows_linear attn_rows_linear; /* linear.h */
 
+/* The kernels of the packed attention core (packed.h): register-blocked
+ * products over panels of `panel` queries, each `panel` floats wide. Any
+ * head_dim; every row stride is in floats. */
+typedef struct {
+  int64_t panel;
+  /* s[j * panel + c] = sum over d < hd of k[j * ldk + d] * qp[d * panel +
+   * c], for keys j < n and every column c: the scores of n keys against a
+   * query panel qp packed (and scaled) by the core. */
+  void (*scores)(const float *k, int64_t ldk, int64_t n, int64_t hd,
+                 const float *qp, float *s);
+  /* One online-softmax step over the scores s[n, panel] of the panel's
+   * columns: per column c, the running max m[c] is raised to the largest
+   * score, alpha[c] = exp(old m[c] - new m[c]) (0 while no key was seen),
+   * l[c] = l[c] * alpha[c] + the sum of exp(s - m[c]) over the column, and
+   * s is replaced by those exponentials (-inf scores give exactly 0). A
+   * column that has seen no finite score keeps m = -inf and l = 0. */
+  void (*softmax)(float *s, int64_t n, float *m, float *l, float *alpha);
+  /* acc[d * panel + c] = alpha[c] * acc[d * panel + c] + sum over j < n of
+   * v[j * ldv + d] * p[j * panel + c], for d < hd: the accumulator of a
+   * query panel, stored transposed ([hd, panel]). */
+  void (*values)(const float *v, int64_t ldv, int64_t n, int64_t hd,
+                 const float *p, const float *alpha, float *acc);
+} attn_panel_kernels;
+
 typedef struct {
   const char *name;
   /* Largest of x[0..n-1]; -inf when n is 0. */
@@ -35,9 +59,15 @@ typedef struct {
   /* Output columns [n0, n1) of a few-row projection (linear.h); the AVX2
    * version needs M <= 8 and K % 8 == 0 (attn_simd_for_rows). */
   void (*rows_linear)(const attn_rows_linear *p, int64_t n0, int64_t n1);
+
+  /* The packed core's products (packed.h); NULL in a table without them,
+   * where the core runs on cblas_sgemm (tiled.c). */
+  const attn_panel_kernels *panels;
 } attn_simd;
 
-/* The best table this CPU supports. */
+/* The best table this CPU supports; the environment variable
+ * ATTN_SIMD=portable, read once, makes it the portable table (tests run
+ * the portable kernels and the cblas core on any CPU this way). */
 const attn_simd *attn_simd_get(void);
 /* The best table for kernels over heads of head_dim, and for projections
  * of M rows of width K. */
@@ -48,5 +78,8 @@ const attn_simd *attn_simd_for_rows(int64_t M, int64_t K);
  * and must only be used when attn_cpu()->avx2_fma. */
 const attn_simd *attn_simd_portable(void);
 const attn_simd *attn_simd_avx2(void);
+/* The AVX2 table's packed-core kernels (packed_avx2.c); defined only where
+ * attn_simd_avx2() is. */
+extern const attn_panel_kernels attn_panels_avx2;
 
 #endif

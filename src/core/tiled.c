@@ -19,6 +19,7 @@
 #include "common/cpu.h"
 #include "common/policy.h"
 #include "core/mask.h"
+#include "core/packed.h"
 #include "core/simd.h"
 #include "core/softmax.h"
 
@@ -51,6 +52,11 @@
  * are processed in blocks (measured: see docs/PERFORMANCE.md). */
 #define WHOLE_ROW_MAX_KEYS 256
 #define MAX_KEY_BLOCK 1024
+
+/* Keys per block of the packed core: its scores ([keys, panel]) stay in
+ * L1 while the softmax and P*V read them (measured: docs/PERFORMANCE.md).
+ */
+#define PACKED_KEY_BLOCK 256
 
 static int64_t round16(int64_t n) { return (n + 15) / 16 * 16; }
 
@@ -90,8 +96,9 @@ static tile_parts split_tile(float *tile, int64_t qb, int64_t kb, int64_t hd) {
 }
 
 int64_t attn_core_tile_floats(int64_t qb, int64_t kb, int64_t hd) {
-  return round16(6 * qb) + round16(qb * hd) + round16(hd * kb) +
-         min64(qb, MAX_CHUNK_ROWS) * kb;
+  int64_t cblas = round16(6 * qb) + round16(qb * hd) + round16(hd * kb) +
+                  min64(qb, MAX_CHUNK_ROWS) * kb;
+  return max64(cblas, attn_packed_tile_floats(qb, kb, hd));
 }
 
 void attn_core_blocks(const attn_heads *g, int64_t len_q, int64_t len_k,
@@ -107,6 +114,8 @@ void attn_core_blocks(const attn_heads *g, int64_t len_q, int64_t len_k,
   /* Exact weights need whole rows of probabilities: one key block. */
   if (want_weights || len_k <= WHOLE_ROW_MAX_KEYS)
     *kblock = len_k;
+  else if (attn_packed_applies(attn_simd_get(), len_q))
+    *kblock = min64(len_k, PACKED_KEY_BLOCK);
   else
     *kblock = min64(len_k, product_keys(CHUNK_ROWS, hd));
 }
@@ -138,16 +147,6 @@ int64_t attn_core_items(const attn_core *c) {
   if (!(c->weights && c->weights_mode == ATTN_WEIGHTS_AVERAGE))
     per_row *= c->heads->num_heads;
   return c->batch * per_row;
-}
-
-/* True when key_padding hides every key of [j0, j0 + n). */
-static bool all_padded(const uint8_t *pad, int64_t j0, int64_t n) {
-  if (!pad)
-    return false;
-  for (int64_t j = 0; j < n; j++)
-    if (!pad[j0 + j])
-      return false;
-  return true;
 }
 
 /* What one head of one query block works on. */
@@ -287,7 +286,7 @@ static void run_head(const attn_core *c, int64_t b, int64_t h, int64_t i0,
   } else {
     for (int64_t j0 = jmin; j0 < jmax; j0 += c->kblock) {
       int64_t kn = min64(c->kblock, jmax - j0);
-      if (!all_padded(w.pad, j0, kn))
+      if (!attn_keys_all_padded(w.pad, j0, kn))
         run_key_block(&w, j0, kn);
     }
   }
@@ -321,8 +320,14 @@ void attn_core_run(const attn_core *c, int64_t item, float *tile) {
   int64_t h1 = all_heads ? H : h0 + 1;
   int64_t i0 = qblk * c->qblock;
   int64_t rows = min64(c->len_q - i0, c->qblock);
-  for (int64_t h = h0; h < h1; h++)
-    run_head(c, b, h, i0, rows, tile);
+  const attn_simd *v = c->simd ? c->simd : attn_simd_get();
+  bool packed = attn_packed_applies(v, c->len_q);
+  for (int64_t h = h0; h < h1; h++) {
+    if (packed)
+      attn_packed_head(c, v->panels, b, h, i0, rows, tile);
+    else
+      run_head(c, b, h, i0, rows, tile);
+  }
 }
 
 typedef struct {

@@ -1,13 +1,15 @@
 /* SPDX-License-Identifier: MIT */
 /* The tiled attention core: for each (batch row, head, block of queries),
- * blocks of keys with the scores and P*V on cblas_sgemm and the online
- * softmax in between (tiled.c). */
+ * blocks of keys with the scores and P*V, and the online softmax in
+ * between. The products run on the packed core's kernels where the CPU
+ * has them (packed.h), else on cblas_sgemm (tiled.c). */
 #ifndef ATTN_CORE_TILED_H
 #define ATTN_CORE_TILED_H
 
 #include "attn/attn.h"
 #include "common/runtime.h"
 #include "core/heads.h"
+#include "core/simd.h"
 
 #include <stdbool.h>
 
@@ -31,9 +33,15 @@ typedef struct {
    * normal case) means the library's choice (tiled.c); other values are
    * for measurements. */
   int64_t gemm_rows;
+  /* The vector table to run with; NULL (the normal case) means
+   * attn_simd_get(). With panel kernels and enough query rows the packed
+   * core runs (packed.h), otherwise the products go to cblas_sgemm. Tests
+   * and benchmarks pass a table to pick a path. */
+  const attn_simd *simd;
 } attn_core;
 
-/* Per-thread scratch of the core, in floats, for these block sizes. */
+/* Per-thread scratch of the core, in floats, for these block sizes: enough
+ * for the cblas core and the packed one alike. */
 int64_t attn_core_tile_floats(int64_t qblock, int64_t kblock, int64_t head_dim);
 
 /* Block sizes for a call. They depend only on the shapes (never on the

@@ -1,0 +1,268 @@
+/* SPDX-License-Identifier: MIT */
+/* The packed core's driver (packed.h): per work item, the query panels,
+ * then for every block of keys and every panel the scores, mask, softmax
+ * step and P*V on the table's kernels, then the normalised output. Memory
+ * per thread: two [rows, head_dim] buffers (the query panels and the
+ * accumulator) and one [kblock, panel] score tile. */
+#include "core/packed.h"
+
+#include "core/mask.h"
+
+#include <math.h>
+#include <string.h>
+
+/* Fewer query rows than this fill too little of a panel: the cblas core
+ * runs them (decoding steps of a token or two, short cross-attention). */
+#define MIN_PACKED_ROWS 8
+
+static int64_t round16(int64_t n) { return (n + 15) / 16 * 16; }
+static int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
+static int64_t max64(int64_t a, int64_t b) { return a > b ? a : b; }
+
+/* Query rows rounded up to whole panels of the widest table. */
+static int64_t padded_rows(int64_t rows) {
+  return (rows + ATTN_PANEL_MAX - 1) / ATTN_PANEL_MAX * ATTN_PANEL_MAX;
+}
+
+bool attn_packed_applies(const attn_simd *v, int64_t len_q) {
+  return v->panels != NULL && len_q >= MIN_PACKED_ROWS;
+}
+
+/* Tile layout (64-byte aligned by the callers), rows padded to panels:
+ * lo[rows], hi[rows] (int64), m[rows], l[rows], alpha[panel], the query
+ * panels [rows, hd], the accumulator [rows, hd] and the scores [kb, panel],
+ * each on a 16-float boundary. */
+typedef struct {
+  int64_t *lo, *hi;
+  float *m, *l, *alpha, *qp, *acc, *s;
+} panel_tile;
+
+static panel_tile split_tile(float *tile, int64_t qb, int64_t hd) {
+  int64_t n = padded_rows(qb);
+  panel_tile t;
+  t.lo = (int64_t *)(void *)tile;
+  t.hi = t.lo + n;
+  t.m = tile + round16(4 * n);
+  t.l = t.m + n;
+  t.alpha = tile + round16(4 * n) + round16(2 * n);
+  t.qp = t.alpha + round16(ATTN_PANEL_MAX);
+  t.acc = t.qp + round16(n * hd);
+  t.s = t.acc + round16(n * hd);
+  return t;
+}
+
+int64_t attn_packed_tile_floats(int64_t qb, int64_t kb, int64_t hd) {
+  int64_t n = padded_rows(qb);
+  return round16(4 * n) + round16(2 * n) + round16(ATTN_PANEL_MAX) +
+         2 * round16(n * hd) + kb * ATTN_PANEL_MAX;
+}
+
+/* What one head of one query block works on. */
+typedef struct {
+  const attn_core *c;
+  const attn_panel_kernels *k;
+  int64_t b, h, i0, rows, hd, P;
+  const float *key, *value; /* key 0 and value 0 of the head's kv head */
+  const uint8_t *pad;       /* key_padding row, or NULL */
+  const float *bias;        /* bias of the block's first query, or NULL */
+  panel_tile t;
+  bool write_weights;
+} panel_work;
+
+/* The block's queries, scaled, as panels [hd, P]; columns past the last
+ * row are zero (their scores are 0, finite, and never read back). */
+static void pack_queries(const panel_work *w) {
+  const attn_core *c = w->c;
+  int64_t P = w->P, hd = w->hd;
+  const float *q = c->q + (w->b * c->len_q + w->i0) * c->ldq + w->h * hd;
+  float scale = c->heads->scale;
+  for (int64_t p0 = 0; p0 < w->rows; p0 += P) {
+    float *dst = w->t.qp + p0 * hd;
+    int64_t n = min64(P, w->rows - p0);
+    for (int64_t r = 0; r < n; r++) {
+      const float *src = q + (p0 + r) * c->ldq;
+      for (int64_t d = 0; d < hd; d++)
+        dst[d * P + r] = scale * src[d];
+    }
+    for (int64_t d = 0; d < hd; d++)
+      for (int64_t r = n; r < P; r++)
+        dst[d * P + r] = 0.0f;
+  }
+}
+
+/* The keys of panel rows [r0, r0 + n) within [j0, j1): their union
+ * [*clo, *chi) (empty when none sees any), and whether some row sees less
+ * than all of it. */
+static bool panel_keys(const panel_work *w, int64_t r0, int64_t n, int64_t j0,
+                       int64_t j1, int64_t *clo, int64_t *chi) {
+  const int64_t *lo = w->t.lo + r0, *hi = w->t.hi + r0;
+  int64_t a = j1, z = j0;
+  for (int64_t r = 0; r < n; r++) {
+    int64_t x = max64(lo[r], j0), y = min64(hi[r], j1);
+    if (x < y) {
+      a = min64(a, x);
+      z = max64(z, y);
+    }
+  }
+  bool ragged = false;
+  for (int64_t r = 0; r < n; r++)
+    ragged |= lo[r] > a || hi[r] < z;
+  *clo = a;
+  *chi = z;
+  return ragged;
+}
+
+/* Masks the transposed scores s[keys clo .. clo+n-1, P] of panel rows
+ * [r0, r0 + nc): padded keys, keys outside each row's range, the bias. */
+static void mask_panel(const panel_work *w, int64_t r0, int64_t nc, float *s,
+                       int64_t clo, int64_t n, bool ragged) {
+  const attn_mask *mk = w->c->mask;
+  int64_t P = w->P;
+  if (w->pad)
+    for (int64_t j = 0; j < n; j++)
+      if (w->pad[clo + j])
+        for (int64_t c = 0; c < P; c++)
+          s[j * P + c] = -INFINITY;
+  if (!ragged && !w->bias)
+    return;
+  for (int64_t c = 0; c < nc; c++) {
+    int64_t a = min64(max64(w->t.lo[r0 + c] - clo, 0), n);
+    int64_t z = max64(min64(w->t.hi[r0 + c] - clo, n), a);
+    for (int64_t j = 0; j < a; j++)
+      s[j * P + c] = -INFINITY;
+    for (int64_t j = z; j < n; j++)
+      s[j * P + c] = -INFINITY;
+    if (w->bias) {
+      /* A padded key stays at -inf: the bias is never +inf. */
+      const float *br = w->bias + (r0 + c) * mk->bias_stride_q + clo;
+      for (int64_t j = a; j < z; j++)
+        s[j * P + c] += br[j];
+    }
+  }
+}
+
+/* Writes the attention weights of panel rows [r0, r0 + nc), whose
+ * probabilities for keys [clo, chi) are the columns of s, scaled by 1/l. */
+static void put_weights(const panel_work *w, int64_t r0, int64_t nc,
+                        const float *s, int64_t clo, int64_t chi) {
+  const attn_core *c = w->c;
+  int64_t H = c->heads->num_heads, P = w->P;
+  bool avg = c->weights_mode == ATTN_WEIGHTS_AVERAGE;
+  bool first = !avg || w->h == 0;
+  float f = avg ? 1.0f / (float)H : 1.0f;
+  float empty = c->mask->empty_rows == ATTN_EMPTY_ROW_NAN ? NAN : 0.0f;
+  for (int64_t r = 0; r < nc; r++) {
+    int64_t i = w->i0 + r0 + r;
+    float *dst =
+        avg ? c->weights + (w->b * c->len_q + i) * c->len_k
+            : c->weights + ((w->b * H + w->h) * c->len_q + i) * c->len_k;
+    float l = w->t.l[r0 + r];
+    float inv = l > 0.0f ? f / l : 0.0f;
+    for (int64_t j = 0; j < c->len_k; j++) {
+      float x = l > 0.0f
+                    ? (j >= clo && j < chi ? s[(j - clo) * P + r] * inv : 0.0f)
+                    : empty;
+      dst[j] = first ? x : dst[j] + x;
+    }
+  }
+}
+
+/* Keys [j0, j0 + kn) against every panel of the block. */
+static void key_block(const panel_work *w, int64_t j0, int64_t kn) {
+  const attn_core *c = w->c;
+  const attn_panel_kernels *k = w->k;
+  int64_t P = w->P, hd = w->hd;
+  const panel_tile *t = &w->t;
+  for (int64_t r0 = 0; r0 < w->rows; r0 += P) {
+    int64_t nc = min64(P, w->rows - r0), clo, chi;
+    bool ragged = panel_keys(w, r0, nc, j0, j0 + kn, &clo, &chi);
+    if (clo < chi) {
+      int64_t n = chi - clo;
+      k->scores(w->key + clo * c->ldk, c->ldk, n, hd, t->qp + r0 * hd, t->s);
+      if (ragged || w->pad || w->bias)
+        mask_panel(w, r0, nc, t->s, clo, n, ragged);
+      k->softmax(t->s, n, t->m + r0, t->l + r0, t->alpha);
+      k->values(w->value + clo * c->ldv, c->ldv, n, hd, t->s, t->alpha,
+                t->acc + r0 * hd);
+    }
+    if (w->write_weights) /* one block holds whole rows: s is final */
+      put_weights(w, r0, nc, t->s, clo, chi);
+  }
+}
+
+/* The block's outputs: acc / l, or the empty-row value. */
+static void put_output(const panel_work *w) {
+  const attn_core *c = w->c;
+  int64_t P = w->P, hd = w->hd;
+  float empty = c->mask->empty_rows == ATTN_EMPTY_ROW_NAN ? NAN : 0.0f;
+  for (int64_t r = 0; r < w->rows; r++) {
+    float *dst = c->ctx + (w->b * c->len_q + w->i0 + r) * c->ldctx + w->h * hd;
+    const float *a = w->t.acc + (r / P) * P * hd + r % P;
+    float l = w->t.l[r];
+    float inv = l > 0.0f ? 1.0f / l : 0.0f;
+    for (int64_t d = 0; d < hd; d++)
+      dst[d] = l > 0.0f ? a[d * P] * inv : empty;
+  }
+}
+
+static void init_work(panel_work *w, const attn_core *c,
+                      const attn_panel_kernels *k, int64_t b, int64_t h,
+                      int64_t i0, int64_t rows, float *tile) {
+  const attn_mask *mk = c->mask;
+  int64_t hd = c->heads->head_dim;
+  int64_t g = attn_kv_head(c->heads, h);
+  int64_t kv_rows = c->kv_rows ? c->kv_rows : c->len_k;
+  w->c = c;
+  w->k = k;
+  w->b = b;
+  w->h = h;
+  w->i0 = i0;
+  w->rows = rows;
+  w->hd = hd;
+  w->P = k->panel;
+  w->key = c->k + b * kv_rows * c->ldk + g * hd;
+  w->value = c->v + b * kv_rows * c->ldv + g * hd;
+  w->pad = mk->key_padding ? mk->key_padding + b * c->len_k : NULL;
+  w->bias = mk->bias ? mk->bias + b * mk->bias_stride_b +
+                           h * mk->bias_stride_h + i0 * mk->bias_stride_q
+                     : NULL;
+  w->t = split_tile(tile, c->qblock, hd);
+  w->write_weights = c->kblock >= c->len_k && c->weights;
+}
+
+void attn_packed_head(const attn_core *c, const attn_panel_kernels *k,
+                      int64_t b, int64_t h, int64_t i0, int64_t rows,
+                      float *tile) {
+  panel_work w;
+  init_work(&w, c, k, b, h, i0, rows, tile);
+  int64_t *lo = w.t.lo, *hi = w.t.hi;
+  attn_mask_ranges(c->mask, b, c->len_q, c->len_k, i0, rows, lo, hi);
+  /* Keys outside [jmin, jmax) are hidden from every row: never computed. */
+  int64_t jmin = c->len_k, jmax = 0;
+  for (int64_t r = 0; r < rows; r++) {
+    if (lo[r] >= hi[r])
+      continue;
+    jmin = min64(lo[r], jmin);
+    jmax = max64(hi[r], jmax);
+  }
+  int64_t n = (rows + w.P - 1) / w.P * w.P;
+  for (int64_t r = 0; r < n; r++) {
+    w.t.m[r] = -INFINITY;
+    w.t.l[r] = 0.0f;
+  }
+  pack_queries(&w);
+  memset(w.t.acc, 0, (size_t)(n * w.hd) * sizeof(float));
+
+  if (c->kblock >= c->len_k) {
+    /* Whole rows: one block, even an empty one (the weights are then
+     * written all the same). */
+    key_block(&w, jmin, max64(jmax - jmin, 0));
+  } else {
+    for (int64_t j0 = jmin; j0 < jmax; j0 += c->kblock) {
+      int64_t kn = min64(c->kblock, jmax - j0);
+      if (!attn_keys_all_padded(w.pad, j0, kn))
+        key_block(&w, j0, kn);
+    }
+  }
+  put_output(&w);
+}
