@@ -11,7 +11,9 @@
  *   (per head one L x L score product and one P*V product, each a single
  *   BLAS call the BLAS threads itself, softmax over whole rows in between;
  *   no mask) for comparison. Prints one line: the median time and the
- *   core's GFLOP/s (4 * B * L * L * E, causal counted in full). project 1:
+ *   core's GFLOP/s (4 * B * L * L * E, causal counted in full), and the
+ *   least CPU time of the calling thread (the core's with threads=1;
+ *   steadier than wall time on a shared machine). project 1:
  *   before each timed run, a Q/K/V-sized product with the BLAS's own
  *   threads, as the forward pass does (its threads may still be spinning
  *   while the core runs); only the core is timed. core: "packed" (the
@@ -55,6 +57,14 @@ static void plain(const attn_core *c, float *scores) {
                   (int)n, 1.0f, scores, (int)n, v, (int)c->ldv, 0.0f,
                   c->ctx + b * n * c->ldctx + h * hd, (int)c->ldctx);
     }
+}
+
+/* CPU time of the calling thread: with threads=1 the core runs in it, and
+ * this time leaves out what other programs took of the CPU meanwhile. */
+static double thread_cpu(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+  return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
 int main(int argc, char **argv) {
@@ -135,7 +145,8 @@ int main(int argc, char **argv) {
                  .gemm_rows = kg,
                  .simd = vec};
   double *t = malloc((size_t)reps * sizeof(double));
-  if (!t)
+  double *cpu = malloc((size_t)reps * sizeof(double));
+  if (!t || !cpu)
     return 1;
   int32_t used = plain_path ? 1 : attn_core_threads(&c, threads);
   float *xin = project ? calloc((size_t)(B * L * E), sizeof(float)) : NULL;
@@ -148,7 +159,7 @@ int main(int argc, char **argv) {
       cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)(B * L),
                   (int)(3 * E), (int)E, 1.0f, xin, (int)E, wqkv, (int)E, 0.0f,
                   y, (int)(3 * E));
-    double t0 = now();
+    double t0 = now(), c0 = thread_cpu();
     if (plain_path) {
       plain(&c, tiles);
     } else {
@@ -156,23 +167,27 @@ int main(int argc, char **argv) {
       attn_core_run_all(&c, &ex, used, tiles, tile);
       attn_exec_leave(&ex);
     }
-    if (r >= 0)
+    if (r >= 0) {
       t[r] = now() - t0;
+      cpu[r] = thread_cpu() - c0;
+    }
   }
   qsort(t, (size_t)reps, sizeof *t, cmp_double);
+  qsort(cpu, (size_t)reps, sizeof *cpu, cmp_double);
   double med = reps % 2 ? t[reps / 2] : 0.5 * (t[reps / 2 - 1] + t[reps / 2]);
   double flops = 4.0 * (double)B * (double)L * (double)L * (double)E;
   printf("B=%lld L=%lld E=%lld H=%lld qb=%lld kb=%lld rows_per_product=%lld "
          "threads=%d "
          "causal=%d plain=%d vec=%s core=%s median_ms=%.3f min_ms=%.3f "
-         "gflops=%.1f\n",
+         "gflops=%.1f min_cpu_ms=%.3f\n",
          (long long)B, (long long)L, (long long)E, (long long)H, (long long)qb,
          (long long)kb, (long long)kg, used, causal, plain_path, vec->name,
          plain_path                          ? "plain"
          : attn_packed_applies(vec, c.len_q) ? "packed"
                                              : "cblas",
-         1e3 * med, 1e3 * t[0], flops / med * 1e-9);
+         1e3 * med, 1e3 * t[0], flops / med * 1e-9, 1e3 * cpu[0]);
   free(t);
+  free(cpu);
   free(xin);
   free(y);
   free(wqkv);

@@ -1,12 +1,14 @@
 /* SPDX-License-Identifier: MIT */
 /* The packed core's driver (packed.h): per work item, the query panels,
- * then for every block of keys and every panel the scores, mask, softmax
- * step and P*V on the table's kernels, then the normalised output. Memory
- * per thread: two [rows, head_dim] buffers (the query panels and the
- * accumulator) and one [kblock, panel] score tile. */
+ * then for every block of keys its values packed once and, for every
+ * panel, the scores, mask, softmax step and P*V on the table's kernels,
+ * then the normalised output. Memory per thread: two [rows, head_dim]
+ * buffers (the query panels and the accumulator), a [kblock, panel] score
+ * tile and a [kblock, head_dim] value block. */
 #include "core/packed.h"
 
 #include "core/mask.h"
+#include "core/stream.h"
 
 #include <math.h>
 #include <string.h>
@@ -19,25 +21,28 @@ static int64_t round16(int64_t n) { return (n + 15) / 16 * 16; }
 static int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
 static int64_t max64(int64_t a, int64_t b) { return a > b ? a : b; }
 
-/* Query rows rounded up to whole panels of the widest table. */
-static int64_t padded_rows(int64_t rows) {
-  return (rows + ATTN_PANEL_MAX - 1) / ATTN_PANEL_MAX * ATTN_PANEL_MAX;
-}
+/* Room for query rows rounded up to whole panels of any table. */
+static int64_t padded_rows(int64_t rows) { return rows + ATTN_PANEL_MAX; }
 
 bool attn_packed_applies(const attn_simd *v, int64_t len_q) {
   return v->panels != NULL && len_q >= MIN_PACKED_ROWS;
 }
 
+/* The most head dimensions per register block of values in any table. */
+#define VALUE_ROWS_MAX 8
+
 /* Tile layout (64-byte aligned by the callers), rows padded to panels:
  * lo[rows], hi[rows] (int64), m[rows], l[rows], alpha[panel], the query
- * panels [rows, hd], the accumulator [rows, hd] and the scores [kb, panel],
- * each on a 16-float boundary. */
+ * panels [rows, hd], the accumulator [rows, hd], the scores [kb, panel]
+ * and the packed value block [kb, hd padded to whole groups], each on a
+ * 16-float boundary. */
 typedef struct {
   int64_t *lo, *hi;
-  float *m, *l, *alpha, *qp, *acc, *s;
+  float *m, *l, *alpha, *qp, *acc, *s, *vp;
 } panel_tile;
 
-static panel_tile split_tile(float *tile, int64_t qb, int64_t hd) {
+static panel_tile split_tile(float *tile, int64_t qb, int64_t kb,
+                             int64_t hd) {
   int64_t n = padded_rows(qb);
   panel_tile t;
   t.lo = (int64_t *)(void *)tile;
@@ -48,13 +53,15 @@ static panel_tile split_tile(float *tile, int64_t qb, int64_t hd) {
   t.qp = t.alpha + round16(ATTN_PANEL_MAX);
   t.acc = t.qp + round16(n * hd);
   t.s = t.acc + round16(n * hd);
+  t.vp = t.s + round16(kb * ATTN_PANEL_MAX);
   return t;
 }
 
 int64_t attn_packed_tile_floats(int64_t qb, int64_t kb, int64_t hd) {
   int64_t n = padded_rows(qb);
   return round16(4 * n) + round16(2 * n) + round16(ATTN_PANEL_MAX) +
-         2 * round16(n * hd) + kb * ATTN_PANEL_MAX;
+         2 * round16(n * hd) + round16(kb * ATTN_PANEL_MAX) +
+         kb * (hd + VALUE_ROWS_MAX);
 }
 
 /* What one head of one query block works on. */
@@ -167,14 +174,52 @@ static void put_weights(const panel_work *w, int64_t r0, int64_t nc,
   }
 }
 
+/* Values of keys [j0, j0 + kn) in groups of R dimensions: dimension d of
+ * key j at vp[(d / R) * kn * R + j * R + d % R], the last group padded with
+ * zeros. One copy serves every panel: the values kernel then reads memory
+ * in order instead of one strided row (and page) per key. */
+static void pack_values(const panel_work *w, int64_t j0, int64_t kn) {
+  const attn_core *c = w->c;
+  int64_t R = w->k->value_rows, hd = w->hd, ldv = c->ldv;
+  int64_t full = hd / R, tail = hd % R;
+  for (int64_t j = 0; j < kn; j++) {
+    const float *src = w->value + (j0 + j) * ldv;
+    float *dst = w->t.vp + j * R;
+    /* Constant sizes for the tables' R, so the copies are single moves. */
+    if (R == 8)
+      for (int64_t g = 0; g < full; g++)
+        memcpy(dst + g * kn * 8, src + g * 8, 8 * sizeof(float));
+    else if (R == 4)
+      for (int64_t g = 0; g < full; g++)
+        memcpy(dst + g * kn * 4, src + g * 4, 4 * sizeof(float));
+    else
+      for (int64_t g = 0; g < full; g++)
+        memcpy(dst + g * kn * R, src + g * R, (size_t)R * sizeof(float));
+    if (tail) {
+      float *d = dst + full * kn * R;
+      for (int64_t r = 0; r < R; r++)
+        d[r] = r < tail ? src[full * R + r] : 0.0f;
+    }
+  }
+}
+
 /* Keys [j0, j0 + kn) against every panel of the block. */
 static void key_block(const panel_work *w, int64_t j0, int64_t kn) {
   const attn_core *c = w->c;
   const attn_panel_kernels *k = w->k;
-  int64_t P = w->P, hd = w->hd;
+  int64_t P = w->P, hd = w->hd, R = k->value_rows;
   const panel_tile *t = &w->t;
+  pack_values(w, j0, kn);
+  /* Each panel asks for a share of the next block's keys and values: each
+   * row lies on its own pages, which the hardware prefetchers do not
+   * cross, and spreading the requests keeps them from stalling loads. */
+  int64_t panels = (w->rows + P - 1) / P, share = (kn + panels - 1) / panels;
   for (int64_t r0 = 0; r0 < w->rows; r0 += P) {
     int64_t nc = min64(P, w->rows - r0), clo, chi;
+    for (int64_t j = j0 + kn + r0 / P * share, e = j + share; j < e; j++) {
+      attn_stream_prefetch(w->key, j, c->len_k, c->ldk, hd);
+      attn_stream_prefetch(w->value, j, c->len_k, c->ldv, hd);
+    }
     bool ragged = panel_keys(w, r0, nc, j0, j0 + kn, &clo, &chi);
     if (clo < chi) {
       int64_t n = chi - clo;
@@ -182,7 +227,7 @@ static void key_block(const panel_work *w, int64_t j0, int64_t kn) {
       if (ragged || w->pad || w->bias)
         mask_panel(w, r0, nc, t->s, clo, n, ragged);
       k->softmax(t->s, n, t->m + r0, t->l + r0, t->alpha);
-      k->values(w->value + clo * c->ldv, c->ldv, n, hd, t->s, t->alpha,
+      k->values(t->vp + (clo - j0) * R, kn * R, n, hd, t->s, t->alpha,
                 t->acc + r0 * hd);
     }
     if (w->write_weights) /* one block holds whole rows: s is final */
@@ -226,7 +271,7 @@ static void init_work(panel_work *w, const attn_core *c,
   w->bias = mk->bias ? mk->bias + b * mk->bias_stride_b +
                            h * mk->bias_stride_h + i0 * mk->bias_stride_q
                      : NULL;
-  w->t = split_tile(tile, c->qblock, hd);
+  w->t = split_tile(tile, c->qblock, c->kblock, hd);
   w->write_weights = c->kblock >= c->len_k && c->weights;
 }
 

@@ -23,7 +23,7 @@
 
 /* The widest panel of any table: tiles are sized for it, so a tile fits
  * whichever table runs. */
-#define ATTN_PANEL_MAX 24
+#define ATTN_PANEL_MAX 32
 
 /* True when the packed core runs c with table v: v has panel kernels and c
  * has enough query rows to fill a good part of a panel (fewer go to the

@@ -6,11 +6,12 @@
  *
  * Scores: the rows are 4 keys, read in place from the head's strided rows
  * (no copy, no transpose), the columns the queries of the packed panel.
- * Values: the rows are 4 head dimensions (4 consecutive floats of each
- * value row), the columns the panel's probabilities; the accumulator is
+ * Values: the rows are 4 head dimensions (from the value block the core
+ * packs, 4 floats per key side by side, so the kernel reads memory in
+ * order), the columns the panel's probabilities; the accumulator is
  * loaded, rescaled by the softmax step's alpha and stored back by the
  * kernel itself, so there is no zeroing pass and no second pass over it.
- * Rows past the last (a tail of fewer than 4) repeat the first row's
+ * Key rows past the last (a tail of fewer than 4) repeat the first row's
  * address, so nothing beyond the caller's rows is ever read. */
 #include "core/simd.h"
 
@@ -21,6 +22,7 @@
 #include <math.h>
 
 #define PANEL 24
+#define ROWS 4
 #define INLINE __attribute__((always_inline)) static inline
 
 #define FMA3(r, a)                                                             \
@@ -77,18 +79,16 @@ TARGET INLINE __m256 load_scaled(const float *x, __m256 f) {
   return _mm256_mul_ps(_mm256_loadu_ps(x), f);
 }
 
-/* Accumulator rows d .. d+nr-1 (nr 1..4, v pointing at dimension d of key
- * 0) over n keys. */
-TARGET INLINE void values4(const float *v, int64_t ldv, int nr, int64_t n,
-                           const float *p, const float *alpha, float *acc) {
-  const float *v1 = nr > 1 ? v + 1 : v, *v2 = nr > 2 ? v + 2 : v;
-  const float *v3 = nr > 3 ? v + 3 : v;
+/* Accumulator rows d .. d+nr-1 (nr 1..4) over n keys, after scaling them
+ * by alpha; vp holds the 4 dimensions of each key side by side. */
+TARGET INLINE void values4(const float *vp, int nr, int64_t n, const float *p,
+                           const float *alpha, float *acc) {
   __m256 f0 = _mm256_loadu_ps(alpha), f1 = _mm256_loadu_ps(alpha + 8),
          f2 = _mm256_loadu_ps(alpha + 16), z = _mm256_setzero_ps();
   __m256 c00 = load_scaled(acc, f0), c01 = load_scaled(acc + 8, f1),
          c02 = load_scaled(acc + 16, f2);
-  __m256 c10 = z, c11 = z, c12 = z, c20 = z, c21 = z, c22 = z, c30 = z, c31 = z,
-         c32 = z;
+  __m256 c10 = z, c11 = z, c12 = z, c20 = z, c21 = z, c22 = z, c30 = z,
+         c31 = z, c32 = z;
   if (nr > 1) {
     c10 = load_scaled(acc + PANEL, f0);
     c11 = load_scaled(acc + PANEL + 8, f1);
@@ -105,14 +105,13 @@ TARGET INLINE void values4(const float *v, int64_t ldv, int nr, int64_t n,
     c32 = load_scaled(acc + 3 * PANEL + 16, f2);
   }
   for (int64_t j = 0; j < n; j++) {
-    const float *b = p + j * PANEL;
+    const float *b = p + j * PANEL, *a = vp + j * ROWS;
     __m256 b0 = _mm256_loadu_ps(b), b1 = _mm256_loadu_ps(b + 8),
            b2 = _mm256_loadu_ps(b + 16);
-    int64_t o = j * ldv;
-    FMA3(0, _mm256_broadcast_ss(v + o));
-    FMA3(1, _mm256_broadcast_ss(v1 + o));
-    FMA3(2, _mm256_broadcast_ss(v2 + o));
-    FMA3(3, _mm256_broadcast_ss(v3 + o));
+    FMA3(0, _mm256_broadcast_ss(a));
+    FMA3(1, _mm256_broadcast_ss(a + 1));
+    FMA3(2, _mm256_broadcast_ss(a + 2));
+    FMA3(3, _mm256_broadcast_ss(a + 3));
   }
   STORE3(acc, 0);
   if (nr > 1)
@@ -123,14 +122,15 @@ TARGET INLINE void values4(const float *v, int64_t ldv, int nr, int64_t n,
     STORE3(acc + 3 * PANEL, 3);
 }
 
-TARGET static void values_avx2(const float *v, int64_t ldv, int64_t n,
+TARGET static void values_avx2(const float *vp, int64_t ldvp, int64_t n,
                                int64_t hd, const float *p, const float *alpha,
                                float *acc) {
   int64_t d = 0;
-  for (; d + 4 <= hd; d += 4)
-    values4(v + d, ldv, 4, n, p, alpha, acc + d * PANEL);
+  for (; d + ROWS <= hd; d += ROWS)
+    values4(vp + (d / ROWS) * ldvp, ROWS, n, p, alpha, acc + d * PANEL);
   if (d < hd)
-    values4(v + d, ldv, (int)(hd - d), n, p, alpha, acc + d * PANEL);
+    values4(vp + (d / ROWS) * ldvp, (int)(hd - d), n, p, alpha,
+            acc + d * PANEL);
 }
 
 /* One column vector (8 queries) of the softmax step. */
@@ -184,6 +184,7 @@ TARGET static void softmax_avx2(float *s, int64_t n, float *m, float *l,
 const attn_panel_kernels attn_panels_avx2 = {.panel = PANEL,
                                              .scores = scores_avx2,
                                              .softmax = softmax_avx2,
+                                             .value_rows = ROWS,
                                              .values = values_avx2};
 
 #endif

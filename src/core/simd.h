@@ -30,10 +30,15 @@ typedef struct {
    * s is replaced by those exponentials (-inf scores give exactly 0). A
    * column that has seen no finite score keeps m = -inf and l = 0. */
   void (*softmax)(float *s, int64_t n, float *m, float *l, float *alpha);
+  /* Head dimensions per register block of values, R: the packed value
+   * rows are groups of R dimensions (the last one padded with zeros). */
+  int64_t value_rows;
   /* acc[d * panel + c] = alpha[c] * acc[d * panel + c] + sum over j < n of
-   * v[j * ldv + d] * p[j * panel + c], for d < hd: the accumulator of a
-   * query panel, stored transposed ([hd, panel]). */
-  void (*values)(const float *v, int64_t ldv, int64_t n, int64_t hd,
+   * V[j, d] * p[j * panel + c], for d < hd: the accumulator of a query
+   * panel, stored transposed ([hd, panel]). V comes packed by
+   * attn_packed_values(): V[j, d] at vp[(d / R) * ldvp + j * R + d % R]
+   * with R = value_rows. */
+  void (*values)(const float *vp, int64_t ldvp, int64_t n, int64_t hd,
                  const float *p, const float *alpha, float *acc);
 } attn_panel_kernels;
 
@@ -65,21 +70,26 @@ typedef struct {
   const attn_panel_kernels *panels;
 } attn_simd;
 
-/* The best table this CPU supports; the environment variable
- * ATTN_SIMD=portable, read once, makes it the portable table (tests run
- * the portable kernels and the cblas core on any CPU this way). */
+/* The best table this CPU supports. The environment variable ATTN_SIMD,
+ * read once, caps it: "portable" gives the portable table (the cblas
+ * core), "avx2" at most the AVX2 one; tests run every path on one CPU
+ * this way. */
 const attn_simd *attn_simd_get(void);
 /* The best table for kernels over heads of head_dim, and for projections
  * of M rows of width K. */
 const attn_simd *attn_simd_for_head(int64_t head_dim);
 const attn_simd *attn_simd_for_rows(int64_t M, int64_t K);
 
-/* Each table; attn_simd_avx2() is NULL where it is not built (not x86-64)
- * and must only be used when attn_cpu()->avx2_fma. */
+/* Each table; attn_simd_avx2() and attn_simd_avx512() are NULL where they
+ * are not built (not x86-64) and must only be used when attn_cpu() has
+ * avx2_fma, and avx512f too. The AVX-512 table differs from the AVX2 one
+ * only in its packed-core kernels. */
 const attn_simd *attn_simd_portable(void);
 const attn_simd *attn_simd_avx2(void);
-/* The AVX2 table's packed-core kernels (packed_avx2.c); defined only where
- * attn_simd_avx2() is. */
+const attn_simd *attn_simd_avx512(void);
+/* The packed-core kernels of those tables (packed_avx2.c,
+ * packed_avx512.c); defined only where the tables are. */
 extern const attn_panel_kernels attn_panels_avx2;
+extern const attn_panel_kernels attn_panels_avx512;
 
 #endif
