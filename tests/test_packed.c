@@ -42,9 +42,9 @@ static int paths(const attn_simd **v) {
 
 typedef struct {
   int64_t B, Lq, Lk, H, Hkv, hd;
-  int64_t kv_rows;    /* rows per batch row of k and v (>= Lk) */
-  int64_t qb, kb;     /* 0: the library's blocks */
-  int32_t weights;    /* 0, ATTN_WEIGHTS_PER_HEAD, ATTN_WEIGHTS_AVERAGE */
+  int64_t kv_rows; /* rows per batch row of k and v (>= Lk) */
+  int64_t qb, kb;  /* 0: the library's blocks */
+  int32_t weights; /* 0, ATTN_WEIGHTS_PER_HEAD, ATTN_WEIGHTS_AVERAGE */
   attn_mask mask;
 } shape;
 
@@ -100,15 +100,15 @@ static void reference(const shape *s, const inputs *in, double *ctx,
         for (int64_t d = 0; d < hd; d++) {
           double acc = 0.0;
           for (int64_t j = 0; j < Lk; j++)
-            acc += p[j] * in->kv[(b * s->kv_rows + j) * in->ldkv + KV +
-                                 g * hd + d];
+            acc += p[j] *
+                   in->kv[(b * s->kv_rows + j) * in->ldkv + KV + g * hd + d];
           out[d] = sum > 0.0 ? acc / sum : empty;
         }
         if (!w)
           continue;
         bool avg = s->weights == ATTN_WEIGHTS_AVERAGE;
-        double *wr = avg ? w + (b * Lq + i) * Lk
-                         : w + ((b * s->H + h) * Lq + i) * Lk;
+        double *wr =
+            avg ? w + (b * Lq + i) * Lk : w + ((b * s->H + h) * Lq + i) * Lk;
         for (int64_t j = 0; j < Lk; j++) {
           double x = sum > 0.0 ? p[j] / sum : empty;
           wr[j] = avg ? wr[j] + x / (double)s->H : x;
@@ -163,7 +163,8 @@ static void run_core(const shape *s, const inputs *in, const attn_simd *v,
   assert_int_equal(attn_runtime_create(&rc, &rt), ATTN_OK);
   assert_int_equal(attn_exec_resolve(rt, threads, 0, &x), ATTN_OK);
   int32_t used = attn_core_threads(&c, threads);
-  int64_t tf = (attn_core_tile_floats(c.qblock, c.kblock, s->hd) + 15) / 16 * 16;
+  int64_t tf =
+      (attn_core_tile_floats(c.qblock, c.kblock, s->hd) + 15) / 16 * 16;
   float *tiles = aligned_alloc(64, (size_t)(tf * used) * sizeof(float));
   assert_non_null(tiles);
   attn_exec_enter(&x);

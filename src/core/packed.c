@@ -28,21 +28,25 @@ bool attn_packed_applies(const attn_simd *v, int64_t len_q) {
   return v->panels != NULL && len_q >= MIN_PACKED_ROWS;
 }
 
-/* The most head dimensions per register block of values in any table. */
-#define VALUE_ROWS_MAX 8
+/* The most rows per register block in any table. */
+#define ROWS_MAX 8
 
 /* Tile layout (64-byte aligned by the callers), rows padded to panels:
  * lo[rows], hi[rows] (int64), m[rows], l[rows], alpha[panel], the query
  * panels [rows, hd], the accumulator [rows, hd], the scores [kb, panel]
- * and the packed value block [kb, hd padded to whole groups], each on a
- * 16-float boundary. */
+ * and the packed key and value blocks [kb, hd], each padded to whole
+ * groups of rows and on a 16-float boundary. */
 typedef struct {
   int64_t *lo, *hi;
-  float *m, *l, *alpha, *qp, *acc, *s, *vp;
+  float *m, *l, *alpha, *qp, *acc, *s, *kp, *vp;
 } panel_tile;
 
-static panel_tile split_tile(float *tile, int64_t qb, int64_t kb,
-                             int64_t hd) {
+/* Floats of a packed key or value block of kb keys. */
+static int64_t block_floats(int64_t kb, int64_t hd) {
+  return round16((kb + ROWS_MAX) * (hd + ROWS_MAX));
+}
+
+static panel_tile split_tile(float *tile, int64_t qb, int64_t kb, int64_t hd) {
   int64_t n = padded_rows(qb);
   panel_tile t;
   t.lo = (int64_t *)(void *)tile;
@@ -53,7 +57,8 @@ static panel_tile split_tile(float *tile, int64_t qb, int64_t kb,
   t.qp = t.alpha + round16(ATTN_PANEL_MAX);
   t.acc = t.qp + round16(n * hd);
   t.s = t.acc + round16(n * hd);
-  t.vp = t.s + round16(kb * ATTN_PANEL_MAX);
+  t.kp = t.s + round16(kb * ATTN_PANEL_MAX);
+  t.vp = t.kp + block_floats(kb, hd);
   return t;
 }
 
@@ -61,12 +66,13 @@ int64_t attn_packed_tile_floats(int64_t qb, int64_t kb, int64_t hd) {
   int64_t n = padded_rows(qb);
   return round16(4 * n) + round16(2 * n) + round16(ATTN_PANEL_MAX) +
          2 * round16(n * hd) + round16(kb * ATTN_PANEL_MAX) +
-         kb * (hd + VALUE_ROWS_MAX);
+         2 * block_floats(kb, hd);
 }
 
 /* What one head of one query block works on. */
 typedef struct {
   const attn_core *c;
+  const attn_simd *v;
   const attn_panel_kernels *k;
   int64_t b, h, i0, rows, hd, P;
   const float *key, *value; /* key 0 and value 0 of the head's kv head */
@@ -174,13 +180,30 @@ static void put_weights(const panel_work *w, int64_t r0, int64_t nc,
   }
 }
 
+/* Keys [j0, j0 + kn) in groups of R keys: dimension d of key j at
+ * kp[(j / R) * hd * R + d * R + j % R], the last group padded with zeros.
+ * One copy per block serves every panel of the work item. */
+static void pack_keys(const panel_work *w, int64_t j0, int64_t kn) {
+  int64_t R = w->k->rows, hd = w->hd, ldk = w->c->ldk;
+  for (int64_t g = 0; g * R < kn; g++) {
+    const float *src = w->key + (j0 + g * R) * ldk;
+    float *dst = w->t.kp + g * hd * R;
+    int64_t n = min64(R, kn - g * R);
+    if (n == 8 && R == 8) {
+      w->v->transpose(src, ldk, 8, hd, dst, 8);
+      continue;
+    }
+    for (int64_t r = 0; r < R; r++)
+      for (int64_t d = 0; d < hd; d++)
+        dst[d * R + r] = r < n ? src[r * ldk + d] : 0.0f;
+  }
+}
+
 /* Values of keys [j0, j0 + kn) in groups of R dimensions: dimension d of
  * key j at vp[(d / R) * kn * R + j * R + d % R], the last group padded with
- * zeros. One copy serves every panel: the values kernel then reads memory
- * in order instead of one strided row (and page) per key. */
+ * zeros. */
 static void pack_values(const panel_work *w, int64_t j0, int64_t kn) {
-  const attn_core *c = w->c;
-  int64_t R = w->k->value_rows, hd = w->hd, ldv = c->ldv;
+  int64_t R = w->k->rows, hd = w->hd, ldv = w->c->ldv;
   int64_t full = hd / R, tail = hd % R;
   for (int64_t j = 0; j < kn; j++) {
     const float *src = w->value + (j0 + j) * ldv;
@@ -207,8 +230,9 @@ static void pack_values(const panel_work *w, int64_t j0, int64_t kn) {
 static void key_block(const panel_work *w, int64_t j0, int64_t kn) {
   const attn_core *c = w->c;
   const attn_panel_kernels *k = w->k;
-  int64_t P = w->P, hd = w->hd, R = k->value_rows;
+  int64_t P = w->P, hd = w->hd, R = k->rows;
   const panel_tile *t = &w->t;
+  pack_keys(w, j0, kn);
   pack_values(w, j0, kn);
   /* Each panel asks for a share of the next block's keys and values: each
    * row lies on its own pages, which the hardware prefetchers do not
@@ -222,13 +246,17 @@ static void key_block(const panel_work *w, int64_t j0, int64_t kn) {
     }
     bool ragged = panel_keys(w, r0, nc, j0, j0 + kn, &clo, &chi);
     if (clo < chi) {
-      int64_t n = chi - clo;
-      k->scores(w->key + clo * c->ldk, c->ldk, n, hd, t->qp + r0 * hd, t->s);
+      /* From the group holding clo: keys before clo are hidden from every
+       * row of the panel, so the mask gives them exact zeros. */
+      int64_t from = j0 + (clo - j0) / R * R, n = chi - from;
+      ragged |= from < clo;
+      k->scores(t->kp + (from - j0) * hd, n, hd, t->qp + r0 * hd, t->s);
       if (ragged || w->pad || w->bias)
-        mask_panel(w, r0, nc, t->s, clo, n, ragged);
+        mask_panel(w, r0, nc, t->s, from, n, ragged);
       k->softmax(t->s, n, t->m + r0, t->l + r0, t->alpha);
-      k->values(t->vp + (clo - j0) * R, kn * R, n, hd, t->s, t->alpha,
+      k->values(t->vp + (from - j0) * R, kn * R, n, hd, t->s, t->alpha,
                 t->acc + r0 * hd);
+      clo = from;
     }
     if (w->write_weights) /* one block holds whole rows: s is final */
       put_weights(w, r0, nc, t->s, clo, chi);
@@ -250,21 +278,22 @@ static void put_output(const panel_work *w) {
   }
 }
 
-static void init_work(panel_work *w, const attn_core *c,
-                      const attn_panel_kernels *k, int64_t b, int64_t h,
-                      int64_t i0, int64_t rows, float *tile) {
+static void init_work(panel_work *w, const attn_core *c, const attn_simd *v,
+                      int64_t b, int64_t h, int64_t i0, int64_t rows,
+                      float *tile) {
   const attn_mask *mk = c->mask;
   int64_t hd = c->heads->head_dim;
   int64_t g = attn_kv_head(c->heads, h);
   int64_t kv_rows = c->kv_rows ? c->kv_rows : c->len_k;
   w->c = c;
-  w->k = k;
+  w->v = v;
+  w->k = v->panels;
   w->b = b;
   w->h = h;
   w->i0 = i0;
   w->rows = rows;
   w->hd = hd;
-  w->P = k->panel;
+  w->P = v->panels->panel;
   w->key = c->k + b * kv_rows * c->ldk + g * hd;
   w->value = c->v + b * kv_rows * c->ldv + g * hd;
   w->pad = mk->key_padding ? mk->key_padding + b * c->len_k : NULL;
@@ -275,11 +304,10 @@ static void init_work(panel_work *w, const attn_core *c,
   w->write_weights = c->kblock >= c->len_k && c->weights;
 }
 
-void attn_packed_head(const attn_core *c, const attn_panel_kernels *k,
-                      int64_t b, int64_t h, int64_t i0, int64_t rows,
-                      float *tile) {
+void attn_packed_head(const attn_core *c, const attn_simd *v, int64_t b,
+                      int64_t h, int64_t i0, int64_t rows, float *tile) {
   panel_work w;
-  init_work(&w, c, k, b, h, i0, rows, tile);
+  init_work(&w, c, v, b, h, i0, rows, tile);
   int64_t *lo = w.t.lo, *hi = w.t.hi;
   attn_mask_ranges(c->mask, b, c->len_q, c->len_k, i0, rows, lo, hi);
   /* Keys outside [jmin, jmax) are hidden from every row: never computed. */

@@ -5,14 +5,15 @@
  *
  * Each work item packs its block of queries once, scaled, into panels of
  * `panel` queries laid out for the kernels ([head_dim, panel] each), and
- * reuses them against every key. Keys and values are read in place from
- * the head's strided rows: the scores kernel broadcasts key elements
- * against the query panel, giving the scores transposed ([keys, panel]),
- * so the online softmax runs down columns with whole vectors and no
- * horizontal sums, and the values kernel broadcasts value elements against
- * those probabilities into an accumulator kept transposed ([head_dim,
- * panel]), rescaling it as it loads it. Nothing is copied per key block,
- * nothing is zeroed per product and no key block is transposed. */
+ * reuses them against every key. For each block of keys it packs the keys
+ * and values once into groups of the kernels' rows, and every panel of the
+ * item reuses them (with 512 query rows per item, 16 panels of 32). The
+ * scores kernel broadcasts key elements against the query panel, giving
+ * the scores transposed ([keys, panel]), so the online softmax runs down
+ * columns with whole vectors and no horizontal sums; the values kernel
+ * broadcasts value elements against those probabilities into an
+ * accumulator kept transposed ([head_dim, panel]), rescaling it as it
+ * loads it. Nothing is zeroed per product. */
 #ifndef ATTN_CORE_PACKED_H
 #define ATTN_CORE_PACKED_H
 
@@ -35,12 +36,11 @@ int64_t attn_packed_tile_floats(int64_t qblock, int64_t kblock,
                                 int64_t head_dim);
 
 /* Head h of the query rows i0 .. i0+rows-1 (rows <= c->qblock) of batch
- * row b, on kernels k, with the thread's tile: the same results as the
- * tiled core's item, within rounding (same masks, weights and empty rows).
- */
-void attn_packed_head(const attn_core *c, const attn_panel_kernels *k,
-                      int64_t b, int64_t h, int64_t i0, int64_t rows,
-                      float *tile);
+ * row b, on the panel kernels of table v, with the thread's tile: the same
+ * results as the tiled core's item, within rounding (same masks, weights
+ * and empty rows). */
+void attn_packed_head(const attn_core *c, const attn_simd *v, int64_t b,
+                      int64_t h, int64_t i0, int64_t rows, float *tile);
 
 /* True when key_padding (a batch row's flags, or NULL) hides every key of
  * [j0, j0 + n). */

@@ -4,15 +4,12 @@
  * 4 rows by 24 columns (12 accumulators): each step broadcasts 4 floats and
  * loads 3 vectors for 12 FMAs, so the loads keep up with the FMA units.
  *
- * Scores: the rows are 4 keys, read in place from the head's strided rows
- * (no copy, no transpose), the columns the queries of the packed panel.
- * Values: the rows are 4 head dimensions (from the value block the core
- * packs, 4 floats per key side by side, so the kernel reads memory in
- * order), the columns the panel's probabilities; the accumulator is
- * loaded, rescaled by the softmax step's alpha and stored back by the
- * kernel itself, so there is no zeroing pass and no second pass over it.
- * Key rows past the last (a tail of fewer than 4) repeat the first row's
- * address, so nothing beyond the caller's rows is ever read. */
+ * Scores: the rows are 4 keys, the columns the queries of the packed
+ * panel. Values: the rows are 4 head dimensions, the columns the panel's
+ * probabilities. The rows' 4 floats of each step lie side by side in the
+ * blocks the core packed, so both kernels read memory in order. The
+ * accumulator is loaded, rescaled by the softmax step's alpha and stored
+ * back by the kernel itself: no zeroing pass, no second pass over it. */
 #include "core/simd.h"
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
@@ -40,22 +37,21 @@
     _mm256_storeu_ps((dst) + 16, c##r##2);                                     \
   } while (0)
 
-/* Scores of nr (1..4) keys k[r * ldk + d] against the panel qp[d, 24]. */
-TARGET INLINE void scores4(const float *k, int64_t ldk, int nr, int64_t hd,
-                           const float *qp, float *s) {
-  const float *a0 = k, *a1 = nr > 1 ? k + ldk : k;
-  const float *a2 = nr > 2 ? k + 2 * ldk : k, *a3 = nr > 3 ? k + 3 * ldk : k;
+/* Scores of nr (1..4) keys, packed side by side in kp, against the panel
+ * qp[d, 24]. */
+TARGET INLINE void scores4(const float *kp, int nr, int64_t hd, const float *qp,
+                           float *s) {
   __m256 c00 = _mm256_setzero_ps(), c01 = c00, c02 = c00, c10 = c00, c11 = c00,
          c12 = c00, c20 = c00, c21 = c00, c22 = c00, c30 = c00, c31 = c00,
          c32 = c00;
   for (int64_t d = 0; d < hd; d++) {
-    const float *b = qp + d * PANEL;
+    const float *b = qp + d * PANEL, *a = kp + d * ROWS;
     __m256 b0 = _mm256_loadu_ps(b), b1 = _mm256_loadu_ps(b + 8),
            b2 = _mm256_loadu_ps(b + 16);
-    FMA3(0, _mm256_broadcast_ss(a0 + d));
-    FMA3(1, _mm256_broadcast_ss(a1 + d));
-    FMA3(2, _mm256_broadcast_ss(a2 + d));
-    FMA3(3, _mm256_broadcast_ss(a3 + d));
+    FMA3(0, _mm256_broadcast_ss(a));
+    FMA3(1, _mm256_broadcast_ss(a + 1));
+    FMA3(2, _mm256_broadcast_ss(a + 2));
+    FMA3(3, _mm256_broadcast_ss(a + 3));
   }
   STORE3(s, 0);
   if (nr > 1)
@@ -66,13 +62,13 @@ TARGET INLINE void scores4(const float *k, int64_t ldk, int nr, int64_t hd,
     STORE3(s + 3 * PANEL, 3);
 }
 
-TARGET static void scores_avx2(const float *k, int64_t ldk, int64_t n,
-                               int64_t hd, const float *qp, float *s) {
+TARGET static void scores_avx2(const float *kp, int64_t n, int64_t hd,
+                               const float *qp, float *s) {
   int64_t j = 0;
-  for (; j + 4 <= n; j += 4)
-    scores4(k + j * ldk, ldk, 4, hd, qp, s + j * PANEL);
+  for (; j + ROWS <= n; j += ROWS)
+    scores4(kp + j * hd, ROWS, hd, qp, s + j * PANEL);
   if (j < n)
-    scores4(k + j * ldk, ldk, (int)(n - j), hd, qp, s + j * PANEL);
+    scores4(kp + j * hd, (int)(n - j), hd, qp, s + j * PANEL);
 }
 
 TARGET INLINE __m256 load_scaled(const float *x, __m256 f) {
@@ -87,8 +83,8 @@ TARGET INLINE void values4(const float *vp, int nr, int64_t n, const float *p,
          f2 = _mm256_loadu_ps(alpha + 16), z = _mm256_setzero_ps();
   __m256 c00 = load_scaled(acc, f0), c01 = load_scaled(acc + 8, f1),
          c02 = load_scaled(acc + 16, f2);
-  __m256 c10 = z, c11 = z, c12 = z, c20 = z, c21 = z, c22 = z, c30 = z,
-         c31 = z, c32 = z;
+  __m256 c10 = z, c11 = z, c12 = z, c20 = z, c21 = z, c22 = z, c30 = z, c31 = z,
+         c32 = z;
   if (nr > 1) {
     c10 = load_scaled(acc + PANEL, f0);
     c11 = load_scaled(acc + PANEL + 8, f1);
@@ -182,9 +178,9 @@ TARGET static void softmax_avx2(float *s, int64_t n, float *m, float *l,
 }
 
 const attn_panel_kernels attn_panels_avx2 = {.panel = PANEL,
+                                             .rows = ROWS,
                                              .scores = scores_avx2,
                                              .softmax = softmax_avx2,
-                                             .value_rows = ROWS,
                                              .values = values_avx2};
 
 #endif

@@ -2,12 +2,9 @@
 /* AVX-512F kernels of the packed core (packed.h, simd.h): panels of 32
  * queries, two vectors wide, the same scheme as packed_avx2.c on a block
  * of 8 rows by 32 columns (16 accumulators): each step broadcasts 8 floats
- * and loads 2 vectors for 16 FMAs. Scores: the rows are 8 keys read in
- * place from the head's strided rows; values: the rows are 8 head
- * dimensions, from the value block packed by the core (8 floats per key).
- * Key rows past the last (a tail of fewer than 8) repeat the first row's
- * address, so nothing beyond the caller's rows is read. exp as in
- * simd_avx2.h, on 16 lanes. */
+ * (side by side in the block the core packed) and loads 2 vectors for 16
+ * FMAs. Scores: the rows are 8 keys; values: the rows are 8 head
+ * dimensions. exp as in simd_avx2.h, on 16 lanes. */
 #include "core/simd.h"
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
@@ -94,28 +91,30 @@ TARGET512 INLINE __m512 exp16(__m512 t) {
          c20 = c00, c21 = c00, c30 = c00, c31 = c00, c40 = c00, c41 = c00,     \
          c50 = c00, c51 = c00, c60 = c00, c61 = c00, c70 = c00, c71 = c00
 
-/* Scores of nr (1..8) keys k[r * ldk + d] against the panel qp[d, 32]. */
-TARGET512 INLINE void scores8(const float *k, int64_t ldk, int nr, int64_t hd,
+/* Scores of nr (1..8) keys, packed side by side in kp, against the panel
+ * qp[d, 32]. */
+TARGET512 INLINE void scores8(const float *kp, int nr, int64_t hd,
                               const float *qp, float *s) {
   const float *a[ROWS];
   for (int r = 0; r < ROWS; r++)
-    a[r] = k + (r < nr ? r : 0) * ldk;
+    a[r] = kp + r;
   ZERO16;
   for (int64_t d = 0; d < hd; d++) {
     __m512 b0 = _mm512_loadu_ps(qp + d * PANEL);
     __m512 b1 = _mm512_loadu_ps(qp + d * PANEL + 16);
-    STEP8(a, d);
+    int64_t o = d * ROWS;
+    STEP8(a, o);
   }
   STORE_ROWS(s, nr);
 }
 
-TARGET512 static void scores_avx512(const float *k, int64_t ldk, int64_t n,
-                                    int64_t hd, const float *qp, float *s) {
+TARGET512 static void scores_avx512(const float *kp, int64_t n, int64_t hd,
+                                    const float *qp, float *s) {
   int64_t j = 0;
   for (; j + ROWS <= n; j += ROWS)
-    scores8(k + j * ldk, ldk, ROWS, hd, qp, s + j * PANEL);
+    scores8(kp + j * hd, ROWS, hd, qp, s + j * PANEL);
   if (j < n)
-    scores8(k + j * ldk, ldk, (int)(n - j), hd, qp, s + j * PANEL);
+    scores8(kp + j * hd, (int)(n - j), hd, qp, s + j * PANEL);
 }
 
 /* Accumulator rows d .. d+nr-1 (nr 1..8) over n keys, after scaling them
@@ -199,9 +198,9 @@ TARGET512 static void softmax_avx512(float *s, int64_t n, float *m, float *l,
 }
 
 const attn_panel_kernels attn_panels_avx512 = {.panel = PANEL,
+                                               .rows = ROWS,
                                                .scores = scores_avx512,
                                                .softmax = softmax_avx512,
-                                               .value_rows = ROWS,
                                                .values = values_avx512};
 
 #endif

@@ -18,11 +18,16 @@ typedef struct attn_rows_linear attn_rows_linear; /* linear.h */
  * head_dim; every row stride is in floats. */
 typedef struct {
   int64_t panel;
-  /* s[j * panel + c] = sum over d < hd of k[j * ldk + d] * qp[d * panel +
-   * c], for keys j < n and every column c: the scores of n keys against a
-   * query panel qp packed (and scaled) by the core. */
-  void (*scores)(const float *k, int64_t ldk, int64_t n, int64_t hd,
-                 const float *qp, float *s);
+  /* Rows per register block, R: keys in scores, head dimensions in
+   * values. Both products read their first operand packed in groups of R
+   * rows side by side (the last group padded with zeros). */
+  int64_t rows;
+  /* s[j * panel + c] = sum over d < hd of K[j, d] * qp[d * panel + c], for
+   * keys j < n and every column c: the scores of n keys against a query
+   * panel qp packed (and scaled) by the core. K comes packed: K[j, d] at
+   * kp[(j / R) * hd * R + d * R + j % R]. */
+  void (*scores)(const float *kp, int64_t n, int64_t hd, const float *qp,
+                 float *s);
   /* One online-softmax step over the scores s[n, panel] of the panel's
    * columns: per column c, the running max m[c] is raised to the largest
    * score, alpha[c] = exp(old m[c] - new m[c]) (0 while no key was seen),
@@ -30,14 +35,10 @@ typedef struct {
    * s is replaced by those exponentials (-inf scores give exactly 0). A
    * column that has seen no finite score keeps m = -inf and l = 0. */
   void (*softmax)(float *s, int64_t n, float *m, float *l, float *alpha);
-  /* Head dimensions per register block of values, R: the packed value
-   * rows are groups of R dimensions (the last one padded with zeros). */
-  int64_t value_rows;
   /* acc[d * panel + c] = alpha[c] * acc[d * panel + c] + sum over j < n of
    * V[j, d] * p[j * panel + c], for d < hd: the accumulator of a query
-   * panel, stored transposed ([hd, panel]). V comes packed by
-   * attn_packed_values(): V[j, d] at vp[(d / R) * ldvp + j * R + d % R]
-   * with R = value_rows. */
+   * panel, stored transposed ([hd, panel]). V comes packed: V[j, d] at
+   * vp[(d / R) * ldvp + j * R + d % R]. */
   void (*values)(const float *vp, int64_t ldvp, int64_t n, int64_t hd,
                  const float *p, const float *alpha, float *acc);
 } attn_panel_kernels;

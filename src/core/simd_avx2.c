@@ -294,14 +294,14 @@ static const attn_simd avx2 = {.name = "avx2-fma",
 /* The same kernels with the packed core's AVX-512 products
  * (packed_avx512.c), for CPUs that also have AVX-512F. */
 static const attn_simd avx512 = {.name = "avx512f",
-                               .max = max_avx2,
-                               .exp_sum = exp_sum_avx2,
-                               .scale = scale_avx2,
-                               .transpose = transpose_avx2,
-                               .stream_scores = scores_avx2,
-                               .stream_values = values_avx2,
-                               .rows_linear = linear_avx2,
-                               .panels = &attn_panels_avx512};
+                                 .max = max_avx2,
+                                 .exp_sum = exp_sum_avx2,
+                                 .scale = scale_avx2,
+                                 .transpose = transpose_avx2,
+                                 .stream_scores = scores_avx2,
+                                 .stream_values = values_avx2,
+                                 .rows_linear = linear_avx2,
+                                 .panels = &attn_panels_avx512};
 
 const attn_simd *attn_simd_avx2(void) { return &avx2; }
 const attn_simd *attn_simd_avx512(void) { return &avx512; }

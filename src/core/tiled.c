@@ -324,7 +324,7 @@ void attn_core_run(const attn_core *c, int64_t item, float *tile) {
   bool packed = attn_packed_applies(v, c->len_q);
   for (int64_t h = h0; h < h1; h++) {
     if (packed)
-      attn_packed_head(c, v->panels, b, h, i0, rows, tile);
+      attn_packed_head(c, v, b, h, i0, rows, tile);
     else
       run_head(c, b, h, i0, rows, tile);
   }
