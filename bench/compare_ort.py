@@ -257,6 +257,7 @@ def main():
             if out:
                 out.write(json.dumps({"case": c["name"], "round": rnd,
                                       "libattn": r1[0], "ort": r2[0]}) + "\n")
+                out.flush()
     reference()
     ref = statistics.median(refs) if refs else float("nan")
     print(f"ONNX Runtime {ORT_VERSION} ({a.ort_threads} intra-op threads), "

@@ -1,10 +1,11 @@
 /* SPDX-License-Identifier: MIT */
 /* The packed core's driver (packed.h): per work item, the query panels,
- * then for every block of keys its values packed once and, for every
- * panel, the scores, mask, softmax step and P*V on the table's kernels,
- * then the normalised output. Memory per thread: two [rows, head_dim]
- * buffers (the query panels and the accumulator), a [kblock, panel] score
- * tile and a [kblock, head_dim] value block. */
+ * then for every block of keys its keys and values packed once and, for
+ * every panel, the scores, mask, softmax step and P*V on the table's
+ * kernels, then the normalised output. Memory per thread: two [rows,
+ * head_dim] buffers (the query panels and the accumulator), a [kblock,
+ * panel] score tile and the packed key and value blocks ([kblock,
+ * head_dim] each). */
 #include "core/packed.h"
 
 #include "core/mask.h"

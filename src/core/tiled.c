@@ -38,6 +38,9 @@
  * rows, 89 with 512 on one core, head_dim 64), up to the accumulator
  * filling an eighth of L2 or too few items to share among threads. */
 #define MAX_QBLOCK 512
+/* The packed core's (measured at L=4096 on one core: 8-10% less time with
+ * 1024 rows than with 512; docs/PERFORMANCE.md). */
+#define MAX_PACKED_QBLOCK 1024
 #define MIN_QBLOCK 64
 #define MIN_ITEMS_PER_ROW 32
 
@@ -103,18 +106,26 @@ int64_t attn_core_tile_floats(int64_t qb, int64_t kb, int64_t hd) {
 
 void attn_core_blocks(const attn_heads *g, int64_t len_q, int64_t len_k,
                       bool want_weights, int64_t *qblock, int64_t *kblock) {
-  int64_t hd = g->head_dim, qb = MAX_QBLOCK;
+  int64_t hd = g->head_dim, l2 = attn_cpu()->l2_bytes;
+  bool packed = attn_packed_applies(attn_simd_get(), len_q);
+  /* The cblas core keeps its accumulator within an eighth of L2; the
+   * packed core touches its query panels and accumulator a panel at a
+   * time, and packs each key block once per item: bigger items copy less,
+   * as long as both buffers fit in half of L2. */
+  int64_t qb = packed ? MAX_PACKED_QBLOCK : MAX_QBLOCK;
+  int64_t bytes_per_row = hd * (int64_t)sizeof(float) * (packed ? 2 : 1);
+  int64_t l2_share = packed ? l2 / 2 : l2 / 8;
   /* Whatever the batch, a call has num_heads * ceil(len_q / qb) items at
    * least. */
   while (qb > MIN_QBLOCK &&
-         (qb * hd * (int64_t)sizeof(float) > attn_cpu()->l2_bytes / 8 ||
+         (qb * bytes_per_row > l2_share ||
           g->num_heads * ((len_q + qb - 1) / qb) < MIN_ITEMS_PER_ROW))
     qb /= 2;
   *qblock = min64(len_q, qb);
   /* Exact weights need whole rows of probabilities: one key block. */
   if (want_weights || len_k <= WHOLE_ROW_MAX_KEYS)
     *kblock = len_k;
-  else if (attn_packed_applies(attn_simd_get(), len_q))
+  else if (packed)
     *kblock = min64(len_k, PACKED_KEY_BLOCK);
   else
     *kblock = min64(len_k, product_keys(CHUNK_ROWS, hd));
