@@ -149,6 +149,11 @@ int main(int argc, char **argv) {
   if (!t || !cpu)
     return 1;
   int32_t used = plain_path ? 1 : attn_core_threads(&c, threads);
+  /* Keys and values packed once per head, as forward calls do. */
+  int64_t shared = attn_core_shared_head_floats(&c) * B * H;
+  c.shared = shared && !plain_path
+                 ? aligned_alloc(64, (size_t)shared * sizeof(float))
+                 : NULL;
   float *xin = project ? calloc((size_t)(B * L * E), sizeof(float)) : NULL;
   float *wqkv = project ? calloc((size_t)(3 * E * E), sizeof(float)) : NULL;
   float *y = project ? malloc((size_t)(B * L * 3 * E) * sizeof(float)) : NULL;
@@ -193,6 +198,7 @@ int main(int argc, char **argv) {
   free(wqkv);
   free(qkv);
   free(tiles);
+  free(c.shared);
   attn_runtime_destroy(rt);
   return 0;
 }

@@ -8,8 +8,9 @@
  * tails (query counts that are no multiple of a panel), head sizes that
  * are no multiple of the kernels' row blocks, several key blocks, grouped
  * kv heads, a key buffer with spare capacity, every mask, empty rows and
- * both kinds of attention weights. Each path must also give the same bits
- * on 1 and 2 threads. */
+ * both kinds of attention weights, with keys and values packed per work
+ * item and once per head. Each path must also give the same bits on 1 and
+ * 2 threads. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -121,9 +122,10 @@ static void reference(const shape *s, const inputs *in, double *ctx,
 }
 
 /* Runs the core with table v on `threads` threads: ctx [B*Lq, H*hd] and
- * the weights (when asked) into w. */
+ * the weights (when asked) into w. shared: with a buffer for keys and
+ * values packed once per (batch row, kv head), as forward calls pass. */
 static void run_core(const shape *s, const inputs *in, const attn_simd *v,
-                     int32_t threads, float *ctx, float *w) {
+                     int32_t threads, bool shared, float *ctx, float *w) {
   attn_heads heads = {.num_heads = s->H,
                       .num_kv_heads = s->Hkv,
                       .head_dim = s->hd,
@@ -167,12 +169,16 @@ static void run_core(const shape *s, const inputs *in, const attn_simd *v,
       (attn_core_tile_floats(c.qblock, c.kblock, s->hd) + 15) / 16 * 16;
   float *tiles = aligned_alloc(64, (size_t)(tf * used) * sizeof(float));
   assert_non_null(tiles);
+  int64_t sf = shared ? attn_core_shared_head_floats(&c) : 0;
+  c.shared = sf ? aligned_alloc(64, (size_t)(sf * s->B * s->Hkv) * 4) : NULL;
+  assert_true(!sf || c.shared);
   attn_exec_enter(&x);
   attn_core_run_all(&c, &x, used, tiles, tf);
   attn_exec_leave(&x);
   for (int64_t r = 0; r < s->B * s->Lq; r++)
     memcpy(ctx + r * E, q + r * in->ldq, (size_t)E * sizeof(float));
   free(tiles);
+  free(c.shared);
   free(q);
   attn_runtime_destroy(rt);
 }
@@ -206,13 +212,16 @@ static void check(const shape *s, uint64_t seed) {
              "%s B=%lld Lq=%lld Lk=%lld H=%lld/%lld hd=%lld w=%d", v[p]->name,
              (long long)s->B, (long long)s->Lq, (long long)s->Lk,
              (long long)s->H, (long long)s->Hkv, (long long)s->hd, s->weights);
-    for (int t = 0; t < 2; t++)
-      run_core(s, &in, v[p], t + 1, got[t], got_w[t]);
-    assert_true(ref_close(what, got[0], want, nctx, REF_RTOL, REF_ATOL));
-    assert_memory_equal(got[0], got[1], (size_t)nctx * sizeof(float));
-    if (nw) {
-      assert_true(ref_close(what, got_w[0], want_w, nw, REF_RTOL, REF_ATOL));
-      assert_memory_equal(got_w[0], got_w[1], (size_t)nw * sizeof(float));
+    /* Per-item packing on 1 and 2 threads, then packing once per head. */
+    for (int shared = 0; shared < 2; shared++) {
+      for (int t = 0; t < 2; t++)
+        run_core(s, &in, v[p], t + 1, shared, got[t], got_w[t]);
+      assert_true(ref_close(what, got[0], want, nctx, REF_RTOL, REF_ATOL));
+      assert_memory_equal(got[0], got[1], (size_t)nctx * sizeof(float));
+      if (nw) {
+        assert_true(ref_close(what, got_w[0], want_w, nw, REF_RTOL, REF_ATOL));
+        assert_memory_equal(got_w[0], got_w[1], (size_t)nw * sizeof(float));
+      }
     }
   }
   for (int t = 0; t < 2; t++) {

@@ -32,6 +32,9 @@ bool attn_packed_applies(const attn_simd *v, int64_t len_q) {
 /* The most rows per register block in any table. */
 #define ROWS_MAX 8
 
+/* Keys per item of the shared packing (a multiple of every table's R). */
+#define SHARE_KEYS 256
+
 /* Tile layout (64-byte aligned by the callers), rows padded to panels:
  * lo[rows], hi[rows] (int64), m[rows], l[rows], alpha[panel], the query
  * panels [rows, hd], the accumulator [rows, hd], the scores [kb, panel]
@@ -79,6 +82,9 @@ typedef struct {
   const float *key, *value; /* key 0 and value 0 of the head's kv head */
   const uint8_t *pad;       /* key_padding row, or NULL */
   const float *bias;        /* bias of the block's first query, or NULL */
+  /* The head's keys and values in the call's shared buffer, or NULL */
+  const float *shared_kp, *shared_vp;
+  int64_t shared_ldvp;
   panel_tile t;
   bool write_weights;
 } panel_work;
@@ -127,9 +133,10 @@ static bool panel_keys(const panel_work *w, int64_t r0, int64_t n, int64_t j0,
 }
 
 /* Masks the transposed scores s[keys clo .. clo+n-1, P] of panel rows
- * [r0, r0 + nc): padded keys, keys outside each row's range, the bias. */
+ * [r0, r0 + nc): padded keys, keys outside each row's range or before the
+ * block's first key j0 (the previous block's), the bias. */
 static void mask_panel(const panel_work *w, int64_t r0, int64_t nc, float *s,
-                       int64_t clo, int64_t n, bool ragged) {
+                       int64_t clo, int64_t n, int64_t j0, bool ragged) {
   const attn_mask *mk = w->c->mask;
   int64_t P = w->P;
   if (w->pad)
@@ -140,7 +147,7 @@ static void mask_panel(const panel_work *w, int64_t r0, int64_t nc, float *s,
   if (!ragged && !w->bias)
     return;
   for (int64_t c = 0; c < nc; c++) {
-    int64_t a = min64(max64(w->t.lo[r0 + c] - clo, 0), n);
+    int64_t a = min64(max64(max64(w->t.lo[r0 + c], j0) - clo, 0), n);
     int64_t z = max64(min64(w->t.hi[r0 + c] - clo, n), a);
     for (int64_t j = 0; j < a; j++)
       s[j * P + c] = -INFINITY;
@@ -181,50 +188,74 @@ static void put_weights(const panel_work *w, int64_t r0, int64_t nc,
   }
 }
 
-/* Keys [j0, j0 + kn) in groups of R keys: dimension d of key j at
- * kp[(j / R) * hd * R + d * R + j % R], the last group padded with zeros.
- * One copy per block serves every panel of the work item. */
-static void pack_keys(const panel_work *w, int64_t j0, int64_t kn) {
-  int64_t R = w->k->rows, hd = w->hd, ldk = w->c->ldk;
-  for (int64_t g = 0; g * R < kn; g++) {
-    const float *src = w->key + (j0 + g * R) * ldk;
-    float *dst = w->t.kp + g * hd * R;
-    int64_t n = min64(R, kn - g * R);
-    if (n == 8 && R == 8) {
-      w->v->transpose(src, ldk, 8, hd, dst, 8);
+/* Keys [0, n) of rows k (stride ldk) in groups of R keys: dimension d of
+ * key j at kp[(j / R) * hd * R + d * R + j % R], the last group padded with
+ * zeros. */
+static void pack_keys(const attn_simd *v, int64_t R, const float *k,
+                      int64_t ldk, int64_t n, int64_t hd, float *kp) {
+  for (int64_t g = 0; g * R < n; g++) {
+    const float *src = k + g * R * ldk;
+    float *dst = kp + g * hd * R;
+    int64_t rows = min64(R, n - g * R);
+    if (rows == 8 && R == 8) {
+      v->transpose(src, ldk, 8, hd, dst, 8);
       continue;
     }
     for (int64_t r = 0; r < R; r++)
       for (int64_t d = 0; d < hd; d++)
-        dst[d * R + r] = r < n ? src[r * ldk + d] : 0.0f;
+        dst[d * R + r] = r < rows ? src[r * ldk + d] : 0.0f;
   }
 }
 
-/* Values of keys [j0, j0 + kn) in groups of R dimensions: dimension d of
- * key j at vp[(d / R) * kn * R + j * R + d % R], the last group padded with
- * zeros. */
-static void pack_values(const panel_work *w, int64_t j0, int64_t kn) {
-  int64_t R = w->k->rows, hd = w->hd, ldv = w->c->ldv;
+/* Values [0, n) of rows val (stride ldv) in groups of R dimensions:
+ * dimension d of key j at vp[(d / R) * ldvp + j * R + d % R], the last
+ * group padded with zeros. */
+static void pack_values(int64_t R, const float *val, int64_t ldv, int64_t n,
+                        int64_t hd, float *vp, int64_t ldvp) {
   int64_t full = hd / R, tail = hd % R;
-  for (int64_t j = 0; j < kn; j++) {
-    const float *src = w->value + (j0 + j) * ldv;
-    float *dst = w->t.vp + j * R;
+  for (int64_t j = 0; j < n; j++) {
+    const float *src = val + j * ldv;
+    float *dst = vp + j * R;
     /* Constant sizes for the tables' R, so the copies are single moves. */
     if (R == 8)
       for (int64_t g = 0; g < full; g++)
-        memcpy(dst + g * kn * 8, src + g * 8, 8 * sizeof(float));
+        memcpy(dst + g * ldvp, src + g * 8, 8 * sizeof(float));
     else if (R == 4)
       for (int64_t g = 0; g < full; g++)
-        memcpy(dst + g * kn * 4, src + g * 4, 4 * sizeof(float));
+        memcpy(dst + g * ldvp, src + g * 4, 4 * sizeof(float));
     else
       for (int64_t g = 0; g < full; g++)
-        memcpy(dst + g * kn * R, src + g * R, (size_t)R * sizeof(float));
+        memcpy(dst + g * ldvp, src + g * R, (size_t)R * sizeof(float));
     if (tail) {
-      float *d = dst + full * kn * R;
+      float *d = dst + full * ldvp;
       for (int64_t r = 0; r < R; r++)
         d[r] = r < tail ? src[full * R + r] : 0.0f;
     }
   }
+}
+
+/* Where the packed keys and values of keys [from, ...) are: in the call's
+ * shared buffer (packed once per batch row and kv head, origin key 0) or
+ * in the tile (packed for this block, origin j0). */
+typedef struct {
+  const float *kp, *vp;
+  int64_t ldvp;
+} packed_kv;
+
+static packed_kv block_kv(const panel_work *w, int64_t j0, int64_t kn,
+                          int64_t from) {
+  int64_t R = w->k->rows, hd = w->hd;
+  packed_kv p;
+  if (w->shared_kp) {
+    p.kp = w->shared_kp + from * hd;
+    p.vp = w->shared_vp + from * R;
+    p.ldvp = w->shared_ldvp;
+  } else {
+    p.kp = w->t.kp + (from - j0) * hd;
+    p.vp = w->t.vp + (from - j0) * R;
+    p.ldvp = kn * R;
+  }
+  return p;
 }
 
 /* Keys [j0, j0 + kn) against every panel of the block. */
@@ -233,15 +264,20 @@ static void key_block(const panel_work *w, int64_t j0, int64_t kn) {
   const attn_panel_kernels *k = w->k;
   int64_t P = w->P, hd = w->hd, R = k->rows;
   const panel_tile *t = &w->t;
-  pack_keys(w, j0, kn);
-  pack_values(w, j0, kn);
-  /* Each panel asks for a share of the next block's keys and values: each
-   * row lies on its own pages, which the hardware prefetchers do not
-   * cross, and spreading the requests keeps them from stalling loads. */
+  bool shared = w->shared_kp != NULL;
+  if (!shared) {
+    pack_keys(w->v, R, w->key + j0 * c->ldk, c->ldk, kn, hd, t->kp);
+    pack_values(R, w->value + j0 * c->ldv, c->ldv, kn, hd, t->vp, kn * R);
+  }
+  /* Packing per block: each panel asks for a share of the next block's
+   * keys and values. Each row lies on its own pages, which the hardware
+   * prefetchers do not cross, and spreading the requests keeps them from
+   * stalling loads. */
   int64_t panels = (w->rows + P - 1) / P, share = (kn + panels - 1) / panels;
   for (int64_t r0 = 0; r0 < w->rows; r0 += P) {
     int64_t nc = min64(P, w->rows - r0), clo, chi;
-    for (int64_t j = j0 + kn + r0 / P * share, e = j + share; j < e; j++) {
+    for (int64_t j = j0 + kn + r0 / P * share, e = j + share; !shared && j < e;
+         j++) {
       attn_stream_prefetch(w->key, j, c->len_k, c->ldk, hd);
       attn_stream_prefetch(w->value, j, c->len_k, c->ldv, hd);
     }
@@ -249,14 +285,15 @@ static void key_block(const panel_work *w, int64_t j0, int64_t kn) {
     if (clo < chi) {
       /* From the group holding clo: keys before clo are hidden from every
        * row of the panel, so the mask gives them exact zeros. */
-      int64_t from = j0 + (clo - j0) / R * R, n = chi - from;
+      int64_t origin = shared ? 0 : j0;
+      int64_t from = origin + (clo - origin) / R * R, n = chi - from;
+      packed_kv kv = block_kv(w, j0, kn, from);
       ragged |= from < clo;
-      k->scores(t->kp + (from - j0) * hd, n, hd, t->qp + r0 * hd, t->s);
+      k->scores(kv.kp, n, hd, t->qp + r0 * hd, t->s);
       if (ragged || w->pad || w->bias)
-        mask_panel(w, r0, nc, t->s, from, n, ragged);
+        mask_panel(w, r0, nc, t->s, from, n, j0, ragged);
       k->softmax(t->s, n, t->m + r0, t->l + r0, t->alpha);
-      k->values(t->vp + (from - j0) * R, kn * R, n, hd, t->s, t->alpha,
-                t->acc + r0 * hd);
+      k->values(kv.vp, kv.ldvp, n, hd, t->s, t->alpha, t->acc + r0 * hd);
       clo = from;
     }
     if (w->write_weights) /* one block holds whole rows: s is final */
@@ -277,6 +314,53 @@ static void put_output(const panel_work *w) {
     for (int64_t d = 0; d < hd; d++)
       dst[d] = l > 0.0f ? a[d * P] * inv : empty;
   }
+}
+
+/* The shared buffer: per (batch row, kv head), the keys packed in groups
+ * of R keys, then the values in groups of R dimensions, both over all
+ * len_k keys (padded to whole groups). */
+static int64_t shared_half(int64_t len_k, int64_t hd) {
+  return round16((len_k + ROWS_MAX) * (hd + ROWS_MAX));
+}
+
+int64_t attn_packed_shared_head_floats(const attn_core *c) {
+  return 2 * shared_half(c->len_k, c->heads->head_dim);
+}
+
+typedef struct {
+  float *kp, *vp;
+  int64_t ldvp;
+} shared_head;
+
+static shared_head head_buffers(const attn_core *c, int64_t b, int64_t g) {
+  int64_t hd = c->heads->head_dim, half = shared_half(c->len_k, hd);
+  const attn_simd *v = c->simd ? c->simd : attn_simd_get();
+  int64_t R = v->panels->rows;
+  shared_head sh;
+  sh.kp = c->shared + (b * c->heads->num_kv_heads + g) * 2 * half;
+  sh.vp = sh.kp + half;
+  sh.ldvp = (c->len_k + R - 1) / R * R * R;
+  return sh;
+}
+
+int64_t attn_packed_share_items(const attn_core *c) {
+  return c->batch * c->heads->num_kv_heads *
+         ((c->len_k + SHARE_KEYS - 1) / SHARE_KEYS);
+}
+
+void attn_packed_share(const attn_core *c, int64_t item) {
+  const attn_simd *v = c->simd ? c->simd : attn_simd_get();
+  int64_t blocks = (c->len_k + SHARE_KEYS - 1) / SHARE_KEYS;
+  int64_t j0 = item % blocks * SHARE_KEYS, bg = item / blocks;
+  int64_t Hkv = c->heads->num_kv_heads, b = bg / Hkv, g = bg % Hkv;
+  int64_t hd = c->heads->head_dim, R = v->panels->rows;
+  int64_t kv_rows = c->kv_rows ? c->kv_rows : c->len_k;
+  int64_t n = min64(SHARE_KEYS, c->len_k - j0);
+  shared_head sh = head_buffers(c, b, g);
+  const float *k = c->k + (b * kv_rows + j0) * c->ldk + g * hd;
+  const float *val = c->v + (b * kv_rows + j0) * c->ldv + g * hd;
+  pack_keys(v, R, k, c->ldk, n, hd, sh.kp + j0 * hd);
+  pack_values(R, val, c->ldv, n, hd, sh.vp + j0 * R, sh.ldvp);
 }
 
 static void init_work(panel_work *w, const attn_core *c, const attn_simd *v,
@@ -302,6 +386,13 @@ static void init_work(panel_work *w, const attn_core *c, const attn_simd *v,
                            h * mk->bias_stride_h + i0 * mk->bias_stride_q
                      : NULL;
   w->t = split_tile(tile, c->qblock, c->kblock, hd);
+  w->shared_kp = w->shared_vp = NULL;
+  if (c->shared) {
+    shared_head sh = head_buffers(c, b, g);
+    w->shared_kp = sh.kp;
+    w->shared_vp = sh.vp;
+    w->shared_ldvp = sh.ldvp;
+  }
   w->write_weights = c->kblock >= c->len_k && c->weights;
 }
 

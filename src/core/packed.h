@@ -7,7 +7,7 @@
  * `panel` queries laid out for the kernels ([head_dim, panel] each), and
  * reuses them against every key. For each block of keys it packs the keys
  * and values once into groups of the kernels' rows, and every panel of the
- * item reuses them (with 512 query rows per item, 16 panels of 32). The
+ * item reuses them (with 1024 query rows per item, 32 panels of 32). The
  * scores kernel broadcasts key elements against the query panel, giving
  * the scores transposed ([keys, panel]), so the online softmax runs down
  * columns with whole vectors and no horizontal sums; the values kernel
@@ -41,6 +41,15 @@ int64_t attn_packed_tile_floats(int64_t qblock, int64_t kblock,
  * and empty rows). */
 void attn_packed_head(const attn_core *c, const attn_simd *v, int64_t b,
                       int64_t h, int64_t i0, int64_t rows, float *tile);
+
+/* Floats per (batch row, kv head) of the buffer where c's keys and values
+ * are packed once for all of the call's work items (c->shared). */
+int64_t attn_packed_shared_head_floats(const attn_core *c);
+
+/* Packing into c->shared, in attn_packed_share_items(c) independent items
+ * (any thread, any order; each writes its own part). */
+int64_t attn_packed_share_items(const attn_core *c);
+void attn_packed_share(const attn_core *c, int64_t item);
 
 /* True when key_padding (a batch row's flags, or NULL) hides every key of
  * [j0, j0 + n). */

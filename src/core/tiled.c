@@ -341,11 +341,22 @@ void attn_core_run(const attn_core *c, int64_t item, float *tile) {
   }
 }
 
+int64_t attn_core_shared_head_floats(const attn_core *c) {
+  const attn_simd *v = c->simd ? c->simd : attn_simd_get();
+  return attn_packed_applies(v, c->len_q) ? attn_packed_shared_head_floats(c)
+                                          : 0;
+}
+
 typedef struct {
   const attn_core *core;
   float *tiles;
   int64_t tile_floats;
 } core_job;
+
+static void share_item(void *ctx, int64_t item, int32_t slot) {
+  (void)slot;
+  attn_packed_share(ctx, item);
+}
 
 static void core_item(void *ctx, int64_t item, int32_t slot) {
   const core_job *j = ctx;
@@ -355,5 +366,12 @@ static void core_item(void *ctx, int64_t item, int32_t slot) {
 void attn_core_run_all(const attn_core *c, const attn_exec *x, int32_t threads,
                        float *tiles, int64_t tile_floats) {
   core_job job = {c, tiles, tile_floats};
-  attn_exec_for(x, threads, attn_core_items(c), core_item, &job);
+  attn_core run = *c;
+  if (run.shared && attn_core_shared_head_floats(c) > 0)
+    attn_exec_for(x, threads, attn_packed_share_items(c), share_item,
+                  (void *)c);
+  else
+    run.shared = NULL;
+  job.core = &run;
+  attn_exec_for(x, threads, attn_core_items(&run), core_item, &job);
 }

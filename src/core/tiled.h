@@ -38,11 +38,20 @@ typedef struct {
    * core runs (packed.h), otherwise the products go to cblas_sgemm. Tests
    * and benchmarks pass a table to pick a path. */
   const attn_simd *simd;
+  /* Room for the keys and values packed once per (batch row, kv head) for
+   * the packed core: batch * num_kv_heads * attn_core_shared_head_floats()
+   * floats, 64-byte aligned, filled by attn_core_run_all(). NULL: each
+   * work item packs the key blocks it uses itself. */
+  float *shared;
 } attn_core;
 
 /* Per-thread scratch of the core, in floats, for these block sizes: enough
  * for the cblas core and the packed one alike. */
 int64_t attn_core_tile_floats(int64_t qblock, int64_t kblock, int64_t head_dim);
+
+/* Floats per (batch row, kv head) of c->shared; 0 when c does not run on
+ * the packed core (then c->shared is not used). */
+int64_t attn_core_shared_head_floats(const attn_core *c);
 
 /* Block sizes for a call. They depend only on the shapes (never on the
  * thread count), so results are the same whatever the threads. */

@@ -18,7 +18,8 @@ typedef struct {
   int64_t ldq, ldk, ldv;
   int64_t k_off, v_off; /* into the buffers; Q at 0, k/v may alias q's */
   int64_t tile_off, tile_floats;
-  int32_t threads; /* of the core, which sized the tiles */
+  int64_t shared_off, shared_floats; /* the core's packed keys and values */
+  int32_t threads;                   /* of the core, which sized the tiles */
   size_t bytes;
 } plan;
 
@@ -81,6 +82,9 @@ static attn_status make_plan(const attn_call *c, const attn_layer *l, int64_t B,
       attn_core_tile_floats(core.qblock, core.kblock, l->heads.head_dim);
   attn_round_floats(p->tile_floats, &p->tile_floats);
   p->tile_off = attn_layout_add(&s, p->tile_floats, p->threads);
+  p->shared_floats = attn_core_shared_head_floats(&core);
+  p->shared_off =
+      attn_layout_add(&s, p->shared_floats, B * l->heads.num_kv_heads);
   return attn_layout_bytes(&s, &p->bytes);
 }
 
@@ -205,6 +209,7 @@ attn_status attn_forward(const attn_layer *l, int64_t B, int64_t Lq, int64_t Lk,
   /* Attention per (batch, head, query block); the context overwrites Q. */
   attn_kv_view kv = {f + p.k_off, f + p.v_off, p.ldk, p.ldv, 0};
   attn_core core = attn_call_core(&c, l, &mask, B, Lq, Lk, f, p.ldq, kv);
+  core.shared = p.shared_floats ? f + p.shared_off : NULL;
   attn_core_run_all(&core, &c.x, p.threads, f + p.tile_off, p.tile_floats);
   attn_project(&c.x, B * Lq, l->embed_dim, l->embed_dim, f, p.ldq,
                attn_slot_ptr(l, ATTN_SLOT_WO), attn_bias_ptr(l, ATTN_SLOT_BO),
