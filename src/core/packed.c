@@ -89,24 +89,21 @@ typedef struct {
   bool write_weights;
 } panel_work;
 
-/* The block's queries, scaled, as panels [hd, P]; columns past the last
- * row are zero (their scores are 0, finite, and never read back). */
+/* The block's queries, scaled, as panels [hd, P] (transposed with the
+ * table's vector kernel); columns past the last row are zero (their scores
+ * are 0, finite, and never read back). */
 static void pack_queries(const panel_work *w) {
   const attn_core *c = w->c;
   int64_t P = w->P, hd = w->hd;
   const float *q = c->q + (w->b * c->len_q + w->i0) * c->ldq + w->h * hd;
-  float scale = c->heads->scale;
   for (int64_t p0 = 0; p0 < w->rows; p0 += P) {
     float *dst = w->t.qp + p0 * hd;
     int64_t n = min64(P, w->rows - p0);
-    for (int64_t r = 0; r < n; r++) {
-      const float *src = q + (p0 + r) * c->ldq;
-      for (int64_t d = 0; d < hd; d++)
-        dst[d * P + r] = scale * src[d];
-    }
+    w->v->transpose(q + p0 * c->ldq, c->ldq, n, hd, dst, P);
     for (int64_t d = 0; d < hd; d++)
       for (int64_t r = n; r < P; r++)
         dst[d * P + r] = 0.0f;
+    w->v->scale(dst, hd * P, c->heads->scale);
   }
 }
 
@@ -306,13 +303,19 @@ static void put_output(const panel_work *w) {
   const attn_core *c = w->c;
   int64_t P = w->P, hd = w->hd;
   float empty = c->mask->empty_rows == ATTN_EMPTY_ROW_NAN ? NAN : 0.0f;
-  for (int64_t r = 0; r < w->rows; r++) {
-    float *dst = c->ctx + (w->b * c->len_q + w->i0 + r) * c->ldctx + w->h * hd;
-    const float *a = w->t.acc + (r / P) * P * hd + r % P;
-    float l = w->t.l[r];
-    float inv = l > 0.0f ? 1.0f / l : 0.0f;
-    for (int64_t d = 0; d < hd; d++)
-      dst[d] = l > 0.0f ? a[d * P] * inv : empty;
+  for (int64_t p0 = 0; p0 < w->rows; p0 += P) {
+    int64_t nc = min64(P, w->rows - p0);
+    float *dst = c->ctx + (w->b * c->len_q + w->i0 + p0) * c->ldctx + w->h * hd;
+    w->v->transpose(w->t.acc + p0 * hd, P, hd, nc, dst, c->ldctx);
+    for (int64_t r = 0; r < nc; r++) {
+      float l = w->t.l[p0 + r], *row = dst + r * c->ldctx;
+      if (l > 0.0f) {
+        w->v->scale(row, hd, 1.0f / l);
+      } else {
+        for (int64_t d = 0; d < hd; d++)
+          row[d] = empty;
+      }
+    }
   }
 }
 
