@@ -37,9 +37,11 @@ bool attn_packed_applies(const attn_simd *v, int64_t len_q) {
 
 /* Tile layout (64-byte aligned by the callers), rows padded to panels:
  * lo[rows], hi[rows] (int64), m[rows], l[rows], alpha[panel], the query
- * panels [rows, hd], the accumulator [rows, hd], the scores [kb, panel]
- * and the packed key and value blocks [kb, hd], each padded to whole
- * groups of rows and on a 16-float boundary. */
+ * panels [rows, hd], the accumulator [rows, hd], the scores [kb + 8,
+ * panel] (a panel's keys may start up to 7 before its block, at a group
+ * boundary of the shared buffer) and the packed key and value blocks
+ * [kb, hd], each padded to whole groups of rows and on a 16-float
+ * boundary. */
 typedef struct {
   int64_t *lo, *hi;
   float *m, *l, *alpha, *qp, *acc, *s, *kp, *vp;
@@ -61,7 +63,7 @@ static panel_tile split_tile(float *tile, int64_t qb, int64_t kb, int64_t hd) {
   t.qp = t.alpha + round16(ATTN_PANEL_MAX);
   t.acc = t.qp + round16(n * hd);
   t.s = t.acc + round16(n * hd);
-  t.kp = t.s + round16(kb * ATTN_PANEL_MAX);
+  t.kp = t.s + round16((kb + ROWS_MAX) * ATTN_PANEL_MAX);
   t.vp = t.kp + block_floats(kb, hd);
   return t;
 }
@@ -69,7 +71,7 @@ static panel_tile split_tile(float *tile, int64_t qb, int64_t kb, int64_t hd) {
 int64_t attn_packed_tile_floats(int64_t qb, int64_t kb, int64_t hd) {
   int64_t n = padded_rows(qb);
   return round16(4 * n) + round16(2 * n) + round16(ATTN_PANEL_MAX) +
-         2 * round16(n * hd) + round16(kb * ATTN_PANEL_MAX) +
+         2 * round16(n * hd) + round16((kb + ROWS_MAX) * ATTN_PANEL_MAX) +
          2 * block_floats(kb, hd);
 }
 
