@@ -6,17 +6,23 @@
  * docs/PERFORMANCE.md come from it.
  *
  * usage: bench_core B L E H qblock kblock gemm_rows threads causal [reps]
- *        [project]
+ *        [project] [core]
  *   qblock, kblock, gemm_rows: 0 = the library's choice; kblock -1 = whole
  *   rows (kblock = L); kblock -2 = the plain path the library does not use
  *   (per head one L x L score product and one P*V product, each a single
  *   BLAS call the BLAS threads itself, softmax over whole rows in between;
  *   no mask) for comparison. Prints one line: the median time and the
- *   core's GFLOP/s (4 * B * L * L * E, causal counted in full). project 1:
+ *   core's GFLOP/s (4 * B * L * L * E, causal counted in full), and the
+ *   least CPU time of the calling thread (the core's with threads=1;
+ *   steadier than wall time on a shared machine). project 1:
  *   before each timed run, a Q/K/V-sized product with the BLAS's own
  *   threads, as the forward pass does (its threads may still be spinning
- *   while the core runs); only the core is timed. */
+ *   while the core runs); only the core is timed. core: "packed" (the
+ *   default: the library's choice, the packed core where the vector table
+ *   has its kernels) or "cblas" (the cblas_sgemm core with the same vector
+ *   table, for comparison). */
 #include "common/runtime.h"
+#include "core/packed.h"
 #include "core/simd.h"
 #include "core/tiled.h"
 
@@ -54,6 +60,14 @@ static void plain(const attn_core *c, float *scores) {
     }
 }
 
+/* CPU time of the calling thread: with threads=1 the core runs in it, and
+ * this time leaves out what other programs took of the CPU meanwhile. */
+static double thread_cpu(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+  return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
 int main(int argc, char **argv) {
   if (argc < 10) {
     fprintf(stderr, "usage: bench_core B L E H qblock kblock gemm_keys "
@@ -67,6 +81,11 @@ int main(int argc, char **argv) {
   int causal = atoi(argv[9]);
   int reps = argc > 10 ? atoi(argv[10]) : 5;
   int project = argc > 11 ? atoi(argv[11]) : 0;
+  bool cblas_core = argc > 12 && strcmp(argv[12], "cblas") == 0;
+  /* The library's table without its packed kernels: the cblas core. */
+  attn_simd no_panels = *attn_simd_get();
+  no_panels.panels = NULL;
+  const attn_simd *vec = cblas_core ? &no_panels : attn_simd_get();
   if (B <= 0 || L <= 0 || E <= 0 || H <= 0 || E % H || threads <= 0 ||
       reps <= 0)
     return 2;
@@ -124,11 +143,18 @@ int main(int argc, char **argv) {
                  .ldctx = ld,
                  .qblock = qb,
                  .kblock = kb,
-                 .gemm_rows = kg};
+                 .gemm_rows = kg,
+                 .simd = vec};
   double *t = malloc((size_t)reps * sizeof(double));
-  if (!t)
+  double *cpu = malloc((size_t)reps * sizeof(double));
+  if (!t || !cpu)
     return 1;
   int32_t used = plain_path ? 1 : attn_core_threads(&c, threads);
+  /* Keys and values packed once per head, as forward calls do. */
+  int64_t shared = attn_core_shared_head_floats(&c) * B * H;
+  c.shared = shared && !plain_path
+                 ? aligned_alloc(64, (size_t)shared * sizeof(float))
+                 : NULL;
   float *xin = project ? calloc((size_t)(B * L * E), sizeof(float)) : NULL;
   float *wqkv = project ? calloc((size_t)(3 * E * E), sizeof(float)) : NULL;
   float *y = project ? malloc((size_t)(B * L * 3 * E) * sizeof(float)) : NULL;
@@ -139,7 +165,7 @@ int main(int argc, char **argv) {
       cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)(B * L),
                   (int)(3 * E), (int)E, 1.0f, xin, (int)E, wqkv, (int)E, 0.0f,
                   y, (int)(3 * E));
-    double t0 = now();
+    double t0 = now(), c0 = thread_cpu();
     if (plain_path) {
       plain(&c, tiles);
     } else {
@@ -147,24 +173,33 @@ int main(int argc, char **argv) {
       attn_core_run_all(&c, &ex, used, tiles, tile);
       attn_exec_leave(&ex);
     }
-    if (r >= 0)
+    if (r >= 0) {
       t[r] = now() - t0;
+      cpu[r] = thread_cpu() - c0;
+    }
   }
   qsort(t, (size_t)reps, sizeof *t, cmp_double);
+  qsort(cpu, (size_t)reps, sizeof *cpu, cmp_double);
   double med = reps % 2 ? t[reps / 2] : 0.5 * (t[reps / 2 - 1] + t[reps / 2]);
   double flops = 4.0 * (double)B * (double)L * (double)L * (double)E;
   printf("B=%lld L=%lld E=%lld H=%lld qb=%lld kb=%lld rows_per_product=%lld "
          "threads=%d "
-         "causal=%d plain=%d vec=%s median_ms=%.3f min_ms=%.3f gflops=%.1f\n",
+         "causal=%d plain=%d vec=%s core=%s median_ms=%.3f min_ms=%.3f "
+         "gflops=%.1f min_cpu_ms=%.3f\n",
          (long long)B, (long long)L, (long long)E, (long long)H, (long long)qb,
-         (long long)kb, (long long)kg, used, causal, plain_path,
-         attn_simd_get()->name, 1e3 * med, 1e3 * t[0], flops / med * 1e-9);
+         (long long)kb, (long long)kg, used, causal, plain_path, vec->name,
+         plain_path                          ? "plain"
+         : attn_packed_applies(vec, c.len_q) ? "packed"
+                                             : "cblas",
+         1e3 * med, 1e3 * t[0], flops / med * 1e-9, 1e3 * cpu[0]);
   free(t);
+  free(cpu);
   free(xin);
   free(y);
   free(wqkv);
   free(qkv);
   free(tiles);
+  free(c.shared);
   attn_runtime_destroy(rt);
   return 0;
 }

@@ -45,17 +45,23 @@ static void *xmalloc(size_t n) {
   return p;
 }
 
-/* Where the library's dispatch points: one of the tested tables, the
- * same on every call, and the portable one for shapes the vector kernels
- * do not take. */
+/* Where the library's dispatch points: the best table of the CPU under
+ * the ATTN_SIMD cap, the same on every call, and the portable one for
+ * shapes the vector kernels do not take. */
 static void test_dispatch(void **state) {
   (void)state;
   const attn_simd *v = attn_simd_get();
   assert_non_null(v);
-  if (attn_simd_avx2() && attn_cpu()->avx2_fma)
-    assert_ptr_equal(v, attn_simd_avx2());
-  else
-    assert_ptr_equal(v, attn_simd_portable());
+  const char *cap = getenv("ATTN_SIMD");
+  const attn_simd *want = attn_simd_portable();
+  if (!(cap && strcmp(cap, "portable") == 0)) {
+    if (attn_simd_avx2() && attn_cpu()->avx2_fma)
+      want = attn_simd_avx2();
+    if (attn_simd_avx512() && attn_cpu()->avx512f &&
+        !(cap && strcmp(cap, "avx2") == 0))
+      want = attn_simd_avx512();
+  }
+  assert_ptr_equal(v, want);
   assert_ptr_equal(attn_simd_get(), v);
   assert_ptr_equal(attn_simd_for_head(64), v);
   assert_ptr_equal(attn_simd_for_head(12), attn_simd_portable());

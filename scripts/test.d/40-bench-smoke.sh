@@ -8,7 +8,8 @@
 #      masks, averaged weights; 1, 2 and all threads), each case in its own
 #      process: exit status 0, one JSON line per case with ok=true and
 #      positive times and memory, plus the reference sgemm line.
-#   2. bench_core on a tiny core, tiled and plain paths.
+#   2. bench_core on a tiny core, tiled and plain paths, the packed core
+#      and the cblas one; bench_start.
 #   3. The same with the generic BLAS build (ATTN_BLAS=generic) run against
 #      Debian's reference BLAS, where OpenBLAS's thread functions do not
 #      exist: the library and the benchmark must not depend on them. The
@@ -57,12 +58,14 @@ smoke() { # smoke BUILD_DIR NAME
   "$dir/bench/bench_core" 2 40 32 4 0 0 0 1 0 2
   "$dir/bench/bench_core" 2 40 32 4 16 -1 8 2 1 2
   "$dir/bench/bench_core" 2 40 32 4 0 -2 0 1 0 2
+  "$dir/bench/bench_core" 2 40 32 4 0 0 0 2 1 2 0 cblas
+  "$dir/bench/bench_start"
 }
 
 echo "--- bench smoke: OpenBLAS build"
 cmake -S . -B build/ci -DCMAKE_BUILD_TYPE=Release -DATTN_WERROR=ON >/dev/null
 cmake --build build/ci -j"$jobs" --target bench_forward bench_core bench_decode \
-  bench_pool
+  bench_pool bench_start
 smoke build/ci openblas
 build/ci/bench/bench_pool 50
 python3 bench/compare_builds.py --old build/ci/bench/bench_forward \
@@ -85,7 +88,7 @@ echo "--- bench smoke: generic BLAS build, reference BLAS"
 cmake -S . -B build/bench-generic -DCMAKE_BUILD_TYPE=Release \
   -DATTN_WERROR=ON -DATTN_BLAS=generic -DATTN_BUILD_EXAMPLES=OFF >/dev/null
 cmake --build build/bench-generic -j"$jobs" --target bench_forward \
-  bench_core test_threads test_softmax
+  bench_core bench_start test_threads test_softmax
 refblas="$(dirname "$(find /usr/lib -path '*/blas/libblas.so.3' | head -1)")"
 [ -n "$refblas" ] || {
   echo "bench smoke: Debian's reference BLAS (libblas3) is missing" >&2

@@ -23,6 +23,16 @@ static bool detect_avx2_fma(void) {
 #endif
 }
 
+static bool detect_avx512f(void) {
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+  /* As above: the check includes the OS enabling the ZMM state. */
+  __builtin_cpu_init();
+  return __builtin_cpu_supports("avx512f");
+#else
+  return false;
+#endif
+}
+
 static int64_t detect_l2(void) {
   long n = -1;
 #ifdef _SC_LEVEL2_CACHE_SIZE
@@ -34,6 +44,7 @@ static int64_t detect_l2(void) {
 
 static void detect(void) {
   info.avx2_fma = detect_avx2_fma();
+  info.avx512f = info.avx2_fma && detect_avx512f();
   info.l2_bytes = detect_l2();
 }
 

@@ -12,6 +12,9 @@
 typedef struct {
   /* The CPU and the OS support AVX2 and FMA (XGETBV included). */
   bool avx2_fma;
+  /* The CPU and the OS support AVX-512F (XGETBV included), besides the
+   * above. */
+  bool avx512f;
   /* One core's L2 cache in bytes (1 MiB when it cannot be read). */
   int64_t l2_bytes;
 } attn_cpu_info;

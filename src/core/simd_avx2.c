@@ -4,14 +4,7 @@
  * flags (GCC and Clang alike); simd.c hands the table out only after
  * checking the CPU (common/cpu.h).
  *
- * Softmax primitives. exp: x = n*ln2 + r with n = round(x*log2(e)) and
- * |r| <= ln2/2, exp(r) by a degree-6 polynomial (fitted for minimal
- * relative error on that interval: 3.1e-9 in exact arithmetic, so float
- * rounding dominates), and 2^n put straight into the exponent bits.
- * Arguments below ln(FLT_MIN) = -87.34 give 0: the true value would be a
- * denormal below 1.2e-38, which no softmax weight can tell from 0. -inf
- * gives exactly 0. The measured error is in docs/PERFORMANCE.md and
- * checked by tests/test_softmax.c.
+ * Softmax primitives: max, and exp with the sum (exp as in simd_avx2.h).
  *
  * Decoding kernels (head sizes a multiple of 8). Scores take eight keys at
  * a time for one query row: eight running dot products over head_dim,
@@ -26,45 +19,9 @@
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 
-#include <immintrin.h>
+#include "core/simd_avx2.h"
+
 #include <math.h>
-
-#define TARGET __attribute__((target("avx2,fma")))
-
-/* Lanes i < n of a partial vector (0 < n < 8). */
-TARGET static inline __m256i tail_mask(int64_t n) {
-  const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
-  return _mm256_cmpgt_epi32(_mm256_set1_epi32((int)n), lane);
-}
-
-/* exp(t) for t <= 0 (see the file comment for the method and range). */
-TARGET static inline __m256 exp_nonpos(__m256 t) {
-  const __m256 log2e = _mm256_set1_ps(1.44269504088896341f);
-  /* 1.5 * 2^23: adding it rounds to an integer kept in the low mantissa
-   * bits. */
-  const __m256 magic = _mm256_set1_ps(12582912.0f);
-  const __m256 ln2_hi = _mm256_set1_ps(0.693145751953125f);
-  const __m256 ln2_lo = _mm256_set1_ps(1.428606765330187e-06f);
-  const __m256 lowest = _mm256_set1_ps(-87.33654475f);
-  __m256 keep = _mm256_cmp_ps(t, lowest, _CMP_GE_OQ); /* false for -inf */
-  t = _mm256_max_ps(t, lowest);
-  __m256 big = _mm256_fmadd_ps(t, log2e, magic);
-  __m256 n = _mm256_sub_ps(big, magic);
-  __m256 r = _mm256_fnmadd_ps(n, ln2_hi, t);
-  r = _mm256_fnmadd_ps(n, ln2_lo, r);
-  __m256 p = _mm256_set1_ps(0x1.6a2444p-10f);
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(0x1.1239d4p-7f));
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(0x1.5558f2p-5f));
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(0x1.555492p-3f));
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(0x1.fffffcp-2f));
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
-  /* The low bits of big hold n (-126 <= n <= 0): 2^n = (n + 127) << 23. */
-  __m256i e = _mm256_slli_epi32(_mm256_castps_si256(big), 23);
-  e = _mm256_add_epi32(e, _mm256_set1_epi32(127 << 23));
-  p = _mm256_mul_ps(p, _mm256_castsi256_ps(e));
-  return _mm256_and_ps(p, keep);
-}
 
 TARGET static inline float hsum(__m256 v) {
   __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
@@ -331,12 +288,27 @@ static const attn_simd avx2 = {.name = "avx2-fma",
                                .transpose = transpose_avx2,
                                .stream_scores = scores_avx2,
                                .stream_values = values_avx2,
-                               .rows_linear = linear_avx2};
+                               .rows_linear = linear_avx2,
+                               .panels = &attn_panels_avx2};
+
+/* The same kernels with the packed core's AVX-512 products
+ * (packed_avx512.c), for CPUs that also have AVX-512F. */
+static const attn_simd avx512 = {.name = "avx512f",
+                                 .max = max_avx2,
+                                 .exp_sum = exp_sum_avx2,
+                                 .scale = scale_avx2,
+                                 .transpose = transpose_avx2,
+                                 .stream_scores = scores_avx2,
+                                 .stream_values = values_avx2,
+                                 .rows_linear = linear_avx2,
+                                 .panels = &attn_panels_avx512};
 
 const attn_simd *attn_simd_avx2(void) { return &avx2; }
+const attn_simd *attn_simd_avx512(void) { return &avx512; }
 
 #else
 
 const attn_simd *attn_simd_avx2(void) { return NULL; }
+const attn_simd *attn_simd_avx512(void) { return NULL; }
 
 #endif

@@ -19,6 +19,7 @@
 #include "common/cpu.h"
 #include "common/policy.h"
 #include "core/mask.h"
+#include "core/packed.h"
 #include "core/simd.h"
 #include "core/softmax.h"
 
@@ -37,6 +38,9 @@
  * rows, 89 with 512 on one core, head_dim 64), up to the accumulator
  * filling an eighth of L2 or too few items to share among threads. */
 #define MAX_QBLOCK 512
+/* The packed core's (measured at L=4096 on one core: 8-10% less time with
+ * 1024 rows than with 512; docs/PERFORMANCE.md). */
+#define MAX_PACKED_QBLOCK 1024
 #define MIN_QBLOCK 64
 #define MIN_ITEMS_PER_ROW 32
 
@@ -51,6 +55,11 @@
  * are processed in blocks (measured: see docs/PERFORMANCE.md). */
 #define WHOLE_ROW_MAX_KEYS 256
 #define MAX_KEY_BLOCK 1024
+
+/* Keys per block of the packed core: its scores ([keys, panel]) stay in
+ * L1 while the softmax and P*V read them (measured: docs/PERFORMANCE.md).
+ */
+#define PACKED_KEY_BLOCK 256
 
 static int64_t round16(int64_t n) { return (n + 15) / 16 * 16; }
 
@@ -90,23 +99,34 @@ static tile_parts split_tile(float *tile, int64_t qb, int64_t kb, int64_t hd) {
 }
 
 int64_t attn_core_tile_floats(int64_t qb, int64_t kb, int64_t hd) {
-  return round16(6 * qb) + round16(qb * hd) + round16(hd * kb) +
-         min64(qb, MAX_CHUNK_ROWS) * kb;
+  int64_t cblas = round16(6 * qb) + round16(qb * hd) + round16(hd * kb) +
+                  min64(qb, MAX_CHUNK_ROWS) * kb;
+  return max64(cblas, attn_packed_tile_floats(qb, kb, hd));
 }
 
 void attn_core_blocks(const attn_heads *g, int64_t len_q, int64_t len_k,
                       bool want_weights, int64_t *qblock, int64_t *kblock) {
-  int64_t hd = g->head_dim, qb = MAX_QBLOCK;
+  int64_t hd = g->head_dim, l2 = attn_cpu()->l2_bytes;
+  bool packed = attn_packed_applies(attn_simd_get(), len_q);
+  /* The cblas core keeps its accumulator within an eighth of L2; the
+   * packed core touches its query panels and accumulator a panel at a
+   * time, and packs each key block once per item: bigger items copy less,
+   * as long as both buffers fit in half of L2. */
+  int64_t qb = packed ? MAX_PACKED_QBLOCK : MAX_QBLOCK;
+  int64_t bytes_per_row = hd * (int64_t)sizeof(float) * (packed ? 2 : 1);
+  int64_t l2_share = packed ? l2 / 2 : l2 / 8;
   /* Whatever the batch, a call has num_heads * ceil(len_q / qb) items at
    * least. */
   while (qb > MIN_QBLOCK &&
-         (qb * hd * (int64_t)sizeof(float) > attn_cpu()->l2_bytes / 8 ||
+         (qb * bytes_per_row > l2_share ||
           g->num_heads * ((len_q + qb - 1) / qb) < MIN_ITEMS_PER_ROW))
     qb /= 2;
   *qblock = min64(len_q, qb);
   /* Exact weights need whole rows of probabilities: one key block. */
   if (want_weights || len_k <= WHOLE_ROW_MAX_KEYS)
     *kblock = len_k;
+  else if (packed)
+    *kblock = min64(len_k, PACKED_KEY_BLOCK);
   else
     *kblock = min64(len_k, product_keys(CHUNK_ROWS, hd));
 }
@@ -138,16 +158,6 @@ int64_t attn_core_items(const attn_core *c) {
   if (!(c->weights && c->weights_mode == ATTN_WEIGHTS_AVERAGE))
     per_row *= c->heads->num_heads;
   return c->batch * per_row;
-}
-
-/* True when key_padding hides every key of [j0, j0 + n). */
-static bool all_padded(const uint8_t *pad, int64_t j0, int64_t n) {
-  if (!pad)
-    return false;
-  for (int64_t j = 0; j < n; j++)
-    if (!pad[j0 + j])
-      return false;
-  return true;
 }
 
 /* What one head of one query block works on. */
@@ -302,7 +312,7 @@ static void run_head(const attn_core *c, int64_t b, int64_t h, int64_t i0,
   } else {
     for (int64_t j0 = jmin; j0 < jmax; j0 += c->kblock) {
       int64_t kn = min64(c->kblock, jmax - j0);
-      if (!all_padded(w.pad, j0, kn))
+      if (!attn_keys_all_padded(w.pad, j0, kn))
         run_key_block(&w, j0, kn);
     }
   }
@@ -336,10 +346,23 @@ void attn_core_run(const attn_core *c, int64_t item, float *tile) {
   int64_t h1 = all_heads ? H : h0 + 1;
   int64_t i0 = qblk * c->qblock;
   int64_t rows = min64(c->len_q - i0, c->qblock);
+  const attn_simd *v = c->simd ? c->simd : attn_simd_get();
+  bool packed = attn_core_plain(c) && attn_packed_applies(v, c->len_q);
   attn_fp_mode fp = attn_score_fp_enter(c->fx);
-  for (int64_t h = h0; h < h1; h++)
-    run_head(c, b, h, i0, rows, tile);
+  for (int64_t h = h0; h < h1; h++) {
+    if (packed)
+      attn_packed_head(c, v, b, h, i0, rows, tile);
+    else
+      run_head(c, b, h, i0, rows, tile);
+  }
   attn_score_fp_leave(fp);
+}
+
+int64_t attn_core_shared_head_floats(const attn_core *c) {
+  const attn_simd *v = c->simd ? c->simd : attn_simd_get();
+  return attn_core_plain(c) && attn_packed_applies(v, c->len_q)
+             ? attn_packed_shared_head_floats(c)
+             : 0;
 }
 
 typedef struct {
@@ -347,6 +370,11 @@ typedef struct {
   float *tiles;
   int64_t tile_floats;
 } core_job;
+
+static void share_item(void *ctx, int64_t item, int32_t slot) {
+  (void)slot;
+  attn_packed_share(ctx, item);
+}
 
 static void core_item(void *ctx, int64_t item, int32_t slot) {
   const core_job *j = ctx;
@@ -356,5 +384,12 @@ static void core_item(void *ctx, int64_t item, int32_t slot) {
 void attn_core_run_all(const attn_core *c, const attn_exec *x, int32_t threads,
                        float *tiles, int64_t tile_floats) {
   core_job job = {c, tiles, tile_floats};
-  attn_exec_for(x, threads, attn_core_items(c), core_item, &job);
+  attn_core run = *c;
+  if (run.shared && attn_core_shared_head_floats(c) > 0)
+    attn_exec_for(x, threads, attn_packed_share_items(c), share_item,
+                  (void *)c);
+  else
+    run.shared = NULL;
+  job.core = &run;
+  attn_exec_for(x, threads, attn_core_items(&run), core_item, &job);
 }

@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /* The tiled attention core: for each (batch row, head, block of queries),
- * blocks of keys with the scores and P*V on cblas_sgemm and the online
- * softmax in between (tiled.c). */
+ * blocks of keys with the scores and P*V, and the online softmax in
+ * between. The products run on the packed core's kernels where the CPU
+ * has them (packed.h), else on cblas_sgemm (tiled.c). */
 #ifndef ATTN_CORE_TILED_H
 #define ATTN_CORE_TILED_H
 
@@ -9,6 +10,7 @@
 #include "common/runtime.h"
 #include "core/heads.h"
 #include "core/score.h"
+#include "core/simd.h"
 
 #include <stdbool.h>
 
@@ -34,6 +36,16 @@ typedef struct {
   int64_t gemm_rows;
   /* Soft-capping, ALiBi and sinks (core/score.h); NULL = none. */
   const attn_score_fx *fx;
+  /* The vector table to run with; NULL (the normal case) means
+   * attn_simd_get(). With panel kernels and enough query rows the packed
+   * core runs (packed.h), otherwise the products go to cblas_sgemm. Tests
+   * and benchmarks pass a table to pick a path. */
+  const attn_simd *simd;
+  /* Room for the keys and values packed once per (batch row, kv head) for
+   * the packed core: batch * num_kv_heads * attn_core_shared_head_floats()
+   * floats, 64-byte aligned, filled by attn_core_run_all(). NULL: each
+   * work item packs the key blocks it uses itself. */
+  float *shared;
 } attn_core;
 
 /* True when c asks for nothing but scaled, masked softmax attention (no
@@ -41,8 +53,13 @@ typedef struct {
  * takes c's work. */
 static inline bool attn_core_plain(const attn_core *c) { return !c->fx; }
 
-/* Per-thread scratch of the core, in floats, for these block sizes. */
+/* Per-thread scratch of the core, in floats, for these block sizes: enough
+ * for the cblas core and the packed one alike. */
 int64_t attn_core_tile_floats(int64_t qblock, int64_t kblock, int64_t head_dim);
+
+/* Floats per (batch row, kv head) of c->shared; 0 when c does not run on
+ * the packed core (then c->shared is not used). */
+int64_t attn_core_shared_head_floats(const attn_core *c);
 
 /* Block sizes for a call. They depend only on the shapes (never on the
  * thread count), so results are the same whatever the threads. */

@@ -20,7 +20,8 @@ typedef struct {
   int64_t k_off, v_off; /* into the buffers; Q at 0, k/v may alias q's */
   int64_t tile_off, tile_floats;
   int64_t pos_off; /* query then key positions (int64), -1 = none */
-  int32_t threads; /* of the core, which sized the tiles */
+  int64_t shared_off, shared_floats; /* the core's packed keys and values */
+  int32_t threads;                   /* of the core, which sized the tiles */
   size_t bytes;
 } plan;
 
@@ -81,6 +82,13 @@ static attn_status make_plan(const attn_call *c, const attn_layer *l, int64_t B,
                    : -1;
   attn_layout_core(c, l, B, Lq, Lk, &s, &p->threads, &p->tile_off,
                    &p->tile_floats);
+  attn_core core =
+      attn_call_core(c, l, NULL, B, Lq, Lk, NULL, 0, (attn_kv_view){0});
+  attn_score_fx fx;
+  core.fx = attn_layer_score_fx(l, NULL, NULL, &fx);
+  p->shared_floats = attn_core_shared_head_floats(&core);
+  p->shared_off =
+      attn_layout_add(&s, p->shared_floats, B * l->heads.num_kv_heads);
   return attn_layout_bytes(&s, &p->bytes);
 }
 
@@ -227,6 +235,7 @@ attn_status attn_forward(const attn_layer *l, int64_t B, int64_t Lq, int64_t Lk,
   core.fx = attn_layer_score_fx(l, ramp ? NULL : pos,
                                 ramp ? NULL : pos + B * Lq, &fx);
   fx.top_left = ramp;
+  core.shared = p.shared_floats ? f + p.shared_off : NULL;
   attn_core_run_all(&core, &c.x, p.threads, f + p.tile_off, p.tile_floats);
   attn_project(&c.x, B * Lq, l->embed_dim, l->embed_dim, f, p.ldq,
                attn_slot_ptr(l, ATTN_SLOT_WO), attn_bias_ptr(l, ATTN_SLOT_BO),
