@@ -118,6 +118,10 @@ static void test_idle_pool_sleeps(void **state) {
   assert_int_equal(attn_pool_create(3, &pool), ATTN_OK);
   volatile double sink[4] = {0};
   attn_pool_run(pool, 4, 64, spin_item, (void *)sink);
+  /* A worker that started late (thread start-up is slow under ASan) may
+   * still be setting itself up: let it settle before measuring. */
+  struct timespec settle = {0, 50000000};
+  nanosleep(&settle, NULL);
   double t0 = cpu_seconds();
   struct timespec ts = {0, 200000000};
   nanosleep(&ts, NULL);
