@@ -538,10 +538,13 @@ class MultiheadAttention:
         positions as attn_positions does; default 0, 1, 2, ...
 
         C-contiguous float32 inputs (and masks) are passed to the library
-        without a copy; anything else (float64, lists, torch tensors,
-        transposed views) is converted once. Raises ValueError for shapes
-        that do not fit, TypeError for wrong argument types and AttnError
-        with the library's message for anything the library refuses.
+        without a copy; other floating-point data (float64 or float16
+        arrays, lists of numbers, torch tensors, transposed views) is
+        converted once, while integer, boolean and complex arrays raise
+        TypeError rather than being converted silently. Raises ValueError
+        for shapes that do not fit, TypeError for wrong argument types and
+        AttnError with the library's message for anything the library
+        refuses.
         """
 
     def _forward(self, query, key, value, key_padding_mask, need_weights,
