@@ -3,11 +3,14 @@
  * (tiled.h), with both products on the register-blocked kernels of the
  * vector table (simd.h, attn_panel_kernels) instead of cblas_sgemm.
  *
- * Each work item packs its block of queries once, scaled, into panels of
- * `panel` queries laid out for the kernels ([head_dim, panel] each), and
- * reuses them against every key. For each block of keys it packs the keys
- * and values once into groups of the kernels' rows, and every panel of the
- * item reuses them (with 1024 query rows per item, 32 panels of 32). The
+ * Keys and values are packed into groups of the kernels' rows: when the
+ * caller gives the core a shared buffer (attn_core.shared, as forward
+ * calls do), once per (batch row, kv head) for all work items, in a
+ * parallel step before them; otherwise each work item packs every block of
+ * keys it uses, for all of its panels (with 1024 query rows per item, 32
+ * panels of 32). Each work item packs its block of queries once, scaled,
+ * into panels of `panel` queries laid out for the kernels ([head_dim,
+ * panel] each), and reuses them against every key. The
  * scores kernel broadcasts key elements against the query panel, giving
  * the scores transposed ([keys, panel]), so the online softmax runs down
  * columns with whole vectors and no horizontal sums; the values kernel
