@@ -16,13 +16,13 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-const char *st_errno_text(int err, char *buf, size_t size) {
+const char *attn_st_errno_text(int err, char *buf, size_t size) {
   if (strerror_r(err, buf, size) != 0)
     snprintf(buf, size, "error %d", err);
   return buf;
 }
 
-char *st_concat(const char *a, const char *b) {
+char *attn_st_concat(const char *a, const char *b) {
   size_t na = strlen(a), nb = strlen(b), total;
   if (!attn_addsz(na, nb, &total) || !attn_addsz(total, 1, &total))
     return NULL;
@@ -34,7 +34,7 @@ char *st_concat(const char *a, const char *b) {
   return s;
 }
 
-attn_status st_open(const char *path, st_source *src) {
+attn_status attn_st_open(const char *path, st_source *src) {
   char msg[128];
   int fd;
   /* O_NONBLOCK: opening a FIFO for reading would otherwise wait for a
@@ -44,12 +44,12 @@ attn_status st_open(const char *path, st_source *src) {
   while (fd < 0 && errno == EINTR);
   if (fd < 0)
     return attn_fail(ATTN_ERR_IO, "cannot open weight file '%.300s': %s", path,
-                     st_errno_text(errno, msg, sizeof msg));
+                     attn_st_errno_text(errno, msg, sizeof msg));
   struct stat sb;
   attn_status st = ATTN_OK;
   if (fstat(fd, &sb) != 0)
     st = attn_fail(ATTN_ERR_IO, "cannot stat weight file '%.300s': %s", path,
-                   st_errno_text(errno, msg, sizeof msg));
+                   attn_st_errno_text(errno, msg, sizeof msg));
   else if (!S_ISREG(sb.st_mode))
     st = attn_fail(ATTN_ERR_IO, "weight file '%.300s' is not a regular file",
                    path);
@@ -57,7 +57,7 @@ attn_status st_open(const char *path, st_source *src) {
   if (st == ATTN_OK &&
       (flags < 0 || fcntl(fd, F_SETFL, flags & ~O_NONBLOCK) != 0))
     st = attn_fail(ATTN_ERR_IO, "cannot read weight file '%.300s': %s", path,
-                   st_errno_text(errno, msg, sizeof msg));
+                   attn_st_errno_text(errno, msg, sizeof msg));
   if (st != ATTN_OK) {
     close(fd);
     return st;
@@ -66,8 +66,8 @@ attn_status st_open(const char *path, st_source *src) {
   return ATTN_OK;
 }
 
-attn_status st_read_at(const st_source *src, uint64_t offset, size_t len,
-                       void *dst) {
+attn_status attn_st_read_at(const st_source *src, uint64_t offset, size_t len,
+                            void *dst) {
   if (src->mem) {
     memcpy(dst, src->mem + offset, len);
     return ATTN_OK;
@@ -81,7 +81,7 @@ attn_status st_read_at(const st_source *src, uint64_t offset, size_t len,
     if (got < 0) {
       char msg[128];
       return attn_fail(ATTN_ERR_IO, "cannot read the weight file: %s",
-                       st_errno_text(errno, msg, sizeof msg));
+                       attn_st_errno_text(errno, msg, sizeof msg));
     }
     if (got == 0)
       return attn_fail(ATTN_ERR_IO,

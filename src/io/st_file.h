@@ -19,16 +19,16 @@ typedef struct {
 /* Opens the regular file at path for reading into *src (close src->fd
  * afterwards). Opening never blocks: a FIFO or a device is refused, not
  * waited on. */
-attn_status st_open(const char *path, st_source *src);
+attn_status attn_st_open(const char *path, st_source *src);
 
 /* Reads len bytes at offset of the source into dst. */
-attn_status st_read_at(const st_source *src, uint64_t offset, size_t len,
-                       void *dst);
+attn_status attn_st_read_at(const st_source *src, uint64_t offset, size_t len,
+                            void *dst);
 
 /* The message of errno value err, thread-safely, in buf. */
-const char *st_errno_text(int err, char *buf, size_t size);
+const char *attn_st_errno_text(int err, char *buf, size_t size);
 
 /* a followed by b in new memory (free() it), or NULL when out of memory. */
-char *st_concat(const char *a, const char *b);
+char *attn_st_concat(const char *a, const char *b);
 
 #endif

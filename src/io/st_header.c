@@ -17,7 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-int st_dtype_size(const char *dtype) {
+int attn_st_dtype_size(const char *dtype) {
   static const struct {
     const char *name;
     int size;
@@ -31,15 +31,15 @@ int st_dtype_size(const char *dtype) {
   return 0;
 }
 
-void st_header_free(st_header *h) {
+void attn_st_header_free(st_header *h) {
   free(h->arena);
   free(h->entries);
   free(h->dims);
   memset(h, 0, sizeof *h);
 }
 
-const char *st_shape_text(const st_header *h, const st_entry *e, char *buf,
-                          size_t size) {
+const char *attn_st_shape_text(const st_header *h, const st_entry *e, char *buf,
+                               size_t size) {
   size_t used = 0;
   int n = snprintf(buf, size, "[");
   used = n > 0 ? (size_t)n : 0;
@@ -271,7 +271,7 @@ static attn_status check_entry(const st_header *h, const raw_entry *r,
   for (int d = 0; d < e->rank && ok; d++)
     ok =
         !__builtin_mul_overflow(numel, h->dims[e->dims_at + (size_t)d], &numel);
-  int elsize = st_dtype_size(e->dtype);
+  int elsize = attn_st_dtype_size(e->dtype);
   ok = ok && !__builtin_mul_overflow(numel, (uint64_t)elsize, &bytes);
   if (elsize > 0 && (!ok || bytes != end - begin)) {
     char sbuf[160];
@@ -279,7 +279,8 @@ static attn_status check_entry(const st_header *h, const raw_entry *r,
                      "corrupt safetensors header: tensor '%.200s' of dtype "
                      "%.16s and shape %s needs %s bytes but its data_offsets "
                      "[%" PRIu64 ", %" PRIu64 "] span %" PRIu64,
-                     e->name, e->dtype, st_shape_text(h, e, sbuf, sizeof sbuf),
+                     e->name, e->dtype,
+                     attn_st_shape_text(h, e, sbuf, sizeof sbuf),
                      ok ? "a different number of" : "more than 2^64", begin,
                      end, end - begin);
   }
@@ -391,8 +392,8 @@ static attn_status read_entries(const char *text, size_t n, st_header *h) {
   return ATTN_OK;
 }
 
-attn_status st_header_parse(const char *text, size_t n, uint64_t file_size,
-                            st_header *h) {
+attn_status attn_st_header_parse(const char *text, size_t n, uint64_t file_size,
+                                 st_header *h) {
   memset(h, 0, sizeof *h);
   h->data_start = 8 + (uint64_t)n;
   h->data_size = file_size - h->data_start;
@@ -407,14 +408,14 @@ attn_status st_header_parse(const char *text, size_t n, uint64_t file_size,
   h->arena = malloc(n + 1);
   h->entries = calloc(members ? members : 1, sizeof *h->entries);
   if (!h->arena || !h->entries) {
-    st_header_free(h);
+    attn_st_header_free(h);
     return attn_fail(ATTN_ERR_NO_MEMORY,
                      "cannot allocate the index of %zu tensors (%zu bytes "
                      "of header)",
                      members, n);
   }
   if ((st = read_entries(text, n, h)) != ATTN_OK) {
-    st_header_free(h);
+    attn_st_header_free(h);
     return st;
   }
   qsort(h->entries, h->count, sizeof *h->entries, by_name);
@@ -427,11 +428,11 @@ attn_status st_header_parse(const char *text, size_t n, uint64_t file_size,
   if (st == ATTN_OK)
     st = check_tiling(h);
   if (st != ATTN_OK)
-    st_header_free(h);
+    attn_st_header_free(h);
   return st;
 }
 
-const st_entry *st_header_find(const st_header *h, const char *name) {
+const st_entry *attn_st_header_find(const st_header *h, const char *name) {
   st_entry key = {.name = name};
   if (h->count == 0)
     return NULL;

@@ -32,20 +32,20 @@ typedef struct {
 
 /* Parses and checks the header text (n bytes, not NUL-terminated) of a
  * file of file_size bytes. On success *h owns the index; free it with
- * st_header_free(). */
-attn_status st_header_parse(const char *text, size_t n, uint64_t file_size,
-                            st_header *h);
+ * attn_st_header_free(). */
+attn_status attn_st_header_parse(const char *text, size_t n, uint64_t file_size,
+                                 st_header *h);
 
-void st_header_free(st_header *h);
+void attn_st_header_free(st_header *h);
 
 /* The entry named `name`, or NULL. */
-const st_entry *st_header_find(const st_header *h, const char *name);
+const st_entry *attn_st_header_find(const st_header *h, const char *name);
 
 /* Element size of a dtype of the format, 0 for sub-byte or unknown ones. */
-int st_dtype_size(const char *dtype);
+int attn_st_dtype_size(const char *dtype);
 
 /* "[3, 4]" (at most size bytes, shortened with "..." when long). */
-const char *st_shape_text(const st_header *h, const st_entry *e, char *buf,
-                          size_t size);
+const char *attn_st_shape_text(const st_header *h, const st_entry *e, char *buf,
+                               size_t size);
 
 #endif

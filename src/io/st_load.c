@@ -36,7 +36,7 @@ static attn_status read_header(const st_source *src, st_header *h) {
                      "8-byte header length of a safetensors file",
                      src->size);
   unsigned char lenbuf[8];
-  attn_status st = st_read_at(src, 0, 8, lenbuf);
+  attn_status st = attn_st_read_at(src, 0, 8, lenbuf);
   if (st != ATTN_OK)
     return st;
   uint64_t hlen = attn_le64(lenbuf);
@@ -58,14 +58,14 @@ static attn_status read_header(const st_source *src, st_header *h) {
   /* From memory the header is parsed in place; from a file it is read
    * into a buffer of its own. */
   if (src->mem)
-    return st_header_parse((const char *)src->mem + 8, (size_t)hlen, src->size,
-                           h);
+    return attn_st_header_parse((const char *)src->mem + 8, (size_t)hlen,
+                                src->size, h);
   char *text = malloc((size_t)hlen);
   if (!text)
     return attn_fail(ATTN_ERR_NO_MEMORY,
                      "cannot allocate %" PRIu64 " bytes for the header", hlen);
-  if ((st = st_read_at(src, 8, (size_t)hlen, text)) == ATTN_OK)
-    st = st_header_parse(text, (size_t)hlen, src->size, h);
+  if ((st = attn_st_read_at(src, 8, (size_t)hlen, text)) == ATTN_OK)
+    st = attn_st_header_parse(text, (size_t)hlen, src->size, h);
   free(text);
   return st;
 }
@@ -89,7 +89,7 @@ static void convert(const unsigned char *src, int elsize, bool bf16,
 static attn_status load_tensor(const st_source *src, const st_header *h,
                                const st_entry *e, float *dst,
                                unsigned char *chunk) {
-  int elsize = st_dtype_size(e->dtype);
+  int elsize = attn_st_dtype_size(e->dtype);
   bool bf16 = strcmp(e->dtype, "BF16") == 0;
   uint64_t offset = h->data_start + e->begin;
   size_t left = (size_t)(e->end - e->begin);
@@ -99,7 +99,7 @@ static attn_status load_tensor(const st_source *src, const st_header *h,
   } else {
     for (float *out = dst; left > 0;) {
       size_t len = left < READ_CHUNK ? left : READ_CHUNK;
-      attn_status st = st_read_at(src, offset, len, chunk);
+      attn_status st = attn_st_read_at(src, offset, len, chunk);
       if (st != ATTN_OK)
         return st;
       convert(chunk, elsize, bf16, len / (size_t)elsize, out);
@@ -170,10 +170,10 @@ static attn_status load(attn_layer *l, const st_source *src,
   if (st != ATTN_OK)
     return st;
   st_plan plan;
-  st = st_plan_make(l, &h, prefix ? prefix : "", &plan);
+  st = attn_st_plan_make(l, &h, prefix ? prefix : "", &plan);
   if (st == ATTN_OK)
     st = stage_and_commit(l, src, &h, &plan);
-  st_header_free(&h);
+  attn_st_header_free(&h);
   return st;
 }
 
@@ -194,7 +194,7 @@ attn_status attn_layer_load_safetensors(attn_layer *layer, const char *path,
                      "attn_layer_load_safetensors: %s is NULL",
                      !layer ? "layer" : "path");
   st_source src;
-  attn_status st = st_open(path, &src);
+  attn_status st = attn_st_open(path, &src);
   if (st != ATTN_OK)
     return st;
   st = load(layer, &src, prefix);

@@ -13,7 +13,7 @@ static const char *const other_names[ST_NAME_COUNT] = {
     [ST_Q_NORM] = "q_norm.weight", [ST_K_NORM] = "k_norm.weight",
     [ST_SINKS] = "sinks"};
 
-const char *st_name(int n) {
+const char *attn_st_name(int n) {
   switch (n) {
   case ST_Q_W:
     return attn_slot_name(ATTN_SLOT_WQ);
@@ -30,8 +30,8 @@ const char *st_name(int n) {
   }
 }
 
-int st_layer_tensors(const attn_layer *l, int scheme,
-                     st_tensor t[ST_MAX_TENSORS]) {
+int attn_st_layer_tensors(const attn_layer *l, int scheme,
+                          st_tensor t[ST_MAX_TENSORS]) {
   int64_t E = l->embed_dim, KV = l->heads.kv_dim;
   bool hf = scheme == ST_HF_OUT_PROJ || scheme == ST_HF_O_PROJ;
   bool o = scheme == ST_HF_O_PROJ;

@@ -33,7 +33,7 @@ enum {
 };
 
 /* The text of name n ("in_proj_weight", "o_proj.bias", ...). */
-const char *st_name(int n);
+const char *attn_st_name(int n);
 
 /* Which names a layer's tensors go by. */
 enum {
@@ -59,8 +59,8 @@ typedef struct {
  * the layer has it (torch's packed in_proj_bias when it has all of the q,
  * k and v biases), then its QK-norm weights and sinks if any. Returns
  * their number. */
-int st_layer_tensors(const struct attn_layer *l, int scheme,
-                     st_tensor t[ST_MAX_TENSORS]);
+int attn_st_layer_tensors(const struct attn_layer *l, int scheme,
+                          st_tensor t[ST_MAX_TENSORS]);
 
 /* Elements of a tensor. */
 static inline int64_t st_tensor_count(const st_tensor *t) {

@@ -29,10 +29,10 @@ static attn_status names_found(const st_header *h, const char *prefix,
                                uint32_t *found) {
   *found = 0;
   for (int i = 0; i < ST_NAME_COUNT; i++) {
-    char *name = st_concat(prefix, st_name(i));
+    char *name = attn_st_concat(prefix, attn_st_name(i));
     if (!name)
       return attn_fail(ATTN_ERR_NO_MEMORY, "cannot allocate a tensor name");
-    if (st_header_find(h, name))
+    if (attn_st_header_find(h, name))
       *found |= BIT(i);
     free(name);
   }
@@ -42,8 +42,8 @@ static attn_status names_found(const st_header *h, const char *prefix,
 /* With no attention tensors under the prefix, a hint naming the prefix of
  * the first attention layer the file does have, if any. */
 static void prefix_hint(const st_header *h, char *buf, size_t size) {
-  const char *const markers[] = {st_name(ST_IN_W), st_name(ST_Q_W),
-                                 st_name(ST_HQ_W)};
+  const char *const markers[] = {attn_st_name(ST_IN_W), attn_st_name(ST_Q_W),
+                                 attn_st_name(ST_HQ_W)};
   buf[0] = '\0';
   for (size_t i = 0; i < h->count; i++) {
     size_t len = strlen(h->entries[i].name);
@@ -71,7 +71,7 @@ static attn_status torch_scheme(const attn_layer *l, const char *prefix,
                      "the file has both the packed '%.150sin_proj_weight' "
                      "and the separate '%.150s%s': cannot tell which to "
                      "load",
-                     prefix, prefix, st_name(lowest_bit(separate)));
+                     prefix, prefix, attn_st_name(lowest_bit(separate)));
   if (packed && !attn_layer_is_square(l))
     return attn_fail(ATTN_ERR_WEIGHT_LAYOUT,
                      "the file has the packed '%.150sin_proj_weight' but "
@@ -93,8 +93,8 @@ static attn_status pick_scheme(const attn_layer *l, const st_header *h,
                      "the file has both torch names ('%.150s%s') and Hugging "
                      "Face names ('%.150s%s') under prefix '%.150s': cannot "
                      "tell which to load",
-                     prefix, st_name(lowest_bit(torch)), prefix,
-                     st_name(lowest_bit(hf)), prefix);
+                     prefix, attn_st_name(lowest_bit(torch)), prefix,
+                     attn_st_name(lowest_bit(hf)), prefix);
   if (!torch && !hf) {
     char hint[320];
     prefix_hint(h, hint, sizeof hint);
@@ -105,11 +105,11 @@ static attn_status pick_scheme(const attn_layer *l, const st_header *h,
                      prefix, prefix, hint);
   }
   if (found & (BIT(ST_BIAS_K) | BIT(ST_BIAS_V)))
-    return attn_fail(ATTN_ERR_WEIGHT_LAYOUT,
-                     "the file has '%.150s%s' (torch's add_bias_kv=True), "
-                     "which libattn layers do not support",
-                     prefix,
-                     st_name(found & BIT(ST_BIAS_K) ? ST_BIAS_K : ST_BIAS_V));
+    return attn_fail(
+        ATTN_ERR_WEIGHT_LAYOUT,
+        "the file has '%.150s%s' (torch's add_bias_kv=True), "
+        "which libattn layers do not support",
+        prefix, attn_st_name(found & BIT(ST_BIAS_K) ? ST_BIAS_K : ST_BIAS_V));
   if (torch)
     return torch_scheme(l, prefix, found, scheme);
   bool o = found & (BIT(ST_HO_W) | BIT(ST_HO_B));
@@ -165,30 +165,30 @@ static attn_status check_unused(const attn_layer *l, const char *prefix,
     return attn_fail(ATTN_ERR_WEIGHT_LAYOUT,
                      "the file has '%.150s%s' but the layer was created "
                      "without %s",
-                     prefix, st_name(name),
+                     prefix, attn_st_name(name),
                      name == ST_SINKS ? "sinks" : "qk_norm");
   if (!l->bias)
     return attn_fail(ATTN_ERR_WEIGHT_LAYOUT,
                      "the file has '%.150s%s' but the layer was created with "
                      "bias off: create it with bias on to use the file's "
                      "biases",
-                     prefix, st_name(name));
+                     prefix, attn_st_name(name));
   return attn_fail(ATTN_ERR_WEIGHT_LAYOUT,
                    "the file has '%.150s%s' but the layer has no such bias "
                    "(bias on, bias_parts %d): create it with that bias to use "
                    "the file's",
-                   prefix, st_name(name), l->fx.bias_parts);
+                   prefix, attn_st_name(name), l->fx.bias_parts);
 }
 
 /* Checks that a planned tensor exists with a usable dtype and the shape the
  * layer needs. */
 static attn_status check_tensor(const st_header *h, const char *prefix,
                                 const st_tensor *t, const st_entry **out) {
-  char *name = st_concat(prefix, st_name(t->name));
+  char *name = attn_st_concat(prefix, attn_st_name(t->name));
   if (!name)
     return attn_fail(ATTN_ERR_NO_MEMORY, "cannot allocate a tensor name");
   attn_status st = ATTN_OK;
-  const st_entry *e = st_header_find(h, name);
+  const st_entry *e = attn_st_header_find(h, name);
   if (!e) {
     st = attn_fail(ATTN_ERR_TENSOR_MISSING,
                    "tensor '%.300s' not found in the weight file%s", name,
@@ -209,7 +209,7 @@ static attn_status check_tensor(const st_header *h, const char *prefix,
       match = h->dims[e->dims_at + (size_t)d] == (uint64_t)t->dim[d];
     if (!match) {
       char got[160], want[64];
-      st_shape_text(h, e, got, sizeof got);
+      attn_st_shape_text(h, e, got, sizeof got);
       if (t->rank == 2)
         snprintf(want, sizeof want, "[%lld, %lld]", (long long)t->dim[0],
                  (long long)t->dim[1]);
@@ -225,8 +225,8 @@ static attn_status check_tensor(const st_header *h, const char *prefix,
   return st;
 }
 
-attn_status st_plan_make(const attn_layer *l, const st_header *h,
-                         const char *prefix, st_plan *p) {
+attn_status attn_st_plan_make(const attn_layer *l, const st_header *h,
+                              const char *prefix, st_plan *p) {
   memset(p, 0, sizeof *p);
   uint32_t found;
   int scheme;
@@ -236,7 +236,7 @@ attn_status st_plan_make(const attn_layer *l, const st_header *h,
     return st;
   if ((st = check_unused(l, prefix, scheme, found)) != ATTN_OK)
     return st;
-  p->count = st_layer_tensors(l, scheme, p->items);
+  p->count = attn_st_layer_tensors(l, scheme, p->items);
   for (int i = 0; st == ATTN_OK && i < p->count; i++)
     st = check_tensor(h, prefix, &p->items[i], &p->entries[i]);
   return st;

@@ -16,7 +16,7 @@ typedef struct {
 
 /* Detects the naming scheme from the names present under prefix, lists
  * the tensors of layer l and finds and checks each in the header. */
-attn_status st_plan_make(const struct attn_layer *l, const st_header *h,
-                         const char *prefix, st_plan *p);
+attn_status attn_st_plan_make(const struct attn_layer *l, const st_header *h,
+                              const char *prefix, st_plan *p);
 
 #endif

@@ -40,7 +40,7 @@ static bool add_int(cJSON *array, uint64_t v) {
 static bool add_entry(cJSON *root, const char *prefix, const st_tensor *t,
                       uint64_t offset, uint64_t bytes) {
   cJSON *entry = cJSON_CreateObject();
-  char *name = st_concat(prefix, st_name(t->name));
+  char *name = attn_st_concat(prefix, attn_st_name(t->name));
   bool ok = entry && name && cJSON_AddItemToObject(root, name, entry);
   free(name);
   if (!ok) {
@@ -82,8 +82,9 @@ static attn_status write_all(int fd, const void *buf, size_t len,
       continue;
     if (put <= 0) {
       char msg[128];
-      return attn_fail(ATTN_ERR_IO, "cannot write '%.300s': %s", path,
-                       st_errno_text(put < 0 ? errno : EIO, msg, sizeof msg));
+      return attn_fail(
+          ATTN_ERR_IO, "cannot write '%.300s': %s", path,
+          attn_st_errno_text(put < 0 ? errno : EIO, msg, sizeof msg));
     }
     p += put;
     len -= (size_t)put;
@@ -173,7 +174,7 @@ static attn_status create_temp(const char *path, char **tmp, int *fd) {
     return ATTN_OK;
   char msg[128];
   attn_status st = attn_fail(ATTN_ERR_IO, "cannot create '%.300s': %s", *tmp,
-                             st_errno_text(err, msg, sizeof msg));
+                             attn_st_errno_text(err, msg, sizeof msg));
   free(*tmp);
   *tmp = NULL;
   return st;
@@ -225,13 +226,13 @@ static attn_status write_and_rename(const attn_layer *l, const char *path,
   st = write_file(fd, tmp, l, header, padded, t, n);
   if (st == ATTN_OK && fsync(fd) != 0)
     st = attn_fail(ATTN_ERR_IO, "cannot flush '%.300s' to disk: %s", tmp,
-                   st_errno_text(errno, msg, sizeof msg));
+                   attn_st_errno_text(errno, msg, sizeof msg));
   if (close(fd) != 0 && st == ATTN_OK)
     st = attn_fail(ATTN_ERR_IO, "cannot close '%.300s': %s", tmp,
-                   st_errno_text(errno, msg, sizeof msg));
+                   attn_st_errno_text(errno, msg, sizeof msg));
   if (st == ATTN_OK && rename(tmp, path) != 0)
     st = attn_fail(ATTN_ERR_IO, "cannot rename '%.300s' to '%.300s': %s", tmp,
-                   path, st_errno_text(errno, msg, sizeof msg));
+                   path, attn_st_errno_text(errno, msg, sizeof msg));
   if (st != ATTN_OK)
     unlink(tmp);
   else
@@ -254,7 +255,7 @@ attn_status attn_layer_save_safetensors(const attn_layer *l, const char *path,
                : naming == ATTN_NAMES_HF_O_PROJ ? ST_HF_O_PROJ
                : attn_layer_is_square(l)        ? ST_TORCH_PACKED
                                                 : ST_TORCH_SEPARATE;
-  int n = st_layer_tensors(l, scheme, t);
+  int n = attn_st_layer_tensors(l, scheme, t);
   char *header = build_header(prefix, t, n);
   if (!header)
     return attn_fail(ATTN_ERR_NO_MEMORY, "cannot build the safetensors header");
