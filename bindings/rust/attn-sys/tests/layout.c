@@ -30,6 +30,31 @@ int main(void) {
   FIELD(attn_config, num_threads);
   FIELD(attn_config, scale);
   FIELD(attn_config, num_kv_heads);
+  FIELD(attn_config, bias_parts);
+  FIELD(attn_config, qk_norm);
+  FIELD(attn_config, qk_norm_eps);
+  FIELD(attn_config, qk_norm_unit_offset);
+  FIELD(attn_config, alibi);
+  FIELD(attn_config, alibi_slopes);
+  FIELD(attn_config, softcap);
+  FIELD(attn_config, rope);
+  FIELD(attn_config, sinks);
+
+  SIZE(attn_rope_config);
+  FIELD(attn_rope_config, struct_size);
+  FIELD(attn_rope_config, pairing);
+  FIELD(attn_rope_config, reserved);
+  FIELD(attn_rope_config, rotary_dim);
+  FIELD(attn_rope_config, theta);
+  FIELD(attn_rope_config, linear_factor);
+  FIELD(attn_rope_config, inv_freq);
+  FIELD(attn_rope_config, attention_factor);
+
+  SIZE(attn_positions);
+  FIELD(attn_positions, struct_size);
+  FIELD(attn_positions, start);
+  FIELD(attn_positions, q_positions);
+  FIELD(attn_positions, k_positions);
 
   SIZE(attn_mask);
   FIELD(attn_mask, struct_size);
@@ -51,6 +76,7 @@ int main(void) {
   FIELD(attn_options, scratch);
   FIELD(attn_options, scratch_size);
   FIELD(attn_options, runtime);
+  FIELD(attn_options, positions);
 
   SIZE(attn_cache_config);
   FIELD(attn_cache_config, struct_size);
@@ -127,6 +153,25 @@ int main(void) {
   CONST(ATTN_CACHE_CONFIG_SIZE_0_1);
   CONST(ATTN_DECODE_MASK_SIZE_0_1);
   CONST(ATTN_MEMORY_CONFIG_SIZE_0_1);
+  CONST(ATTN_ROPE_HALVES);
+  CONST(ATTN_ROPE_ADJACENT);
+  CONST(ATTN_ROPE_CONFIG_SIZE_0_2);
+  CONST(ATTN_BIAS_Q);
+  CONST(ATTN_BIAS_K);
+  CONST(ATTN_BIAS_V);
+  CONST(ATTN_BIAS_O);
+  CONST(ATTN_BIAS_ALL);
+  CONST(ATTN_QK_NORM_NONE);
+  CONST(ATTN_QK_NORM_HEAD);
+  CONST(ATTN_QK_NORM_ALL);
+  CONST(ATTN_ALIBI_NONE);
+  CONST(ATTN_ALIBI_CAUSAL);
+  CONST(ATTN_ALIBI_SYMMETRIC);
+  CONST(ATTN_W_Q_NORM);
+  CONST(ATTN_W_K_NORM);
+  CONST(ATTN_W_SINKS);
+  CONST(ATTN_POSITIONS_SIZE_0_2);
+  CONST(ATTN_MAX_POSITION);
   printf("string ATTN_VERSION_STRING %s\n", ATTN_VERSION_STRING);
   return 0;
 }

@@ -120,11 +120,15 @@ fn rust_view() -> BTreeMap<String, String> {
     }
     fields!(attn_runtime_config: struct_size, num_threads, blas_policy);
     fields!(attn_config: struct_size, embed_dim, num_heads, kdim, vdim, bias,
-            num_threads, scale, num_kv_heads);
+            num_threads, scale, num_kv_heads, bias_parts, qk_norm, qk_norm_eps,
+            qk_norm_unit_offset, alibi, alibi_slopes, softcap, rope, sinks);
+    fields!(attn_rope_config: struct_size, pairing, reserved, rotary_dim, theta,
+            linear_factor, inv_freq, attention_factor);
+    fields!(attn_positions: struct_size, start, q_positions, k_positions);
     fields!(attn_mask: struct_size, causal, empty_rows, key_lengths, key_padding,
             bias, bias_stride_b, bias_stride_h, bias_stride_q, window);
     fields!(attn_options: struct_size, attn_weights, weights_mode, num_threads,
-            scratch, scratch_size, runtime);
+            scratch, scratch_size, runtime, positions);
     fields!(attn_cache_config: struct_size, batch, capacity, window);
     fields!(attn_decode_mask: struct_size, new_lengths, new_padding, empty_rows);
     fields!(attn_memory_config: struct_size, batch, capacity);
@@ -185,7 +189,26 @@ fn rust_view() -> BTreeMap<String, String> {
         ATTN_SAFETENSORS_MAX_HEADER,
         ATTN_CACHE_CONFIG_SIZE_0_1,
         ATTN_DECODE_MASK_SIZE_0_1,
-        ATTN_MEMORY_CONFIG_SIZE_0_1
+        ATTN_MEMORY_CONFIG_SIZE_0_1,
+        ATTN_ROPE_HALVES,
+        ATTN_ROPE_ADJACENT,
+        ATTN_ROPE_CONFIG_SIZE_0_2,
+        ATTN_BIAS_Q,
+        ATTN_BIAS_K,
+        ATTN_BIAS_V,
+        ATTN_BIAS_O,
+        ATTN_BIAS_ALL,
+        ATTN_QK_NORM_NONE,
+        ATTN_QK_NORM_HEAD,
+        ATTN_QK_NORM_ALL,
+        ATTN_ALIBI_NONE,
+        ATTN_ALIBI_CAUSAL,
+        ATTN_ALIBI_SYMMETRIC,
+        ATTN_W_Q_NORM,
+        ATTN_W_K_NORM,
+        ATTN_W_SINKS,
+        ATTN_POSITIONS_SIZE_0_2,
+        ATTN_MAX_POSITION
     );
     m.insert(
         "string ATTN_VERSION_STRING".into(),
