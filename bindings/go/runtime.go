@@ -68,6 +68,16 @@ func (rt *Runtime) Threads() (int, error) {
 	return int(n), err
 }
 
+// Trim frees the scratch memory the runtime keeps between calls (a block a
+// running call holds is freed when that call ends).
+func (rt *Runtime) Trim() {
+	rt.mu.RLock()
+	defer rt.mu.RUnlock()
+	if rt.ptr != nil {
+		C.attn_runtime_trim(rt.ptr)
+	}
+}
+
 // Close stops the runtime's workers, after the calls using it. Idempotent.
 func (rt *Runtime) Close() error {
 	rt.mu.Lock()
@@ -79,6 +89,10 @@ func (rt *Runtime) Close() error {
 	}
 	return nil
 }
+
+// TrimDefaultRuntime frees the scratch memory the default runtime keeps
+// between calls.
+func TrimDefaultRuntime() { C.attn_runtime_trim(nil) }
 
 // DefaultRuntimeThreads is the number of threads of the library's default
 // runtime (created on first use).

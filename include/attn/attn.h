@@ -269,7 +269,16 @@ static inline attn_status attn_runtime_config_init(attn_runtime_config *cfg) {
  * before the fork on the calling thread only, in the child, and may
  * destroy them there. Any call that
  * takes an attn_options may return ATTN_ERR_NO_MEMORY when it needs the
- * default runtime and the system cannot give it memory or threads. */
+ * default runtime and the system cannot give it memory or threads.
+ *
+ * Scratch memory: a call that is not given scratch (attn_options.scratch)
+ * takes the runtime's kept scratch block, and a larger one replaces it
+ * when the call needs more; the block stays with the runtime for the next
+ * call, so repeated calls neither allocate nor fault in fresh pages. A
+ * runtime therefore keeps as much memory as the largest such call needed
+ * (attn_forward_scratch_size() and the other size queries tell how much)
+ * until attn_runtime_trim() or attn_runtime_destroy(). While one call
+ * holds the block, overlapping calls allocate and free their own. */
 typedef struct attn_runtime attn_runtime;
 
 /** Creates a runtime and starts its workers. On success *out owns it, to be
@@ -286,6 +295,12 @@ ATTN_API attn_status attn_runtime_create(const attn_runtime_config *cfg,
  * while) it is destroyed is a bug of the caller's. Never call it from
  * inside a call of that runtime. */
 ATTN_API void attn_runtime_destroy(attn_runtime *rt);
+
+/** Frees the scratch memory rt keeps between calls (NULL: the default
+ * runtime's, if it exists; it is not created). A block a running call
+ * holds is freed when that call ends. The next call without caller
+ * scratch allocates anew. Thread-safe; never fails. */
+ATTN_API void attn_runtime_trim(attn_runtime *rt);
 
 /** Number of threads of rt (NULL: of the default runtime, creating it if
  * needed), the calling thread included, in *threads. Errors:

@@ -20,6 +20,10 @@ struct attn_runtime {
   pthread_mutex_t lock;
   pthread_cond_t idle; /* active dropped to 0 */
   int64_t active;      /* calls running (lock) */
+  void *scratch;       /* the kept scratch block (lock) */
+  size_t scratch_bytes;
+  bool scratch_busy; /* a call holds it (lock) */
+  bool scratch_trim; /* free it when that call gives it back (lock) */
 };
 
 static const attn_runtime_config config_defaults = {
@@ -85,6 +89,7 @@ void attn_runtime_destroy(attn_runtime *rt) {
     pthread_cond_wait(&rt->idle, &rt->lock);
   pthread_mutex_unlock(&rt->lock);
   attn_pool_destroy(rt->pool);
+  free(rt->scratch);
   pthread_cond_destroy(&rt->idle);
   pthread_mutex_destroy(&rt->lock);
   free(rt);
@@ -135,7 +140,8 @@ attn_status attn_exec_resolve(attn_runtime *rt, int32_t requested,
   *x = (attn_exec){.rt = rt,
                    .pool = forked ? NULL : rt->pool,
                    .threads = forked ? 1 : n,
-                   .blas_held = false};
+                   .blas_held = false,
+                   .forked = forked};
   return ATTN_OK;
 }
 
@@ -165,4 +171,71 @@ void attn_exec_for(const attn_exec *x, int32_t threads, int64_t items,
   if (threads > x->threads)
     threads = x->threads;
   attn_pool_run(threads > 1 ? x->pool : NULL, threads, items, fn, ctx);
+}
+
+/* Scratch ---------------------------------------------------------------- */
+
+void *attn_exec_scratch(const attn_exec *x, size_t bytes) {
+  attn_runtime *rt = x->rt;
+  if (x->forked) /* the parent's lock may have been held at fork() */
+    return malloc(bytes);
+  pthread_mutex_lock(&rt->lock);
+  if (rt->scratch_busy) {
+    pthread_mutex_unlock(&rt->lock);
+    return malloc(bytes);
+  }
+  if (rt->scratch_bytes < bytes) {
+    /* Free first: the old and the new block are never both held. */
+    free(rt->scratch);
+    rt->scratch = malloc(bytes);
+    rt->scratch_bytes = rt->scratch ? bytes : 0;
+  }
+  void *mem = rt->scratch;
+  rt->scratch_busy = mem != NULL;
+  rt->scratch_trim = false;
+  pthread_mutex_unlock(&rt->lock);
+  return mem;
+}
+
+void attn_exec_scratch_done(const attn_exec *x, void *mem) {
+  attn_runtime *rt = x->rt;
+  if (!mem)
+    return;
+  if (x->forked) {
+    free(mem);
+    return;
+  }
+  pthread_mutex_lock(&rt->lock);
+  if (mem != rt->scratch) {
+    pthread_mutex_unlock(&rt->lock);
+    free(mem);
+    return;
+  }
+  rt->scratch_busy = false;
+  if (rt->scratch_trim) {
+    rt->scratch = NULL;
+    rt->scratch_bytes = 0;
+  } else {
+    mem = NULL;
+  }
+  pthread_mutex_unlock(&rt->lock);
+  free(mem);
+}
+
+void attn_runtime_trim(attn_runtime *rt) {
+  if (!rt)
+    rt = atomic_load_explicit(&default_rt, memory_order_acquire);
+  if (!rt || getpid() != rt->pid)
+    return;
+  void *mem = NULL;
+  pthread_mutex_lock(&rt->lock);
+  if (rt->scratch_busy) {
+    rt->scratch_trim = true;
+  } else {
+    mem = rt->scratch;
+    rt->scratch = NULL;
+    rt->scratch_bytes = 0;
+  }
+  pthread_mutex_unlock(&rt->lock);
+  free(mem);
 }

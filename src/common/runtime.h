@@ -15,6 +15,7 @@ typedef struct {
   attn_pool *pool; /* NULL: everything on the calling thread */
   int32_t threads; /* the call's bound: requested, clamped to the runtime */
   bool blas_held;  /* the BLAS runs every product in its calling thread */
+  bool forked;     /* a child after fork(): nothing of rt's is shared */
 } attn_exec;
 
 /* Resolves a call's runtime (NULL: the default one, created on first use)
@@ -32,5 +33,13 @@ void attn_exec_leave(attn_exec *x);
  * caller's share of attn_threads_for()). */
 void attn_exec_for(const attn_exec *x, int32_t threads, int64_t items,
                    attn_item_fn fn, void *ctx);
+
+/* Scratch of `bytes` for a call: the runtime's kept block when no other
+ * call holds it (replaced by a larger one when it is too small), else a
+ * block of the call's own. NULL when the system has no memory. */
+void *attn_exec_scratch(const attn_exec *x, size_t bytes);
+
+/* Gives back what attn_exec_scratch() returned (NULL is allowed). */
+void attn_exec_scratch_done(const attn_exec *x, void *mem);
 
 #endif

@@ -87,7 +87,7 @@ attn_status attn_call_scratch(const attn_call *c, size_t need, const char *who,
                        c->o.scratch_size, need, who);
     base = c->o.scratch;
   } else {
-    *mem = malloc(need);
+    *mem = attn_exec_scratch(&c->x, need);
     if (!*mem)
       return attn_fail(ATTN_ERR_NO_MEMORY,
                        "cannot allocate %zu bytes of scratch", need);
@@ -95,6 +95,10 @@ attn_status attn_call_scratch(const attn_call *c, size_t need, const char *who,
   }
   *f = attn_align64(base);
   return ATTN_OK;
+}
+
+void attn_call_scratch_done(const attn_call *c, void *mem) {
+  attn_exec_scratch_done(&c->x, mem);
 }
 
 attn_core attn_call_core(const attn_call *c, const attn_layer *l,

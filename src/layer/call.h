@@ -49,11 +49,14 @@ attn_status attn_check_weights_out(const attn_layer *l, int64_t rows,
                                    int64_t len_k, const attn_options *o);
 
 /* The call's scratch: the caller's (o.scratch, refused when smaller than
- * `need` bytes; `who` names the size query in the message) or a new
- * allocation returned in *mem for the caller to free. *f is the scratch's
- * first 64-byte-aligned float. */
+ * `need` bytes; `who` names the size query in the message) or the
+ * runtime's, returned in *mem for attn_call_scratch_done(). *f is the
+ * scratch's first 64-byte-aligned float. */
 attn_status attn_call_scratch(const attn_call *c, size_t need, const char *who,
                               void **mem, float **f);
+
+/* Gives back the *mem of attn_call_scratch() (NULL is allowed). */
+void attn_call_scratch_done(const attn_call *c, void *mem);
 
 /* Keys and values as the core reads them. */
 typedef struct {

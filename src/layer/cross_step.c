@@ -134,6 +134,6 @@ attn_status attn_cross_step(const attn_layer *l, const attn_memory *mem,
   attn_project_step(&call.x, B * n, E, E, f, E, attn_slot_ptr(l, ATTN_SLOT_WO),
                     attn_bias_ptr(l, ATTN_SLOT_BO), out, E);
   attn_exec_leave(&call.x);
-  free(scratch);
+  attn_call_scratch_done(&call, scratch);
   return ATTN_OK;
 }

@@ -330,6 +330,6 @@ attn_status attn_decode_step(const attn_layer *l, attn_kv_cache *c, int64_t B,
   attn_exec_enter(&call.x);
   run_step(&call, l, c, n, x, &m, &p, f, out);
   attn_exec_leave(&call.x);
-  free(mem);
+  attn_call_scratch_done(&call, mem);
   return ATTN_OK;
 }

@@ -241,7 +241,7 @@ attn_status attn_forward(const attn_layer *l, int64_t B, int64_t Lq, int64_t Lk,
                attn_slot_ptr(l, ATTN_SLOT_WO), attn_bias_ptr(l, ATTN_SLOT_BO),
                out, l->embed_dim);
   attn_exec_leave(&c.x);
-  free(mem);
+  attn_call_scratch_done(&c, mem);
   return ATTN_OK;
 }
 

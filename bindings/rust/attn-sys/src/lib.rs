@@ -350,6 +350,7 @@ extern "C" {
     ) -> attn_status;
     pub fn attn_runtime_destroy(rt: *mut attn_runtime);
     pub fn attn_runtime_threads(rt: *const attn_runtime, threads: *mut i32) -> attn_status;
+    pub fn attn_runtime_trim(rt: *mut attn_runtime);
     pub fn attn_cpu_count() -> i32;
 
     pub fn attn_rope_config_init_sized(cfg: *mut attn_rope_config, size: usize) -> attn_status;

@@ -44,7 +44,7 @@ pub use error::{Error, Result, Status};
 pub use layer::{Layer, LayerBuilder, LayerConfig, Naming, Weight};
 pub use mask::{BiasShape, Causal, DecodeMask, EmptyRows, Mask};
 pub use options::{Options, Scratch, WeightsMode};
-pub use runtime::{cpu_count, default_runtime_threads, BlasPolicy, Runtime};
+pub use runtime::{cpu_count, default_runtime_threads, trim_default_runtime, BlasPolicy, Runtime};
 
 use std::ffi::CStr;
 

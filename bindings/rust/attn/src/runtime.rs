@@ -65,6 +65,13 @@ impl Runtime {
         n.max(1) as usize
     }
 
+    /// Frees the scratch memory the runtime keeps between calls (a block a
+    /// running call holds is freed when that call ends).
+    pub fn trim(&self) {
+        // SAFETY: the runtime is alive; trimming is thread-safe.
+        unsafe { sys::attn_runtime_trim(self.ptr.as_ptr()) }
+    }
+
     pub(crate) fn as_ptr(&self) -> *mut sys::attn_runtime {
         self.ptr.as_ptr()
     }
@@ -83,6 +90,12 @@ pub fn default_runtime_threads() -> Result<usize> {
     // SAFETY: NULL selects the default runtime; n is a valid pointer.
     check(unsafe { sys::attn_runtime_threads(ptr::null(), &mut n) })?;
     Ok(n as usize)
+}
+
+/// Frees the scratch memory the default runtime keeps between calls.
+pub fn trim_default_runtime() {
+    // SAFETY: NULL selects the default runtime; never fails.
+    unsafe { sys::attn_runtime_trim(ptr::null_mut()) }
 }
 
 /// CPUs this process may run on (affinity mask and cgroup quota), at least 1.
