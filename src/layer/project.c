@@ -6,6 +6,9 @@
 #include "core/linear.h"
 #include "layer/qk_post.h"
 
+#include <stdbool.h>
+#include <stdint.h>
+
 typedef struct {
   int64_t M, N, K, ldx, ldy, mr, nc, col_blocks;
   const float *x, *w, *b;
@@ -25,31 +28,54 @@ static void block_item(void *ctx, int64_t item, int32_t slot) {
     attn_qk_post_rows(j->post, j->y, j->ldy, m0, m, n0, n0 + n);
 }
 
-/* Rows per block: single-threaded OpenBLAS runs 256-row slices of a
- * [4096, 1536] x [1536, 512]^T product as fast as the whole product
- * (98 vs 97 GFLOP/s on one core). */
+/* Rows of a block of the separate post-processing pass. */
 #define BLOCK_ROWS 256
-/* Blocks wanted per product, so that a few threads share them evenly. */
-#define MIN_BLOCKS 8
+/* Work per projection block, at least (unless that leaves fewer than two
+ * blocks), and the most blocks of one product. */
+#define MIN_BLOCK_FLOPS 256e6
+#define MAX_BLOCKS 16
+
+/* The blocks of a projection: a grid of row and column blocks, each one
+ * single-threaded sgemm, chosen from the shape alone so that results do
+ * not depend on the thread count. Each block copies its rows of x and of w
+ * into the BLAS's packed layouts, so an r x c grid copies x c times and w
+ * r times: at M = 512 rows, 256-row blocks ran at 0.76-0.81 of a large
+ * sgemm where halves ran at 0.91-0.93 (bench/bench_linear). The count is a
+ * power of two, which 2, 4 or 8 threads share evenly, with about
+ * MIN_BLOCK_FLOPS each; of the grids of that count, the one that copies
+ * the least. Column blocks are multiples of 64 columns and of `align`
+ * (whole heads for post-processing; 0: whole rows only). */
+static void project_grid(int64_t M, int64_t N, int64_t K, int64_t align,
+                         int64_t *mr, int64_t *nc) {
+  double flops = 2.0 * (double)M * (double)N * (double)K;
+  int64_t blocks = 2;
+  while (blocks < MAX_BLOCKS && flops >= 2.0 * blocks * MIN_BLOCK_FLOPS)
+    blocks *= 2;
+  int64_t unit = align == 0 ? N : (64 + align - 1) / align * align;
+  int64_t r = blocks, best = INT64_MAX;
+  for (int64_t rr = blocks; rr >= 1; rr /= 2) {
+    int64_t cc = blocks / rr, cost = cc * M + rr * N;
+    bool fits = (rr == 1 || M >= rr * 16) && (cc == 1 || N >= cc * unit);
+    if (fits && cost < best) {
+      best = cost;
+      r = rr;
+    }
+  }
+  int64_t c = blocks / r;
+  *mr = (M + r - 1) / r;
+  *nc = c == 1 ? N : ((N + c - 1) / c + unit - 1) / unit * unit;
+  if (*nc > N)
+    *nc = N;
+}
 
 static void project_blocks(const attn_exec *x, int64_t M, int64_t N, int64_t K,
                            const float *in, int64_t ldx, const float *w,
                            const float *b, float *y, int64_t ldy,
                            const attn_qk_post *post) {
-  blocks_job j = {M, N, K, ldx, ldy, BLOCK_ROWS, N, 1, in, w, b, y, post};
-  int64_t align = attn_qk_post_align(post);
-  /* Few rows: cut the columns too, in multiples of 64, at least 128. */
-  int64_t row_blocks = (M + j.mr - 1) / j.mr;
-  if (row_blocks < MIN_BLOCKS) {
-    int64_t want = (MIN_BLOCKS + row_blocks - 1) / row_blocks;
-    int64_t nc = (N + want - 1) / want;
-    nc = (nc + 63) / 64 * 64;
-    nc = nc < 128 ? 128 : nc;
-    /* Post-processing needs whole heads (or whole rows) per block. */
-    j.nc = align == 0 || nc > N ? N : (nc + align - 1) / align * align;
-  }
+  blocks_job j = {M, N, K, ldx, ldy, M, N, 1, in, w, b, y, post};
+  project_grid(M, N, K, attn_qk_post_align(post), &j.mr, &j.nc);
   j.col_blocks = (N + j.nc - 1) / j.nc;
-  int64_t items = row_blocks * j.col_blocks;
+  int64_t items = (M + j.mr - 1) / j.mr * j.col_blocks;
   double flops = 2.0 * (double)M * (double)N * (double)K;
   attn_exec_for(x, attn_threads_for(x->threads, items, attn_cost_flops(flops)),
                 items, block_item, &j);
