@@ -587,7 +587,9 @@ static void usage(void) {
       "  --min-reps N    (default 5)\n"
       "  --warmup N      untimed runs first (default 1)\n"
       "  --rounds N      run the whole list N times, the reference sgemm\n"
-      "                  between rounds; times of all rounds are pooled\n"
+      "                  between rounds; times of all rounds are pooled,\n"
+      "                  and each round's median against the reference\n"
+      "                  measured just before it gives frac/round\n"
       "                  (default 1)\n"
       "  --ref-size N    n of the n*n*n reference sgemm (default 2048; 0 = "
       "skip)\n"
@@ -604,6 +606,16 @@ static void usage(void) {
 }
 
 #define MAX_CASES 256
+#define MAX_ROUNDS 32
+
+/* Fraction of the round's reference sgemm of each round's median time of
+ * case c, sorted (NAN where a round had no reference). */
+static void round_fractions(const bench_case *c, const double *ms,
+                            const double *ref, int rounds, double *out) {
+  for (int k = 0; k < rounds; k++)
+    out[k] = case_flops(c) / ms[k] * 1e-6 / ref[k];
+  qsort(out, (size_t)rounds, sizeof *out, cmp_double);
+}
 
 int main(int argc, char **argv) {
   settings s = {0, 1, 5, 1, 1.0, 0.0, 0.0, 2048, 1, stdout};
@@ -678,6 +690,8 @@ int main(int argc, char **argv) {
 
   if (s.rounds < 1)
     s.rounds = 1;
+  if (s.rounds > MAX_ROUNDS)
+    s.rounds = MAX_ROUNDS;
   idle_wanted = s.wait_idle;
   max_foreign = s.max_foreign;
 
@@ -690,6 +704,9 @@ int main(int argc, char **argv) {
                           (size_t)(ncases ? ncases : 1));
   static case_result results[MAX_CASES];
   static int npooled[MAX_CASES];
+  /* Per round: each case's median time, and the reference measured just
+   * before the round (NAN when none), for per-round ratios. */
+  static double round_ms[MAX_CASES][MAX_ROUNDS], round_ref[MAX_ROUNDS];
   if (!ref_samples || !pooled) {
     fprintf(stderr, "bench_forward: out of memory\n");
     return 1;
@@ -707,6 +724,13 @@ int main(int argc, char **argv) {
         in_child(s.fork_cases, ref_thunk, &ra, &rr, sizeof rr) == 0) {
       memcpy(ref_samples + nref, rr.gflops, sizeof(double) * ref_reps);
       nref += ref_reps;
+      if (round < s.rounds) {
+        double mine[ref_reps];
+        memcpy(mine, rr.gflops, sizeof mine);
+        round_ref[round] = median(mine, ref_reps);
+      }
+    } else if (round < s.rounds) {
+      round_ref[round] = NAN;
     }
     if (round == s.rounds)
       break;
@@ -732,6 +756,7 @@ int main(int argc, char **argv) {
              1e3 * r.median_s, 1e3 * r.min_s, 1e3 * r.max_s, gf,
              r.peak_rss_mib);
       fflush(stdout);
+      round_ms[i][round] = 1e3 * r.median_s;
       double *mine = pooled + (size_t)i * MAX_SAMPLES * s.rounds;
       memcpy(mine + npooled[i], r.samples, sizeof(double) * r.nsamples);
       npooled[i] += r.nsamples;
@@ -770,8 +795,8 @@ int main(int argc, char **argv) {
     free(ref_samples);
     return nref ? 0 : 1;
   }
-  printf("\n%-34s %10s %8s %7s %9s\n", "case", "median_ms", "GFLOP/s", "frac",
-         "peak_MiB");
+  printf("\n%-34s %10s %8s %7s %17s %9s\n", "case", "median_ms", "GFLOP/s",
+         "frac", "frac/round (min-max)", "peak_MiB");
   int failed = 0;
   for (int i = 0; i < ncases; i++) {
     const bench_case *c = &cases[i];
@@ -783,8 +808,11 @@ int main(int argc, char **argv) {
       continue;
     }
     double gf = case_flops(c) / r->median_s * 1e-9;
-    printf("%-34s %10.3f %8.1f %7.3f %9.1f\n", c->name, 1e3 * r->median_s, gf,
-           gf / ref, r->peak_rss_mib);
+    double fr[MAX_ROUNDS];
+    round_fractions(c, round_ms[i], round_ref, s.rounds, fr);
+    printf("%-34s %10.3f %8.1f %7.3f %5.3f (%5.3f-%5.3f) %9.1f\n", c->name,
+           1e3 * r->median_s, gf, gf / ref, median(fr, s.rounds), fr[0],
+           fr[s.rounds - 1], r->peak_rss_mib);
   }
   printf("\n");
   for (int i = 0; i < ncases; i++) {
@@ -793,6 +821,17 @@ int main(int argc, char **argv) {
     if (!r->ok)
       continue;
     double gf = case_flops(c) / r->median_s * 1e-9;
+    char rounds_ms[MAX_ROUNDS * 16] = "", rounds_frac[MAX_ROUNDS * 16] = "";
+    double fr[MAX_ROUNDS];
+    round_fractions(c, round_ms[i], round_ref, s.rounds, fr);
+    for (int k = 0, n1 = 0, n2 = 0; k < s.rounds; k++) {
+      n1 += snprintf(rounds_ms + n1, sizeof rounds_ms - (size_t)n1, "%s%.4f",
+                     k ? "," : "", round_ms[i][k]);
+      /* Unsorted: the fraction of round k. */
+      double f = case_flops(c) / round_ms[i][k] * 1e-6 / round_ref[k];
+      n2 += snprintf(rounds_frac + n2, sizeof rounds_frac - (size_t)n2,
+                     isfinite(f) ? "%s%.4f" : "%snull", k ? "," : "", f);
+    }
     /* JSON has no NaN: null when there is no reference. */
     char refs[32] = "null", frac[32] = "null";
     if (nref) {
@@ -808,14 +847,15 @@ int main(int argc, char **argv) {
             "\"rounds\":%d,\"reps\":%d,"
             "\"median_ms\":%.4f,\"min_ms\":%.4f,\"max_ms\":%.4f,"
             "\"gflop\":%.6f,\"gflops\":%.2f,\"sgemm_gflops\":%s,"
-            "\"fraction\":%s,\"peak_rss_mib\":%.1f}\n",
+            "\"fraction\":%s,\"peak_rss_mib\":%.1f,"
+            "\"round_ms\":[%s],\"round_fraction\":[%s]}\n",
             c->name, (long long)c->batch, (long long)c->len_q,
             (long long)c->len_k, (long long)c->embed, (long long)c->heads,
             (long long)c->kdim, (long long)c->vdim, c->causal, c->keylen,
             c->pad, c->bias, (long long)c->window, c->scratch, c->weights,
             c->threads, r->blas_threads, s.rounds, r->reps, 1e3 * r->median_s,
             1e3 * r->min_s, 1e3 * r->max_s, case_flops(c) * 1e-9, gf, refs,
-            frac, r->peak_rss_mib);
+            frac, r->peak_rss_mib, rounds_ms, rounds_frac);
   }
   if (s.json != stdout)
     fclose(s.json);

@@ -9,8 +9,10 @@ default threads, then PyTorch with --torch-threads), it times:
   - torch.nn.MultiheadAttention (batch_first, eval(), torch.no_grad(),
     need_weights=False unless the case asks for weights), each case in its
     own Python process so that one case's memory does not carry over,
-and prints the medians, the speed-up of libattn over PyTorch, both as a
-fraction of a large cblas_sgemm measured in the same run, and peak memory.
+and prints the medians, the speed-up of libattn over PyTorch (the ratio of
+the medians, and the median of the per-round ratios with their min-max),
+both as a fraction of a large cblas_sgemm measured in the same run, and
+peak memory.
 
 Run with Debian's python3 (python3-torch): see docs/PERFORMANCE.md.
   /usr/bin/python3 bench/compare_torch.py --bench build/bench/bench_forward
@@ -290,7 +292,8 @@ def main():
     head = f"{'case':<30} {'libattn ms':>11} {'frac':>6} {'peak MiB':>9}"
     for t in torch_settings:
         label = f"torch({default_threads if t == 0 else t}t)"
-        head += f" {label + ' ms':>15} {'frac':>6} {'speed-up':>9}"
+        head += (f" {label + ' ms':>15} {'frac':>6} {'speed-up':>9}"
+                 f" {'per round (min-max)':>22}")
     head += f" {'torch MiB':>10}"
     print(head)
     for c in cases:
@@ -308,7 +311,12 @@ def main():
                 line += f" {'skipped':>15} {'':>6} {'':>9}"
                 continue
             tgf = flops(c) / (tm * 1e-3) * 1e-9
-            line += f" {tm:15.2f} {tgf / ref:6.3f} {tm / m:8.2f}x"
+            # The ratio of each round's times (the rounds interleave).
+            per = [t_r["median_ms"] / l_r["median_ms"] for t_r, l_r in
+                   zip(tch[(c["name"], t)], lib[c["name"]])]
+            line += (f" {tm:15.2f} {tgf / ref:6.3f} {tm / m:8.2f}x"
+                     f" {statistics.median(per):8.2f} ({min(per):.2f}-"
+                     f"{max(per):.2f})")
             torch_rss = max([torch_rss or 0] +
                             [r["peak_rss_mib"] for r in tch[(c["name"], t)]])
         line += f" {torch_rss:10.1f}" if torch_rss else f" {'-':>10}"
