@@ -122,10 +122,11 @@ static void reference(const shape *s, const inputs *in, double *ctx,
 }
 
 /* Runs the core with table v on `threads` threads: ctx [B*Lq, H*hd] and
- * the weights (when asked) into w. shared: with a buffer for keys and
- * values packed once per (batch row, kv head), as forward calls pass. */
+ * the weights (when asked) into w. shared 1: with a buffer for keys and
+ * values packed once per (batch row, kv head), as forward calls pass; 2:
+ * a buffer for the fewest pairs, filled group after group. */
 static void run_core(const shape *s, const inputs *in, const attn_simd *v,
-                     int32_t threads, bool shared, float *ctx, float *w) {
+                     int32_t threads, int shared, float *ctx, float *w) {
   attn_heads heads = {.num_heads = s->H,
                       .num_kv_heads = s->Hkv,
                       .head_dim = s->hd,
@@ -170,7 +171,12 @@ static void run_core(const shape *s, const inputs *in, const attn_simd *v,
   float *tiles = aligned_alloc(64, (size_t)(tf * used) * sizeof(float));
   assert_non_null(tiles);
   int64_t sf = shared ? attn_core_shared_head_floats(&c) : 0;
-  c.shared = sf ? aligned_alloc(64, (size_t)(sf * s->B * s->Hkv) * 4) : NULL;
+  c.shared_bytes = shared == 2 ? 1 : 0;
+  int64_t pairs = attn_core_shared_pairs(&c);
+  if (shared == 2 && sf > 0) /* the fewest pairs: one, or a batch row */
+    assert_int_equal(pairs,
+                     w && s->weights == ATTN_WEIGHTS_AVERAGE ? s->Hkv : 1);
+  c.shared = sf ? aligned_alloc(64, (size_t)(sf * pairs) * 4) : NULL;
   assert_true(!sf || c.shared);
   attn_exec_enter(&x);
   attn_core_run_all(&c, &x, used, tiles, tf);
@@ -200,6 +206,7 @@ static void check(const shape *s, uint64_t seed) {
   double *want_w = nw ? ref_xmalloc((size_t)nw * sizeof(double)) : NULL;
   reference(s, &in, want, want_w);
   float *got[2], *got_w[2];
+  float *grouped = ref_xmalloc((size_t)nctx * sizeof(float));
   for (int t = 0; t < 2; t++) {
     got[t] = ref_xmalloc((size_t)nctx * sizeof(float));
     got_w[t] = nw ? ref_xmalloc((size_t)nw * sizeof(float)) : NULL;
@@ -212,10 +219,16 @@ static void check(const shape *s, uint64_t seed) {
              "%s B=%lld Lq=%lld Lk=%lld H=%lld/%lld hd=%lld w=%d", v[p]->name,
              (long long)s->B, (long long)s->Lq, (long long)s->Lk,
              (long long)s->H, (long long)s->Hkv, (long long)s->hd, s->weights);
-    /* Per-item packing on 1 and 2 threads, then packing once per head. */
-    for (int shared = 0; shared < 2; shared++) {
+    /* Per-item packing on 1 and 2 threads, then packing once per head,
+     * for all heads at once and in groups of the fewest heads (which
+     * must not change a bit). */
+    for (int shared = 0; shared < 3; shared++) {
       for (int t = 0; t < 2; t++)
         run_core(s, &in, v[p], t + 1, shared, got[t], got_w[t]);
+      if (shared == 2)
+        assert_memory_equal(got[0], grouped, (size_t)nctx * sizeof(float));
+      if (shared == 1)
+        memcpy(grouped, got[0], (size_t)nctx * sizeof(float));
       assert_true(ref_close(what, got[0], want, nctx, REF_RTOL, REF_ATOL));
       assert_memory_equal(got[0], got[1], (size_t)nctx * sizeof(float));
       if (nw) {
@@ -228,6 +241,7 @@ static void check(const shape *s, uint64_t seed) {
     free(got[t]);
     free(got_w[t]);
   }
+  free(grouped);
   free(want);
   free(want_w);
   free(in.q);

@@ -342,7 +342,8 @@ static shared_head head_buffers(const attn_core *c, int64_t b, int64_t g) {
   const attn_simd *v = c->simd ? c->simd : attn_simd_get();
   int64_t R = v->panels->rows;
   shared_head sh;
-  sh.kp = c->shared + (b * c->heads->num_kv_heads + g) * 2 * half;
+  sh.kp =
+      c->shared + (b * c->heads->num_kv_heads + g - c->shared_first) * 2 * half;
   sh.vp = sh.kp + half;
   sh.ldvp = (c->len_k + R - 1) / R * R * R;
   return sh;

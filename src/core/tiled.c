@@ -365,31 +365,62 @@ int64_t attn_core_shared_head_floats(const attn_core *c) {
              : 0;
 }
 
+/* Bytes of packed keys and values held at once. At L = 16384 (E = 512,
+ * 8 heads: 8 MiB per head) packing every head first took the peak memory
+ * of a forward pass from 169 to 234 MiB; up to L = 4096 every head of a
+ * batch row fits. */
+#define SHARED_BYTES (16 << 20)
+
+int64_t attn_core_shared_pairs(const attn_core *c) {
+  int64_t Hkv = c->heads->num_kv_heads, pairs = c->batch * Hkv;
+  int64_t head = attn_core_shared_head_floats(c) * (int64_t)sizeof(float);
+  int64_t budget = c->shared_bytes > 0 ? c->shared_bytes : SHARED_BYTES;
+  if (head == 0 || pairs * head <= budget)
+    return pairs;
+  /* With averaged weights an item runs every head of its batch row. */
+  bool rows = c->weights && c->weights_mode == ATTN_WEIGHTS_AVERAGE;
+  int64_t least = rows ? Hkv : 1;
+  int64_t n = budget / head / least * least;
+  return n < least ? least : n;
+}
+
 typedef struct {
   const attn_core *core;
   float *tiles;
   int64_t tile_floats;
+  int64_t first; /* item offset of the group */
 } core_job;
 
 static void share_item(void *ctx, int64_t item, int32_t slot) {
   (void)slot;
-  attn_packed_share(ctx, item);
+  const core_job *j = ctx;
+  attn_packed_share(j->core, j->first + item);
 }
 
 static void core_item(void *ctx, int64_t item, int32_t slot) {
   const core_job *j = ctx;
-  attn_core_run(j->core, item, j->tiles + slot * j->tile_floats);
+  attn_core_run(j->core, j->first + item, j->tiles + slot * j->tile_floats);
 }
 
 void attn_core_run_all(const attn_core *c, const attn_exec *x, int32_t threads,
                        float *tiles, int64_t tile_floats) {
-  core_job job = {c, tiles, tile_floats};
   attn_core run = *c;
-  if (run.shared && attn_core_shared_head_floats(c) > 0)
-    attn_exec_for(x, threads, attn_packed_share_items(c), share_item,
-                  (void *)c);
-  else
+  int64_t pairs = c->batch * c->heads->num_kv_heads;
+  if (attn_core_shared_head_floats(c) == 0)
     run.shared = NULL;
-  job.core = &run;
-  attn_exec_for(x, threads, attn_core_items(&run), core_item, &job);
+  int64_t group = run.shared ? attn_core_shared_pairs(c) : pairs;
+  /* Items are ordered by batch row, then head (core item) or kv head
+   * (share item), so a group of pairs is a range of each. */
+  int64_t items = attn_core_items(c), shares = attn_packed_share_items(c);
+  core_job job = {&run, tiles, tile_floats, 0};
+  for (int64_t p0 = 0; p0 < pairs; p0 += group) {
+    int64_t p1 = min64(pairs, p0 + group);
+    if (run.shared) {
+      run.shared_first = p0;
+      job.first = p0 * (shares / pairs);
+      attn_exec_for(x, threads, (p1 - p0) * (shares / pairs), share_item, &job);
+    }
+    job.first = p0 * items / pairs;
+    attn_exec_for(x, threads, p1 * items / pairs - job.first, core_item, &job);
+  }
 }

@@ -42,10 +42,17 @@ typedef struct {
    * and benchmarks pass a table to pick a path. */
   const attn_simd *simd;
   /* Room for the keys and values packed once per (batch row, kv head) for
-   * the packed core: batch * num_kv_heads * attn_core_shared_head_floats()
-   * floats, 64-byte aligned, filled by attn_core_run_all(). NULL: each
-   * work item packs the key blocks it uses itself. */
+   * the packed core: attn_core_shared_pairs() * attn_core_shared_head_floats()
+   * floats, 64-byte aligned, filled by attn_core_run_all() for a group of
+   * pairs at a time. NULL: each work item packs the key blocks it uses
+   * itself. */
   float *shared;
+  /* The first (batch row, kv head) pair, b * num_kv_heads + g, whose keys
+   * and values are in shared (set by attn_core_run_all()). */
+  int64_t shared_first;
+  /* Bytes of shared to fill at once; 0 (the normal case) = the library's
+   * budget. Tests set it small to run several groups. */
+  int64_t shared_bytes;
 } attn_core;
 
 /* True when c asks for nothing but scaled, masked softmax attention (no
@@ -60,6 +67,12 @@ int64_t attn_core_tile_floats(int64_t qblock, int64_t kblock, int64_t head_dim);
 /* Floats per (batch row, kv head) of c->shared; 0 when c does not run on
  * the packed core (then c->shared is not used). */
 int64_t attn_core_shared_head_floats(const attn_core *c);
+
+/* (batch row, kv head) pairs whose packed keys and values c->shared holds
+ * at once: all of them when they fit in a fixed budget, else groups of
+ * fewer (whole batch rows when the weights are averaged over heads),
+ * which attn_core_run_all() packs and runs one after the other. */
+int64_t attn_core_shared_pairs(const attn_core *c);
 
 /* Block sizes for a call. They depend only on the shapes (never on the
  * thread count), so results are the same whatever the threads. */

@@ -88,7 +88,7 @@ static attn_status make_plan(const attn_call *c, const attn_layer *l, int64_t B,
   core.fx = attn_layer_score_fx(l, NULL, NULL, &fx);
   p->shared_floats = attn_core_shared_head_floats(&core);
   p->shared_off =
-      attn_layout_add(&s, p->shared_floats, B * l->heads.num_kv_heads);
+      attn_layout_add(&s, p->shared_floats, attn_core_shared_pairs(&core));
   return attn_layout_bytes(&s, &p->bytes);
 }
 
