@@ -898,10 +898,11 @@ ATTN_API attn_status attn_self_forward(const attn_layer *layer, int64_t batch,
 
 /** Bytes of scratch memory that attn_forward() / attn_self_forward() need
  * for these sizes and options (opts may be NULL; only attn_weights,
- * weights_mode, num_threads and runtime matter: the scratch holds one tile
- * per thread the call will use). Thread-safe.
+ * weights_mode, num_threads, runtime and core matter: the scratch holds one
+ * tile per thread the call will use). Thread-safe.
  * Errors: ATTN_ERR_NULL_POINTER, ATTN_ERR_STRUCT_SIZE, ATTN_ERR_BAD_SIZE,
- * ATTN_ERR_OVERFLOW, ATTN_ERR_BAD_OPTION, ATTN_ERR_NO_MEMORY (the default
+ * ATTN_ERR_OVERFLOW, ATTN_ERR_BAD_OPTION, ATTN_ERR_UNSUPPORTED (core),
+ * ATTN_ERR_NO_MEMORY (the default
  * runtime could not be created). */
 ATTN_API attn_status attn_forward_scratch_size(const attn_layer *layer,
                                                int64_t batch, int64_t len_q,
@@ -1264,9 +1265,10 @@ ATTN_API attn_status attn_decode_step(const attn_layer *layer,
 
 /** Bytes of scratch memory attn_decode_step() needs for n_new new tokens
  * per row with this cache and these options (opts may be NULL; only
- * attn_weights, weights_mode, num_threads and runtime matter).
+ * attn_weights, weights_mode, num_threads, runtime and core matter).
  * Errors: ATTN_ERR_NULL_POINTER, ATTN_ERR_STRUCT_SIZE, ATTN_ERR_BAD_SIZE,
- * ATTN_ERR_OVERFLOW, ATTN_ERR_MISMATCH, ATTN_ERR_BAD_OPTION. */
+ * ATTN_ERR_OVERFLOW, ATTN_ERR_MISMATCH, ATTN_ERR_BAD_OPTION,
+ * ATTN_ERR_UNSUPPORTED (core). */
 ATTN_API attn_status attn_decode_scratch_size(const attn_layer *layer,
                                               const attn_kv_cache *cache,
                                               int64_t n_new,
