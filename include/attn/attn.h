@@ -787,7 +787,8 @@ static inline attn_status attn_positions_init(attn_positions *pos) {
 #define ATTN_CORE_BLAS 1
 /** The packed core: each (batch row, key/value head)'s keys and values
  * packed once, both products on register-blocked AVX2/FMA (or AVX-512)
- * micro-kernels. Any number of query rows, masks and attention weights.
+ * micro-kernels. Any number of query rows (below 8 it runs, but was
+ * measured slower than the BLAS core), masks and attention weights.
  * Needs a CPU with AVX2 and FMA not capped by the environment variable
  * ATTN_SIMD=portable, and a layer without score features (ALiBi,
  * soft-capping, sinks): otherwise every call with these options, also
