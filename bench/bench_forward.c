@@ -40,7 +40,12 @@ typedef struct {
   int threads;    /* attn_options.num_threads (0 = all cores) */
   int scratch;    /* 1: pass caller-allocated scratch memory */
   int64_t window; /* sliding window (0 = none) */
+  int32_t core;   /* attn_options.core: ATTN_CORE_AUTO, _BLAS, _PACKED */
 } bench_case;
+
+static const char *const core_names[] = {[ATTN_CORE_AUTO] = "auto",
+                                         [ATTN_CORE_BLAS] = "blas",
+                                         [ATTN_CORE_PACKED] = "packed"};
 
 #define MAX_SAMPLES 512
 
@@ -178,6 +183,7 @@ static void run_case(const bench_case *c, const settings *s, case_result *r) {
   attn_options opts;
   attn_options_init(&opts);
   opts.num_threads = c->threads;
+  opts.core = c->core;
   opts.attn_weights = weights;
   opts.weights_mode =
       c->weights == 2 ? ATTN_WEIGHTS_AVERAGE : ATTN_WEIGHTS_PER_HEAD;
@@ -480,6 +486,18 @@ static int parse_case(const char *text, bench_case *c) {
       snprintf(c->name, sizeof c->name, "%s", val);
       continue;
     }
+    if (strcmp(key, "core") == 0) {
+      int32_t k = 0;
+      while (k < 3 && strcmp(val, core_names[k]) != 0)
+        k++;
+      if (k == 3) {
+        fprintf(stderr, "bench_forward: core=%s is not auto, blas or packed\n",
+                val);
+        return -1;
+      }
+      c->core = k; /* ATTN_CORE_AUTO, ATTN_CORE_BLAS, ATTN_CORE_PACKED */
+      continue;
+    }
     if (!num) {
       fprintf(stderr, "bench_forward: %s=%s is not a number\n", key, val);
       return -1;
@@ -579,7 +597,8 @@ static void usage(void) {
       "        weights (1 per head, 2 averaged), scratch (1: caller-provided\n"
       "        scratch memory), threads (0 = all cores; N > "
       "0\n"
-      "        also sets OpenBLAS to N threads for the case), name.\n"
+      "        also sets OpenBLAS to N threads for the case), core (auto |\n"
+      "        blas | packed: attn_options.core), name.\n"
       "  --preset targets|smoke|scaling  add a named list of cases\n"
       "  --reps N        timed runs per case (default: enough for --min-time,\n"
       "                  at least --min-reps)\n"
@@ -842,7 +861,7 @@ int main(int argc, char **argv) {
             "{\"case\":\"%s\",\"ok\":true,\"B\":%lld,\"Lq\":%lld,\"Lk\":%lld,"
             "\"E\":%lld,\"H\":%lld,\"kdim\":%lld,\"vdim\":%lld,\"causal\":%d,"
             "\"keylen\":%g,\"pad\":%g,\"bias\":%d,\"window\":%lld,"
-            "\"scratch\":%d,"
+            "\"scratch\":%d,\"core\":\"%s\","
             "\"weights\":%d,\"threads\":%d,\"blas_threads\":%d,"
             "\"rounds\":%d,\"reps\":%d,"
             "\"median_ms\":%.4f,\"min_ms\":%.4f,\"max_ms\":%.4f,"
@@ -852,10 +871,11 @@ int main(int argc, char **argv) {
             c->name, (long long)c->batch, (long long)c->len_q,
             (long long)c->len_k, (long long)c->embed, (long long)c->heads,
             (long long)c->kdim, (long long)c->vdim, c->causal, c->keylen,
-            c->pad, c->bias, (long long)c->window, c->scratch, c->weights,
-            c->threads, r->blas_threads, s.rounds, r->reps, 1e3 * r->median_s,
-            1e3 * r->min_s, 1e3 * r->max_s, case_flops(c) * 1e-9, gf, refs,
-            frac, r->peak_rss_mib, rounds_ms, rounds_frac);
+            c->pad, c->bias, (long long)c->window, c->scratch,
+            core_names[c->core], c->weights, c->threads, r->blas_threads,
+            s.rounds, r->reps, 1e3 * r->median_s, 1e3 * r->min_s,
+            1e3 * r->max_s, case_flops(c) * 1e-9, gf, refs, frac,
+            r->peak_rss_mib, rounds_ms, rounds_frac);
   }
   if (s.json != stdout)
     fclose(s.json);

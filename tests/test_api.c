@@ -51,7 +51,8 @@ static const attn_status known[] = {ATTN_OK,
                                     ATTN_ERR_TENSOR_DTYPE,
                                     ATTN_ERR_TENSOR_SHAPE,
                                     ATTN_ERR_CAPACITY,
-                                    ATTN_ERR_MISMATCH};
+                                    ATTN_ERR_MISMATCH,
+                                    ATTN_ERR_UNSUPPORTED};
 #define NKNOWN (sizeof known / sizeof *known)
 
 static void test_status_values(void **state) {

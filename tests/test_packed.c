@@ -10,7 +10,9 @@
  * kv heads, a key buffer with spare capacity, every mask, empty rows and
  * both kinds of attention weights, with keys and values packed per work
  * item and once per head. Each path must also give the same bits on 1 and
- * 2 threads. */
+ * 2 threads. The core is named as a caller names it (attn_options.core),
+ * so the packed tables run every shape, few query rows included; the rule
+ * that turns a caller's choice into a path is checked on its own. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -19,6 +21,7 @@
 
 #include "common/cpu.h"
 #include "common/runtime.h"
+#include "core/choice.h"
 #include "core/packed.h"
 #include "core/simd.h"
 #include "core/tiled.h"
@@ -152,8 +155,12 @@ static void run_core(const shape *s, const inputs *in, const attn_simd *v,
                  .ldctx = in->ldq,
                  .weights = w,
                  .weights_mode = s->weights,
-                 .simd = v};
-  attn_core_blocks(&heads, s->Lq, s->Lk, w != NULL, &c.qblock, &c.kblock);
+                 .simd = v,
+                 /* As a caller naming the table's core: few query rows
+                  * run on the packed kernels too. */
+                 .choice = v->panels ? ATTN_CORE_PACKED : ATTN_CORE_BLAS};
+  attn_core_blocks_for(&heads, s->Lq, s->Lk, w != NULL, v->panels != NULL,
+                       &c.qblock, &c.kblock);
   if (s->qb)
     c.qblock = s->qb;
   if (s->kb && !w)
@@ -343,10 +350,39 @@ static void test_weights(void **state) {
   }
 }
 
+/* The choice rule: the cblas core when named, the packed core when named
+ * and the table has it (any rows, no score features), and the library's
+ * rule (8 rows at least, no score features) by default. */
+static void test_choice_rule(void **state) {
+  (void)state;
+  const attn_simd *tables[3];
+  int n = paths(tables);
+  for (int i = 0; i < n; i++) {
+    const attn_simd *v = tables[i];
+    bool has = v->panels != NULL;
+    for (int64_t rows = 1; rows <= 9; rows++) {
+      assert_false(attn_core_choose_packed(ATTN_CORE_BLAS, v, rows, true));
+      assert_int_equal(attn_core_choose_packed(ATTN_CORE_PACKED, v, rows, true),
+                       has);
+      assert_false(attn_core_choose_packed(ATTN_CORE_PACKED, v, rows, false));
+      assert_int_equal(attn_core_choose_packed(ATTN_CORE_AUTO, v, rows, true),
+                       has && rows >= 8);
+      assert_false(attn_core_choose_packed(ATTN_CORE_AUTO, v, rows, false));
+    }
+  }
+  assert_int_equal(attn_core_check(ATTN_CORE_AUTO, true), ATTN_OK);
+  assert_int_equal(attn_core_check(ATTN_CORE_BLAS, true), ATTN_OK);
+  assert_int_equal(attn_core_check(3, false), ATTN_ERR_BAD_OPTION);
+  assert_int_equal(attn_core_check(ATTN_CORE_PACKED, true),
+                   ATTN_ERR_UNSUPPORTED);
+  assert_int_equal(attn_core_check(ATTN_CORE_PACKED, false),
+                   attn_simd_get()->panels ? ATTN_OK : ATTN_ERR_UNSUPPORTED);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
-      cmocka_unit_test(test_shapes), cmocka_unit_test(test_blocks),
+      cmocka_unit_test(test_shapes),  cmocka_unit_test(test_blocks),
       cmocka_unit_test(test_grouped), cmocka_unit_test(test_masks),
-      cmocka_unit_test(test_weights)};
+      cmocka_unit_test(test_weights), cmocka_unit_test(test_choice_rule)};
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -306,6 +306,36 @@ static void test_inline_init(void **state) {
   assert_int_equal(attn_config_init(NULL), ATTN_ERR_NULL_POINTER);
 }
 
+/* attn_options grew after 0.1.0 (runtime, positions, then core and its
+ * reserved partner): a caller built between those steps passes a size
+ * that ends before core. The library must not read core's bytes (guards
+ * here, which as a core value would be refused) and must not write them. */
+static void test_options_before_core(void **state) {
+  (void)state;
+  const size_t sizes[] = {offsetof(attn_options, positions),
+                          offsetof(attn_options, core)};
+  for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) {
+    buffer b;
+    memset(&b, GUARD, sizeof b);
+    assert_int_equal(
+        attn_options_init_sized((attn_options *)(void *)b.bytes, sizes[i]),
+        ATTN_OK);
+    assert_guards(&b, sizes[i]);
+    assert_int_equal(use_options(b.bytes), ATTN_OK);
+    assert_guards(&b, sizes[i]);
+  }
+  /* The full struct: core and reserved are zero after init, and read. */
+  attn_options o;
+  memset(&o, GUARD, sizeof o);
+  assert_int_equal(attn_options_init(&o), ATTN_OK);
+  assert_int_equal(o.core, ATTN_CORE_AUTO);
+  assert_int_equal(o.reserved, 0);
+  assert_int_equal(offsetof(attn_options, reserved) + sizeof(int32_t),
+                   sizeof(attn_options)); /* no padding at the end */
+  o.core = 77;
+  assert_int_equal(use_options(&o), ATTN_ERR_BAD_OPTION);
+}
+
 static int setup(void **state) {
   (void)state;
   setup_inputs();
@@ -325,6 +355,7 @@ int main(void) {
       cmocka_unit_test(test_new_callers),
       cmocka_unit_test(test_too_small),
       cmocka_unit_test(test_inline_init),
+      cmocka_unit_test(test_options_before_core),
   };
   return cmocka_run_group_tests(tests, setup, teardown);
 }

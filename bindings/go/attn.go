@@ -69,6 +69,7 @@ const (
 	StatusTensorShape     Status = C.ATTN_ERR_TENSOR_SHAPE
 	StatusCapacity        Status = C.ATTN_ERR_CAPACITY
 	StatusMismatch        Status = C.ATTN_ERR_MISMATCH
+	StatusUnsupported     Status = C.ATTN_ERR_UNSUPPORTED
 )
 
 // String is the library's short description of the status.

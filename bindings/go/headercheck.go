@@ -18,6 +18,7 @@ static size_t attn_go_offset(int i) {
     offsetof(attn_config, scale),          offsetof(attn_config, num_kv_heads),
     offsetof(attn_cache_config, window),   offsetof(attn_memory_config, capacity),
     offsetof(attn_runtime_config, blas_policy),
+    offsetof(attn_options, core),          offsetof(attn_options, reserved),
   };
   return offsets[i];
 }
@@ -43,7 +44,10 @@ func headerConstants() map[string]int64 {
 		"ATTN_ERR_FILE_FORMAT": C.ATTN_ERR_FILE_FORMAT, "ATTN_ERR_TENSOR_MISSING": C.ATTN_ERR_TENSOR_MISSING,
 		"ATTN_ERR_TENSOR_DTYPE": C.ATTN_ERR_TENSOR_DTYPE, "ATTN_ERR_TENSOR_SHAPE": C.ATTN_ERR_TENSOR_SHAPE,
 		"ATTN_ERR_CAPACITY": C.ATTN_ERR_CAPACITY, "ATTN_ERR_MISMATCH": C.ATTN_ERR_MISMATCH,
-		"ATTN_BLAS_HOLD": C.ATTN_BLAS_HOLD, "ATTN_BLAS_LEAVE": C.ATTN_BLAS_LEAVE,
+		"ATTN_ERR_UNSUPPORTED": C.ATTN_ERR_UNSUPPORTED,
+		"ATTN_CORE_AUTO":       C.ATTN_CORE_AUTO, "ATTN_CORE_BLAS": C.ATTN_CORE_BLAS,
+		"ATTN_CORE_PACKED": C.ATTN_CORE_PACKED,
+		"ATTN_BLAS_HOLD":   C.ATTN_BLAS_HOLD, "ATTN_BLAS_LEAVE": C.ATTN_BLAS_LEAVE,
 		"ATTN_MAX_THREADS": C.ATTN_MAX_THREADS,
 		"ATTN_W_IN_PROJ":   C.ATTN_W_IN_PROJ, "ATTN_B_IN_PROJ": C.ATTN_B_IN_PROJ, "ATTN_W_Q": C.ATTN_W_Q,
 		"ATTN_W_K": C.ATTN_W_K, "ATTN_W_V": C.ATTN_W_V, "ATTN_W_OUT": C.ATTN_W_OUT,
@@ -86,6 +90,7 @@ func cgoOffsets() (goOff, cOff []uintptr) {
 		unsafe.Offsetof(c.scale), unsafe.Offsetof(c.num_kv_heads),
 		unsafe.Offsetof(cc.window), unsafe.Offsetof(mc.capacity),
 		unsafe.Offsetof(rc.blas_policy),
+		unsafe.Offsetof(o.core), unsafe.Offsetof(o.reserved),
 	}
 	for i := range goOff {
 		cOff = append(cOff, uintptr(C.attn_go_offset(C.int(i))))

@@ -25,6 +25,30 @@ const (
 	WeightsAverage WeightsMode = C.ATTN_WEIGHTS_AVERAGE
 )
 
+// Core is the attention core a call runs on (attn_options.core). The cores
+// agree within float rounding, not bit for bit; each alone gives the same
+// bits on any thread count.
+type Core int32
+
+const (
+	// CoreAuto: the library chooses (default): the packed core where the
+	// CPU has it, the call has 8 query rows or more and the layer no score
+	// features; otherwise the BLAS core (short decoding steps: the
+	// streaming kernel).
+	CoreAuto Core = C.ATTN_CORE_AUTO
+	// CoreBlas: both products of every tile through cblas_sgemm; any CPU,
+	// any layer.
+	CoreBlas Core = C.ATTN_CORE_BLAS
+	// CorePacked: the packed AVX2/FMA micro-kernel core. Where the CPU
+	// lacks it (or ATTN_SIMD=portable caps the library), or the layer has
+	// ALiBi, soft-capping or sinks, calls fail with StatusUnsupported.
+	CorePacked Core = C.ATTN_CORE_PACKED
+)
+
+// Available reports whether this CPU and library can run the core
+// (attn_core_available).
+func (c Core) Available() bool { return C.attn_core_available(C.int32_t(c)) != 0 }
+
 // Options are the optional settings of one call (nil = defaults).
 type Options struct {
 	// AttnWeights, if not nil, receives the attention probabilities in the
@@ -39,6 +63,8 @@ type Options struct {
 	Scratch *Scratch
 	// Runtime whose threads and BLAS policy the call uses (nil = default).
 	Runtime *Runtime
+	// Core the call's attention runs on (zero value: CoreAuto).
+	Core Core
 }
 
 // Scratch is C memory reused from call to call, so that calls allocate
@@ -147,6 +173,7 @@ func (co *callOptions) fill(o *Options, dims weightDims,
 		return newError(StatusBadOption, "threads %d out of range", o.Threads)
 	}
 	co.c.num_threads = C.int32_t(o.Threads)
+	co.c.core = C.int32_t(o.Core)
 	if rt := o.Runtime; rt != nil {
 		rt.mu.RLock()
 		co.unlock = append(co.unlock, rt.mu.RUnlock)

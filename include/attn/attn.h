@@ -184,6 +184,10 @@ typedef int32_t attn_status;
 #define ATTN_ERR_CAPACITY 18
 /** An object was used with a layer it was not made for. */
 #define ATTN_ERR_MISMATCH 19
+/** The request is valid but this CPU, build or layer cannot carry it out,
+ * e.g. attn_options.core = ATTN_CORE_PACKED without AVX2/FMA; the message
+ * says why. */
+#define ATTN_ERR_UNSUPPORTED 20
 
 /** Short English description of a status (e.g. "a size is zero, negative
  * or inconsistent" for ATTN_ERR_BAD_SIZE). Static storage; unknown values
@@ -779,6 +783,44 @@ static inline attn_status attn_positions_init(attn_positions *pos) {
   return attn_positions_init_sized(pos, sizeof *pos);
 }
 
+/* Attention cores (attn_options.core). Values are append-only. The core
+ * computes softmax(scale * Q K^T + mask) V per head, between the
+ * projections; both cores give results within the same tolerance of a
+ * double-precision reference, not the same bits as each other. Each core
+ * alone keeps the reproducibility promise above (the same bits on any
+ * thread count). docs/PERFORMANCE.md says how to choose. */
+/** Default: the library chooses per call. The packed core when the CPU has
+ * it (attn_core_available(ATTN_CORE_PACKED)), the call has at least 8 query
+ * rows per batch row and the layer has no score features (ALiBi,
+ * soft-capping, sinks); otherwise the BLAS core. Decoding steps of at most
+ * 16 new tokens without attention weights run the streaming decoding
+ * kernel instead (docs/DECODING.md). */
+#define ATTN_CORE_AUTO 0
+/** The BLAS core: both products of every tile through cblas_sgemm. Runs on
+ * any CPU with any BLAS and with every layer feature: the portable path.
+ * Decoding steps run it too (no streaming kernel). */
+#define ATTN_CORE_BLAS 1
+/** The packed core: each (batch row, key/value head)'s keys and values
+ * packed once, both products on register-blocked AVX2/FMA (or AVX-512)
+ * micro-kernels. Any number of query rows (below 8 it runs, but was
+ * measured slower than the BLAS core), masks and attention weights.
+ * Needs a CPU with AVX2 and FMA not capped by the environment variable
+ * ATTN_SIMD=portable, and a layer without score features (ALiBi,
+ * soft-capping, sinks): otherwise every call with these options, also
+ * the scratch size queries and attn_memory_set(), fails with
+ * ATTN_ERR_UNSUPPORTED and changes nothing; nothing is substituted.
+ * Decoding steps run it too (no streaming kernel). */
+#define ATTN_CORE_PACKED 2
+
+/** Whether this CPU and build can run attention core `core` (ATTN_CORE_*):
+ * 1 for ATTN_CORE_AUTO and ATTN_CORE_BLAS, 1 for ATTN_CORE_PACKED when the
+ * CPU has AVX2 and FMA (and the environment variable ATTN_SIMD, read once
+ * per process, does not cap the library at "portable"), 0 for it
+ * otherwise and for unknown values. Whether a given layer can use the
+ * packed core also depends on its score features (see ATTN_CORE_PACKED).
+ * The answer never changes during the process. Thread-safe. */
+ATTN_API int32_t attn_core_available(int32_t core);
+
 /** Optional per-call settings. Fill with attn_options_init(). */
 typedef struct attn_options {
   /** sizeof(attn_options) as compiled by the caller. */
@@ -809,6 +851,14 @@ typedef struct attn_options {
    * decoding step) are ATTN_ERR_BAD_OPTION. Appended after 0.1.0's
    * layout. */
   const attn_positions *positions;
+  /** Attention core of the call: ATTN_CORE_AUTO (default: the library
+   * chooses), ATTN_CORE_BLAS or ATTN_CORE_PACKED. An unknown value is
+   * ATTN_ERR_BAD_OPTION; ATTN_CORE_PACKED where it cannot run is
+   * ATTN_ERR_UNSUPPORTED. Appended after 0.1.0's layout. */
+  int32_t core;
+  /** Reserved, must be 0 (ATTN_ERR_BAD_OPTION otherwise): it makes the
+   * struct's end explicit, so no padding byte is read as a later field. */
+  int32_t reserved;
 } attn_options;
 
 /** Size of attn_options in release 0.1.0, its first released layout: the
@@ -818,11 +868,12 @@ typedef struct attn_options {
 
 /** Fills the first `size` bytes at opts with the defaults (no attention
  * weights, the layer's thread count, library-allocated scratch, the default
- * runtime) and sets opts->struct_size to `size`. Fields past the library's own
- * layout (a caller compiled against a newer header) are set to zero, which is
- * their default. Use attn_options_init() from C and C++; FFI callers pass
- * their struct's size. Errors (nothing written): ATTN_ERR_NULL_POINTER,
- * ATTN_ERR_STRUCT_SIZE (size below ATTN_OPTIONS_SIZE_0_1). Thread-safe. */
+ * runtime, default positions, ATTN_CORE_AUTO) and sets opts->struct_size to
+ * `size`. Fields past the library's own layout (a caller compiled against a
+ * newer header) are set to zero, which is their default. Use
+ * attn_options_init() from C and C++; FFI callers pass their struct's size.
+ * Errors (nothing written): ATTN_ERR_NULL_POINTER, ATTN_ERR_STRUCT_SIZE (size
+ * below ATTN_OPTIONS_SIZE_0_1). Thread-safe. */
 ATTN_API attn_status attn_options_init_sized(attn_options *opts, size_t size);
 
 /** attn_options_init_sized(opts, sizeof *opts): the defaults, for the
@@ -863,10 +914,11 @@ ATTN_API attn_status attn_self_forward(const attn_layer *layer, int64_t batch,
 
 /** Bytes of scratch memory that attn_forward() / attn_self_forward() need
  * for these sizes and options (opts may be NULL; only attn_weights,
- * weights_mode, num_threads and runtime matter: the scratch holds one tile
- * per thread the call will use). Thread-safe.
+ * weights_mode, num_threads, runtime and core matter: the scratch holds one
+ * tile per thread the call will use). Thread-safe.
  * Errors: ATTN_ERR_NULL_POINTER, ATTN_ERR_STRUCT_SIZE, ATTN_ERR_BAD_SIZE,
- * ATTN_ERR_OVERFLOW, ATTN_ERR_BAD_OPTION, ATTN_ERR_NO_MEMORY (the default
+ * ATTN_ERR_OVERFLOW, ATTN_ERR_BAD_OPTION, ATTN_ERR_UNSUPPORTED (core),
+ * ATTN_ERR_NO_MEMORY (the default
  * runtime could not be created). */
 ATTN_API attn_status attn_forward_scratch_size(const attn_layer *layer,
                                                int64_t batch, int64_t len_q,
@@ -1229,9 +1281,10 @@ ATTN_API attn_status attn_decode_step(const attn_layer *layer,
 
 /** Bytes of scratch memory attn_decode_step() needs for n_new new tokens
  * per row with this cache and these options (opts may be NULL; only
- * attn_weights, weights_mode, num_threads and runtime matter).
+ * attn_weights, weights_mode, num_threads, runtime and core matter).
  * Errors: ATTN_ERR_NULL_POINTER, ATTN_ERR_STRUCT_SIZE, ATTN_ERR_BAD_SIZE,
- * ATTN_ERR_OVERFLOW, ATTN_ERR_MISMATCH, ATTN_ERR_BAD_OPTION. */
+ * ATTN_ERR_OVERFLOW, ATTN_ERR_MISMATCH, ATTN_ERR_BAD_OPTION,
+ * ATTN_ERR_UNSUPPORTED (core). */
 ATTN_API attn_status attn_decode_scratch_size(const attn_layer *layer,
                                               const attn_kv_cache *cache,
                                               int64_t n_new,

@@ -64,6 +64,8 @@ const char *attn_status_string(attn_status status) {
     return "not enough capacity";
   case ATTN_ERR_MISMATCH:
     return "object does not belong to this layer";
+  case ATTN_ERR_UNSUPPORTED:
+    return "not supported on this CPU, build or layer";
   default:
     return "unknown status";
   }

@@ -18,6 +18,7 @@
 
 #include "common/cpu.h"
 #include "common/policy.h"
+#include "core/choice.h"
 #include "core/mask.h"
 #include "core/packed.h"
 #include "core/simd.h"
@@ -106,8 +107,15 @@ int64_t attn_core_tile_floats(int64_t qb, int64_t kb, int64_t hd) {
 
 void attn_core_blocks(const attn_heads *g, int64_t len_q, int64_t len_k,
                       bool want_weights, int64_t *qblock, int64_t *kblock) {
+  attn_core_blocks_for(g, len_q, len_k, want_weights,
+                       attn_packed_applies(attn_simd_get(), len_q), qblock,
+                       kblock);
+}
+
+void attn_core_blocks_for(const attn_heads *g, int64_t len_q, int64_t len_k,
+                          bool want_weights, bool packed, int64_t *qblock,
+                          int64_t *kblock) {
   int64_t hd = g->head_dim, l2 = attn_cpu()->l2_bytes;
-  bool packed = attn_packed_applies(attn_simd_get(), len_q);
   /* The cblas core keeps its accumulator within an eighth of L2; the
    * packed core touches its query panels and accumulator a panel at a
    * time, and packs each key block once per item: bigger items copy less,
@@ -333,6 +341,12 @@ static void run_head(const attn_core *c, int64_t b, int64_t h, int64_t i0,
   }
 }
 
+/* The packed core runs c's items with table v (the caller's choice, or
+ * the library's for ATTN_CORE_AUTO). */
+static bool runs_packed(const attn_core *c, const attn_simd *v) {
+  return attn_core_choose_packed(c->choice, v, c->len_q, attn_core_plain(c));
+}
+
 void attn_core_run(const attn_core *c, int64_t item, float *tile) {
   int64_t nqb = query_blocks(c);
   bool all_heads = c->weights && c->weights_mode == ATTN_WEIGHTS_AVERAGE;
@@ -347,7 +361,7 @@ void attn_core_run(const attn_core *c, int64_t item, float *tile) {
   int64_t i0 = qblk * c->qblock;
   int64_t rows = min64(c->len_q - i0, c->qblock);
   const attn_simd *v = c->simd ? c->simd : attn_simd_get();
-  bool packed = attn_core_plain(c) && attn_packed_applies(v, c->len_q);
+  bool packed = runs_packed(c, v);
   attn_fp_mode fp = attn_score_fp_enter(c->fx);
   for (int64_t h = h0; h < h1; h++) {
     if (packed)
@@ -360,9 +374,7 @@ void attn_core_run(const attn_core *c, int64_t item, float *tile) {
 
 int64_t attn_core_shared_head_floats(const attn_core *c) {
   const attn_simd *v = c->simd ? c->simd : attn_simd_get();
-  return attn_core_plain(c) && attn_packed_applies(v, c->len_q)
-             ? attn_packed_shared_head_floats(c)
-             : 0;
+  return runs_packed(c, v) ? attn_packed_shared_head_floats(c) : 0;
 }
 
 /* Bytes of packed keys and values held at once. At L = 16384 (E = 512,

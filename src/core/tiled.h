@@ -41,6 +41,9 @@ typedef struct {
    * core runs (packed.h), otherwise the products go to cblas_sgemm. Tests
    * and benchmarks pass a table to pick a path. */
   const attn_simd *simd;
+  /* The caller's choice of core (attn_options.core, ATTN_CORE_*), checked
+   * by the caller (core/choice.h); 0 = ATTN_CORE_AUTO. */
+  int32_t choice;
   /* Room for the keys and values packed once per (batch row, kv head) for
    * the packed core: attn_core_shared_pairs() * attn_core_shared_head_floats()
    * floats, 64-byte aligned, filled by attn_core_run_all() for a group of
@@ -78,6 +81,11 @@ int64_t attn_core_shared_pairs(const attn_core *c);
  * thread count), so results are the same whatever the threads. */
 void attn_core_blocks(const attn_heads *g, int64_t len_q, int64_t len_k,
                       bool want_weights, int64_t *qblock, int64_t *kblock);
+/* The same for a call whose core is known: packed or cblas
+ * (attn_core_blocks() assumes ATTN_CORE_AUTO's choice). */
+void attn_core_blocks_for(const attn_heads *g, int64_t len_q, int64_t len_k,
+                          bool want_weights, bool packed, int64_t *qblock,
+                          int64_t *kblock);
 
 /* Work item `item` of attn_core_items(): computes the attention output (and
  * the weights, if asked) of one (batch row, head, query block), or of all

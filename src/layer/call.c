@@ -5,6 +5,8 @@
 #include "common/checked.h"
 #include "common/error.h"
 #include "common/structs.h"
+#include "core/choice.h"
+#include "layer/positions.h"
 
 #include <stdlib.h>
 
@@ -30,6 +32,13 @@ attn_status attn_call_load(const attn_options *in, const attn_layer *l,
                      "num_threads %d must not be negative (0 means the "
                      "layer's setting)",
                      o->num_threads);
+  if (o->reserved != 0)
+    return attn_fail(ATTN_ERR_BAD_OPTION,
+                     "attn_options.reserved is %d; it must be 0", o->reserved);
+  attn_score_fx fx;
+  if ((st = attn_core_check(
+           o->core, attn_layer_score_fx(l, NULL, NULL, &fx))) != ATTN_OK)
+    return st;
   return attn_exec_resolve(o->runtime, o->num_threads, l->num_threads, &c->x);
 }
 
@@ -120,8 +129,13 @@ attn_core attn_call_core(const attn_call *c, const attn_layer *l,
                     .ctx = q,
                     .ldctx = ldq,
                     .weights = c->o.attn_weights,
-                    .weights_mode = c->o.weights_mode};
-  attn_core_blocks(&l->heads, len_q, len_k, c->o.attn_weights != NULL,
-                   &core.qblock, &core.kblock);
+                    .weights_mode = c->o.weights_mode,
+                    .choice = c->o.core};
+  /* Blocks for the core that will run; score features (core.fx, set by
+   * the callers) do not change them. */
+  bool packed =
+      attn_core_choose_packed(c->o.core, attn_simd_get(), len_q, true);
+  attn_core_blocks_for(&l->heads, len_q, len_k, c->o.attn_weights != NULL,
+                       packed, &core.qblock, &core.kblock);
   return core;
 }

@@ -22,11 +22,12 @@
 
 /* A step with at most this many new tokens per row and no attention
  * weights asked runs the streaming kernel; longer ones (a prompt) are
- * ordinary attention for the tiled core. */
+ * ordinary attention for the tiled core, and so is every step whose caller
+ * named a core (attn_options.core). */
 #define STREAMED_MAX_NEW 16
 
 static bool use_stream(int64_t n, const attn_options *o) {
-  return n <= STREAMED_MAX_NEW && !o->attn_weights;
+  return n <= STREAMED_MAX_NEW && !o->attn_weights && o->core == ATTN_CORE_AUTO;
 }
 
 static const attn_decode_mask mask_defaults = {.struct_size =

@@ -24,6 +24,7 @@ from ._lib import (  # noqa: F401  (re-exported)
     ERR_FILE_FORMAT,
     ERR_IO,
     ERR_MISMATCH,
+    ERR_UNSUPPORTED,
     ERR_NO_MEMORY,
     ERR_NOT_FINITE,
     ERR_NULL_POINTER,
@@ -37,6 +38,7 @@ from ._lib import (  # noqa: F401  (re-exported)
     ERR_WEIGHT_SIZE,
     ERR_WEIGHTS_NOT_SET,
     OK,
+    core_available,
     status_string,
 )
 from ._lib import version as library_version  # noqa: F401
@@ -117,6 +119,8 @@ __all__ = [
     "ERR_TENSOR_SHAPE",
     "ERR_CAPACITY",
     "ERR_MISMATCH",
+    "ERR_UNSUPPORTED",
+    "core_available",
     "MultiheadAttention",
     "RotaryEmbedding",
     "plot_attention",

@@ -474,13 +474,15 @@ class MultiheadAttention:
                  *, empty_rows: Optional[str] = None, num_threads: int = 0,
                  positions: Optional[ArrayLike] = None,
                  key_positions: Optional[ArrayLike] = None,
-                 start: Optional[Union[int, ArrayLike]] = None
+                 start: Optional[Union[int, ArrayLike]] = None,
+                 core: str = "auto"
                  ) -> Tuple[Float32Array, Optional[Float32Array]]:
         return self.forward(query, key, value, key_padding_mask,
                             need_weights, attn_mask, average_attn_weights,
                             is_causal, empty_rows=empty_rows,
                             num_threads=num_threads, positions=positions,
-                            key_positions=key_positions, start=start)
+                            key_positions=key_positions, start=start,
+                            core=core)
 
     def forward(self, query: ArrayLike, key: ArrayLike, value: ArrayLike,
                 key_padding_mask: Optional[ArrayLike] = None,
@@ -490,12 +492,13 @@ class MultiheadAttention:
                 *, empty_rows: Optional[str] = None, num_threads: int = 0,
                 positions: Optional[ArrayLike] = None,
                 key_positions: Optional[ArrayLike] = None,
-                start: Optional[Union[int, ArrayLike]] = None
+                start: Optional[Union[int, ArrayLike]] = None,
+                core: str = "auto"
                 ) -> Tuple[Float32Array, Optional[Float32Array]]:
         return self._forward(query, key, value, key_padding_mask,
                              need_weights, attn_mask, average_attn_weights,
                              is_causal, empty_rows, num_threads, positions,
-                             key_positions, start)
+                             key_positions, start, core)
 
     __call__.__doc__ = forward.__doc__ = """Attention of ``query`` over
         ``key`` and ``value``, as torch's MultiheadAttention.forward in eval
@@ -528,6 +531,13 @@ class MultiheadAttention:
                   layer's ``empty_rows``.
         num_threads: library threads for this call; 0 = the layer's
                   ``num_threads``.
+        core:     attention core (attn_options.core): "auto" (default,
+                  the library chooses), "blas" (cblas_sgemm, any CPU) or
+                  "packed" (AVX2/FMA micro-kernels; AttnError with status
+                  ERR_UNSUPPORTED where the CPU lacks them or the layer
+                  has ALiBi, soft-capping or sinks). ``attn.core_available``
+                  says which can run. Results of the cores agree within
+                  float rounding, not bit for bit.
 
         Returns numpy float32 arrays: output [B, L, E] (in the input's
         layout) and weights, or None unless need_weights.
@@ -549,8 +559,9 @@ class MultiheadAttention:
 
     def _forward(self, query, key, value, key_padding_mask, need_weights,
                  attn_mask, average_attn_weights, is_causal, empty_rows,
-                 num_threads, positions, key_positions, start):
+                 num_threads, positions, key_positions, start, core="auto"):
         self._live_handle()
+        core_code = _lib.core_code(core)
         same_kv = key is value
         same_qkv = same_kv and query is key
         q = as_float32(query)
@@ -614,6 +625,7 @@ class MultiheadAttention:
             opts.weights_mode = (_lib.WEIGHTS_AVERAGE if average_attn_weights
                                  else _lib.WEIGHTS_PER_HEAD)
         opts.num_threads = _int(num_threads, "num_threads", 32)
+        opts.core = core_code
         keep_positions = []
         _features.positions(opts, keep_positions, B, Lq, Lk, unbatched,
                             positions, key_positions, start)

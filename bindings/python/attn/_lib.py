@@ -52,6 +52,7 @@ ERR_TENSOR_DTYPE = 16
 ERR_TENSOR_SHAPE = 17
 ERR_CAPACITY = 18
 ERR_MISMATCH = 19
+ERR_UNSUPPORTED = 20
 
 W_IN_PROJ = 0
 B_IN_PROJ = 1
@@ -96,6 +97,10 @@ EMPTY_ROW_NAN = 1
 
 WEIGHTS_PER_HEAD = 0
 WEIGHTS_AVERAGE = 1
+
+CORE_AUTO = 0
+CORE_BLAS = 1
+CORE_PACKED = 2
 
 NAMES_TORCH = 0
 NAMES_HF = 1
@@ -209,6 +214,8 @@ class Options(ctypes.Structure):
         ("scratch_size", _size_t),
         ("runtime", _ptr),
         ("positions", _ptr),
+        ("core", _i32),
+        ("reserved", _i32),
     ]
 
 
@@ -316,6 +323,8 @@ _bind("attn_layer_load_safetensors_mem", _i32, [_ptr, _ptr, _size_t,
 # Decoder attention features (rotary embeddings, positions) came later too.
 _bind("attn_rope_config_init_sized", _i32, [_ptr, _size_t], required=False)
 _bind("attn_positions_init_sized", _i32, [_ptr, _size_t], required=False)
+# The caller's choice of attention core, later still.
+_bind("attn_core_available", _i32, [_i32], required=False)
 
 version_number = C.attn_version_number()
 version = C.attn_version_string().decode()
@@ -408,6 +417,29 @@ def new_rope_config():
 def new_positions():
     """An attn_positions with the defaults (every pointer NULL)."""
     return Positions.from_buffer_copy(_POSITIONS_DEFAULT)
+
+
+#: Names of the attention cores (attn_options.core) for ``core=``.
+CORES = {"auto": CORE_AUTO, "blas": CORE_BLAS, "packed": CORE_PACKED}
+
+
+def core_code(name):
+    """The attn_options.core value of a core name ("auto", "blas" or
+    "packed"); ValueError for anything else."""
+    if not isinstance(name, str) or name not in CORES:
+        raise ValueError("core must be one of %s, not %r"
+                         % (", ".join(repr(n) for n in CORES), name))
+    return CORES[name]
+
+
+def core_available(name):
+    """attn_core_available(): whether this CPU and library can run the
+    named core ("auto", "blas", "packed"). A library without the choice of
+    core runs only its automatic choice: True for "auto" alone."""
+    code = core_code(name)
+    if C.attn_core_available is None:
+        return code == CORE_AUTO
+    return bool(C.attn_core_available(code))
 
 
 def has_safetensors():

@@ -61,6 +61,7 @@ pub const ATTN_ERR_TENSOR_DTYPE: attn_status = 16;
 pub const ATTN_ERR_TENSOR_SHAPE: attn_status = 17;
 pub const ATTN_ERR_CAPACITY: attn_status = 18;
 pub const ATTN_ERR_MISMATCH: attn_status = 19;
+pub const ATTN_ERR_UNSUPPORTED: attn_status = 20;
 
 // ---------------------------------------------------------------------------
 // Runtimes
@@ -214,6 +215,13 @@ pub const ATTN_WEIGHTS_PER_HEAD: i32 = 0;
 /// `attn_options.weights_mode`: averaged over heads, [B, Lq, Lk].
 pub const ATTN_WEIGHTS_AVERAGE: i32 = 1;
 
+/// `attn_options.core`: the library chooses (default).
+pub const ATTN_CORE_AUTO: i32 = 0;
+/// `attn_options.core`: the cblas_sgemm core (any CPU).
+pub const ATTN_CORE_BLAS: i32 = 1;
+/// `attn_options.core`: the packed AVX2/FMA micro-kernel core.
+pub const ATTN_CORE_PACKED: i32 = 2;
+
 /// Per-call settings (fill with `attn_options_init_sized`).
 #[repr(C)]
 #[derive(Debug, Clone, Copy)]
@@ -226,6 +234,8 @@ pub struct attn_options {
     pub scratch_size: usize,
     pub runtime: *mut attn_runtime,
     pub positions: *const attn_positions,
+    pub core: i32,
+    pub reserved: i32,
 }
 
 // ---------------------------------------------------------------------------
@@ -352,6 +362,7 @@ extern "C" {
     pub fn attn_runtime_threads(rt: *const attn_runtime, threads: *mut i32) -> attn_status;
     pub fn attn_runtime_trim(rt: *mut attn_runtime);
     pub fn attn_cpu_count() -> i32;
+    pub fn attn_core_available(core: i32) -> i32;
 
     pub fn attn_rope_config_init_sized(cfg: *mut attn_rope_config, size: usize) -> attn_status;
     pub fn attn_positions_init_sized(pos: *mut attn_positions, size: usize) -> attn_status;

@@ -77,6 +77,8 @@ int main(void) {
   FIELD(attn_options, scratch_size);
   FIELD(attn_options, runtime);
   FIELD(attn_options, positions);
+  FIELD(attn_options, core);
+  FIELD(attn_options, reserved);
 
   SIZE(attn_cache_config);
   FIELD(attn_cache_config, struct_size);
@@ -122,6 +124,7 @@ int main(void) {
   CONST(ATTN_ERR_TENSOR_SHAPE);
   CONST(ATTN_ERR_CAPACITY);
   CONST(ATTN_ERR_MISMATCH);
+  CONST(ATTN_ERR_UNSUPPORTED);
   CONST(ATTN_BLAS_HOLD);
   CONST(ATTN_BLAS_LEAVE);
   CONST(ATTN_MAX_THREADS);
@@ -145,6 +148,9 @@ int main(void) {
   CONST(ATTN_MASK_SIZE_0_1);
   CONST(ATTN_WEIGHTS_PER_HEAD);
   CONST(ATTN_WEIGHTS_AVERAGE);
+  CONST(ATTN_CORE_AUTO);
+  CONST(ATTN_CORE_BLAS);
+  CONST(ATTN_CORE_PACKED);
   CONST(ATTN_OPTIONS_SIZE_0_1);
   CONST(ATTN_NAMES_TORCH);
   CONST(ATTN_NAMES_HF);

@@ -128,7 +128,7 @@ fn rust_view() -> BTreeMap<String, String> {
     fields!(attn_mask: struct_size, causal, empty_rows, key_lengths, key_padding,
             bias, bias_stride_b, bias_stride_h, bias_stride_q, window);
     fields!(attn_options: struct_size, attn_weights, weights_mode, num_threads,
-            scratch, scratch_size, runtime, positions);
+            scratch, scratch_size, runtime, positions, core, reserved);
     fields!(attn_cache_config: struct_size, batch, capacity, window);
     fields!(attn_decode_mask: struct_size, new_lengths, new_padding, empty_rows);
     fields!(attn_memory_config: struct_size, batch, capacity);
@@ -159,6 +159,7 @@ fn rust_view() -> BTreeMap<String, String> {
         ATTN_ERR_TENSOR_SHAPE,
         ATTN_ERR_CAPACITY,
         ATTN_ERR_MISMATCH,
+        ATTN_ERR_UNSUPPORTED,
         ATTN_BLAS_HOLD,
         ATTN_BLAS_LEAVE,
         ATTN_MAX_THREADS,
@@ -182,6 +183,9 @@ fn rust_view() -> BTreeMap<String, String> {
         ATTN_MASK_SIZE_0_1,
         ATTN_WEIGHTS_PER_HEAD,
         ATTN_WEIGHTS_AVERAGE,
+        ATTN_CORE_AUTO,
+        ATTN_CORE_BLAS,
+        ATTN_CORE_PACKED,
         ATTN_OPTIONS_SIZE_0_1,
         ATTN_NAMES_TORCH,
         ATTN_NAMES_HF,

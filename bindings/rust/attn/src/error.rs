@@ -31,6 +31,7 @@ impl Status {
     pub const TENSOR_SHAPE: Status = Status(sys::ATTN_ERR_TENSOR_SHAPE);
     pub const CAPACITY: Status = Status(sys::ATTN_ERR_CAPACITY);
     pub const MISMATCH: Status = Status(sys::ATTN_ERR_MISMATCH);
+    pub const UNSUPPORTED: Status = Status(sys::ATTN_ERR_UNSUPPORTED);
 
     /// The library's short description ("a size is zero, negative or
     /// inconsistent"); "unknown status" for a value it does not know.

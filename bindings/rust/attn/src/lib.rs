@@ -43,7 +43,7 @@ pub use decode::{KvCache, Memory};
 pub use error::{Error, Result, Status};
 pub use layer::{Layer, LayerBuilder, LayerConfig, Naming, Weight};
 pub use mask::{BiasShape, Causal, DecodeMask, EmptyRows, Mask};
-pub use options::{Options, Scratch, WeightsMode};
+pub use options::{Core, Options, Scratch, WeightsMode};
 pub use runtime::{cpu_count, default_runtime_threads, trim_default_runtime, BlasPolicy, Runtime};
 
 use std::ffi::CStr;

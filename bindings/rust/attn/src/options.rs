@@ -1,5 +1,6 @@
 // SPDX-License-Identifier: MIT
-//! Per-call options: attention weights output, threads, scratch, runtime.
+//! Per-call options: attention weights output, threads, scratch, runtime,
+//! attention core.
 
 use crate::error::{Error, Result, Status};
 use crate::runtime::Runtime;
@@ -14,6 +15,46 @@ pub enum WeightsMode {
     PerHead,
     /// Averaged over heads: `[B, Lq, Lk]` (torch's default).
     Average,
+}
+
+/// The attention core a call runs on (`ATTN_CORE_*`, `attn_options.core`).
+/// The cores agree within float rounding, not bit for bit; each alone gives
+/// the same bits on any thread count.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Core {
+    /// The library chooses (default): the packed core where the CPU has it,
+    /// the call has 8 query rows or more and the layer no score features;
+    /// otherwise the BLAS core (short decoding steps: the streaming kernel).
+    Auto,
+    /// Both products of every tile through cblas_sgemm: any CPU, any layer.
+    Blas,
+    /// The packed AVX2/FMA micro-kernel core. Where the CPU lacks it (or
+    /// `ATTN_SIMD=portable` caps the library), or the layer has ALiBi,
+    /// soft-capping or sinks, calls fail with [`Status::UNSUPPORTED`].
+    Packed,
+}
+
+impl Default for Core {
+    fn default() -> Core {
+        Core::Auto
+    }
+}
+
+impl Core {
+    /// Whether this CPU and library can run the core
+    /// (`attn_core_available`).
+    pub fn available(self) -> bool {
+        // SAFETY: takes and returns plain integers.
+        unsafe { sys::attn_core_available(self.raw()) != 0 }
+    }
+
+    fn raw(self) -> i32 {
+        match self {
+            Core::Auto => sys::ATTN_CORE_AUTO,
+            Core::Blas => sys::ATTN_CORE_BLAS,
+            Core::Packed => sys::ATTN_CORE_PACKED,
+        }
+    }
 }
 
 /// Scratch memory reused from call to call: a call given one through
@@ -66,11 +107,12 @@ pub struct Options<'a> {
     num_threads: usize,
     scratch: Option<&'a mut Scratch>,
     runtime: Option<&'a Runtime>,
+    core: Core,
 }
 
 impl<'a> Options<'a> {
     /// Defaults: no attention weights, the layer's thread count, scratch
-    /// allocated by the library, the default runtime.
+    /// allocated by the library, the default runtime, [`Core::Auto`].
     pub fn new() -> Options<'a> {
         Options::default()
     }
@@ -98,6 +140,12 @@ impl<'a> Options<'a> {
     /// The runtime whose threads and BLAS policy the call uses.
     pub fn runtime(mut self, rt: &'a Runtime) -> Options<'a> {
         self.runtime = Some(rt);
+        self
+    }
+
+    /// The attention core of the call (default [`Core::Auto`]).
+    pub fn core(mut self, core: Core) -> Options<'a> {
+        self.core = core;
         self
     }
 
@@ -136,6 +184,7 @@ impl<'a> Options<'a> {
             )
         })?;
         o.runtime = self.runtime.map_or(ptr::null_mut(), |r| r.as_ptr());
+        o.core = self.core.raw();
         Ok(o)
     }
 
