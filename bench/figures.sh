@@ -35,6 +35,16 @@ echo "== forward passes against the sgemm (5 rounds)"
   self-B1-L4096-t1/self-B1-L4096-t2 <"$out/forward.txt" |
   tee "$out/forward_ratios.txt"
 
+echo "== the two attention cores in whole forward passes (5 rounds)"
+"$bench/bench_forward" --rounds 5 --min-time 0.3 --ref-size 1024 \
+  name=packed-B8-L64,B=8,L=64,core=packed name=blas-B8-L64,B=8,L=64,core=blas \
+  name=packed-L4096,B=1,L=4096,core=packed name=blas-L4096,B=1,L=4096,core=blas \
+  name=packed-Lq4,B=8,Lq=4,Lk=1024,core=packed \
+  name=blas-Lq4,B=8,Lq=4,Lk=1024,core=blas | tee "$out/cores.txt"
+"$py" "$here/forward_ratios.py" packed-B8-L64/blas-B8-L64 \
+  packed-L4096/blas-L4096 packed-Lq4/blas-Lq4 <"$out/cores.txt" |
+  tee "$out/cores_ratios.txt"
+
 echo "== projection blocks (7 rounds)"
 "$bench/bench_linear" --rounds 7 --min-time 0.3 512x1536x512 512x512x512 \
   1024x1536x512 4096x1024x768 4096x1536x512 2048x3072x1024 |
