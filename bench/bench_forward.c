@@ -627,13 +627,19 @@ static void usage(void) {
 #define MAX_CASES 256
 #define MAX_ROUNDS 32
 
-/* Fraction of the round's reference sgemm of each round's median time of
- * case c, sorted (NAN where a round had no reference). */
-static void round_fractions(const bench_case *c, const double *ms,
-                            const double *ref, int rounds, double *out) {
-  for (int k = 0; k < rounds; k++)
-    out[k] = case_flops(c) / ms[k] * 1e-6 / ref[k];
-  qsort(out, (size_t)rounds, sizeof *out, cmp_double);
+/* Fractions of the round's reference sgemm of each round's median time of
+ * case c, sorted; rounds without a reference are left out. Returns how
+ * many there are. */
+static int round_fractions(const bench_case *c, const double *ms,
+                           const double *ref, int rounds, double *out) {
+  int n = 0;
+  for (int k = 0; k < rounds; k++) {
+    double f = case_flops(c) / ms[k] * 1e-6 / ref[k];
+    if (isfinite(f))
+      out[n++] = f;
+  }
+  qsort(out, (size_t)n, sizeof *out, cmp_double);
+  return n;
 }
 
 int main(int argc, char **argv) {
@@ -709,8 +715,11 @@ int main(int argc, char **argv) {
 
   if (s.rounds < 1)
     s.rounds = 1;
-  if (s.rounds > MAX_ROUNDS)
-    s.rounds = MAX_ROUNDS;
+  if (s.rounds > MAX_ROUNDS) {
+    fprintf(stderr, "bench_forward: --rounds %d is more than %d\n", s.rounds,
+            MAX_ROUNDS);
+    return 2;
+  }
   idle_wanted = s.wait_idle;
   max_foreign = s.max_foreign;
 
@@ -814,7 +823,7 @@ int main(int argc, char **argv) {
     free(ref_samples);
     return nref ? 0 : 1;
   }
-  printf("\n%-34s %10s %8s %7s %17s %9s\n", "case", "median_ms", "GFLOP/s",
+  printf("\n%-34s %10s %8s %7s %20s %9s\n", "case", "median_ms", "GFLOP/s",
          "frac", "frac/round (min-max)", "peak_MiB");
   int failed = 0;
   for (int i = 0; i < ncases; i++) {
@@ -828,10 +837,14 @@ int main(int argc, char **argv) {
     }
     double gf = case_flops(c) / r->median_s * 1e-9;
     double fr[MAX_ROUNDS];
-    round_fractions(c, round_ms[i], round_ref, s.rounds, fr);
-    printf("%-34s %10.3f %8.1f %7.3f %5.3f (%5.3f-%5.3f) %9.1f\n", c->name,
-           1e3 * r->median_s, gf, gf / ref, median(fr, s.rounds), fr[0],
-           fr[s.rounds - 1], r->peak_rss_mib);
+    int nf = round_fractions(c, round_ms[i], round_ref, s.rounds, fr);
+    if (nf > 0)
+      printf("%-34s %10.3f %8.1f %7.3f %5.3f (%5.3f-%5.3f) %9.1f\n", c->name,
+             1e3 * r->median_s, gf, gf / ref, median(fr, nf), fr[0], fr[nf - 1],
+             r->peak_rss_mib);
+    else
+      printf("%-34s %10.3f %8.1f %7.3f %20s %9.1f\n", c->name,
+             1e3 * r->median_s, gf, gf / ref, "-", r->peak_rss_mib);
   }
   printf("\n");
   for (int i = 0; i < ncases; i++) {
@@ -841,8 +854,6 @@ int main(int argc, char **argv) {
       continue;
     double gf = case_flops(c) / r->median_s * 1e-9;
     char rounds_ms[MAX_ROUNDS * 16] = "", rounds_frac[MAX_ROUNDS * 16] = "";
-    double fr[MAX_ROUNDS];
-    round_fractions(c, round_ms[i], round_ref, s.rounds, fr);
     for (int k = 0, n1 = 0, n2 = 0; k < s.rounds; k++) {
       n1 += snprintf(rounds_ms + n1, sizeof rounds_ms - (size_t)n1, "%s%.4f",
                      k ? "," : "", round_ms[i][k]);

@@ -265,6 +265,7 @@ def main():
         for c, text in zip(cases, texts):
             for r in run_json([a.bench, text] + common):
                 if r.get("ok"):
+                    r["round"] = rnd
                     lib[c["name"]].append(r)
                     record(dict(r, impl="libattn", round=rnd))
             if torch_bytes(c) > a.torch_max_gib * 2**30:
@@ -277,6 +278,7 @@ def main():
                 wait_idle(a.wait_idle)
                 for r in run_json(cmd, a.max_foreign):
                     if r.get("ok"):
+                        r["round"] = rnd
                         tch[(c["name"], t)].append(r)
                         record(dict(r, impl="torch", round=rnd,
                                     torch_threads_setting=t))
@@ -308,12 +310,13 @@ def main():
         for t in torch_settings:
             tm = med(tch[(c["name"], t)])
             if tm is None:
-                line += f" {'skipped':>15} {'':>6} {'':>9}"
+                line += f" {'skipped':>15} {'':>6} {'':>9} {'':>22}"
                 continue
             tgf = flops(c) / (tm * 1e-3) * 1e-9
             # The ratio of each round's times (the rounds interleave).
-            per = [t_r["median_ms"] / l_r["median_ms"] for t_r, l_r in
-                   zip(tch[(c["name"], t)], lib[c["name"]])]
+            mine = {r["round"]: r["median_ms"] for r in lib[c["name"]]}
+            per = [r["median_ms"] / mine[r["round"]]
+                   for r in tch[(c["name"], t)] if r["round"] in mine]
             line += (f" {tm:15.2f} {tgf / ref:6.3f} {tm / m:8.2f}x"
                      f" {statistics.median(per):8.2f} ({min(per):.2f}-"
                      f"{max(per):.2f})")

@@ -26,6 +26,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 void *__real_malloc(size_t n);
@@ -514,6 +515,21 @@ static void test_scratch_kept(void **state) {
   assert_int_equal(n_live, 1);
   counted_forward(&s, rt, B); /* needs more: replaced, still one */
   assert_int_equal(n_live, 1);
+  /* A child after fork() that destroys the runtime frees the kept block
+   * (its copy of it). */
+  fflush(NULL);
+  pid_t pid = fork();
+  assert_true(pid >= 0);
+  if (pid == 0) {
+    armed = true;
+    attn_runtime_destroy(rt);
+    armed = false;
+    _exit(n_live == 0 ? 0 : 1);
+  }
+  int status = 0;
+  assert_int_equal(waitpid(pid, &status, 0), pid);
+  assert_true(WIFEXITED(status));
+  assert_int_equal(WEXITSTATUS(status), 0);
   armed = true;
   attn_runtime_trim(rt);
   attn_runtime_trim(rt); /* nothing left: a no-op */

@@ -303,7 +303,10 @@ ATTN_API void attn_runtime_destroy(attn_runtime *rt);
 /** Frees the scratch memory rt keeps between calls (NULL: the default
  * runtime's, if it exists; it is not created). A block a running call
  * holds is freed when that call ends. The next call without caller
- * scratch allocates anew. Thread-safe; never fails. */
+ * scratch allocates anew. In a child process after fork() it frees the
+ * child's copy of the block, unless a thread of the parent was using the
+ * runtime at the fork (attn_runtime_destroy() alike). Thread-safe; never
+ * fails. */
 ATTN_API void attn_runtime_trim(attn_runtime *rt);
 
 /** Number of threads of rt (NULL: of the default runtime, creating it if
@@ -837,7 +840,9 @@ typedef struct attn_options {
   int32_t num_threads;
   /** Caller-provided scratch memory of scratch_size bytes, at least the
    * size attn_forward_scratch_size() reports, any alignment. The call then
-   * allocates nothing. NULL (default) = the library allocates. */
+   * allocates nothing. NULL (default) = the runtime's kept scratch block
+   * (see attn_runtime), or a block of the call's own while another call
+   * holds it. */
   void *scratch;
   /** Size of scratch in bytes; ignored when scratch is NULL. */
   size_t scratch_size;
@@ -894,8 +899,8 @@ static inline attn_status attn_options_init(attn_options *opts) {
  * left unchanged.
  * Errors: ATTN_ERR_NULL_POINTER, ATTN_ERR_STRUCT_SIZE, ATTN_ERR_BAD_SIZE,
  * ATTN_ERR_OVERFLOW, ATTN_ERR_WEIGHTS_NOT_SET, ATTN_ERR_BAD_MASK,
- * ATTN_ERR_BAD_OPTION, ATTN_ERR_NOT_FINITE, ATTN_ERR_NO_MEMORY,
- * ATTN_ERR_SCRATCH_TOO_SMALL.
+ * ATTN_ERR_BAD_OPTION, ATTN_ERR_UNSUPPORTED (opts->core),
+ * ATTN_ERR_NOT_FINITE, ATTN_ERR_NO_MEMORY, ATTN_ERR_SCRATCH_TOO_SMALL.
  * Thread-safe: any number of threads may run forward on one layer at once,
  * each with its own out, attn_weights and scratch. */
 ATTN_API attn_status attn_forward(const attn_layer *layer, int64_t batch,
@@ -1269,7 +1274,8 @@ static inline attn_status attn_decode_mask_init(attn_decode_mask *mask) {
  * ATTN_ERR_STRUCT_SIZE, ATTN_ERR_BAD_SIZE, ATTN_ERR_OVERFLOW,
  * ATTN_ERR_MISMATCH (cache of another layer), ATTN_ERR_WEIGHTS_NOT_SET,
  * ATTN_ERR_BAD_MASK (a new length outside [0, n_new], unknown empty_rows),
- * ATTN_ERR_BAD_OPTION, ATTN_ERR_NOT_FINITE, ATTN_ERR_CAPACITY (a row has
+ * ATTN_ERR_BAD_OPTION, ATTN_ERR_UNSUPPORTED (opts->core),
+ * ATTN_ERR_NOT_FINITE, ATTN_ERR_CAPACITY (a row has
  * no room for its new tokens), ATTN_ERR_NO_MEMORY,
  * ATTN_ERR_SCRATCH_TOO_SMALL. Thread-safe as described above: one thread
  * per cache. */
@@ -1369,11 +1375,13 @@ ATTN_API void attn_memory_destroy(attn_memory *mem);
  * [batch, len_k] (nonzero = hide; NULL = none) are kept and hide those
  * positions from every later cross step. len_k is at most the capacity;
  * batch must be the memory's. The caller keeps ownership of every input.
- * Inputs must be finite. opts (may be NULL): only num_threads and runtime
- * are used. Errors (memory unchanged): ATTN_ERR_NULL_POINTER,
- * ATTN_ERR_STRUCT_SIZE, ATTN_ERR_BAD_SIZE, ATTN_ERR_OVERFLOW,
- * ATTN_ERR_MISMATCH, ATTN_ERR_WEIGHTS_NOT_SET, ATTN_ERR_BAD_MASK,
- * ATTN_ERR_BAD_OPTION, ATTN_ERR_NOT_FINITE, ATTN_ERR_CAPACITY (len_k >
+ * Inputs must be finite. opts (may be NULL): num_threads and runtime are
+ * used; the other fields are checked as for attn_forward() (so a core the
+ * CPU cannot run fails here too). Errors (memory unchanged):
+ * ATTN_ERR_NULL_POINTER, ATTN_ERR_STRUCT_SIZE, ATTN_ERR_BAD_SIZE,
+ * ATTN_ERR_OVERFLOW, ATTN_ERR_MISMATCH, ATTN_ERR_WEIGHTS_NOT_SET,
+ * ATTN_ERR_BAD_MASK, ATTN_ERR_BAD_OPTION, ATTN_ERR_UNSUPPORTED
+ * (opts->core), ATTN_ERR_NOT_FINITE, ATTN_ERR_CAPACITY (len_k >
  * capacity). */
 ATTN_API attn_status attn_memory_set(const attn_layer *layer, attn_memory *mem,
                                      int64_t batch, int64_t len_k,
@@ -1395,8 +1403,8 @@ ATTN_API attn_status attn_memory_set(const attn_layer *layer, attn_memory *mem,
  * Errors (out and weights unchanged): ATTN_ERR_NULL_POINTER,
  * ATTN_ERR_STRUCT_SIZE, ATTN_ERR_BAD_SIZE (also: memory never set),
  * ATTN_ERR_OVERFLOW, ATTN_ERR_MISMATCH, ATTN_ERR_WEIGHTS_NOT_SET,
- * ATTN_ERR_BAD_MASK, ATTN_ERR_BAD_OPTION, ATTN_ERR_NOT_FINITE,
- * ATTN_ERR_NO_MEMORY, ATTN_ERR_SCRATCH_TOO_SMALL. */
+ * ATTN_ERR_BAD_MASK, ATTN_ERR_BAD_OPTION, ATTN_ERR_UNSUPPORTED (opts->core),
+ * ATTN_ERR_NOT_FINITE, ATTN_ERR_NO_MEMORY, ATTN_ERR_SCRATCH_TOO_SMALL. */
 ATTN_API attn_status attn_cross_step(const attn_layer *layer,
                                      const attn_memory *mem, int64_t batch,
                                      int64_t n, const float *query,
@@ -1404,10 +1412,12 @@ ATTN_API attn_status attn_cross_step(const attn_layer *layer,
                                      const attn_options *opts, float *out);
 
 /** Bytes of scratch memory attn_cross_step() needs for n queries per row
- * with this memory and options (opts may be NULL), valid until the next
+ * with this memory and options (opts may be NULL; only attn_weights,
+ * weights_mode, num_threads, runtime and core matter), valid until the next
  * attn_memory_set() (for a memory never set: for len_k = its capacity).
  * Errors: ATTN_ERR_NULL_POINTER, ATTN_ERR_STRUCT_SIZE, ATTN_ERR_BAD_SIZE,
- * ATTN_ERR_OVERFLOW, ATTN_ERR_MISMATCH, ATTN_ERR_BAD_OPTION. */
+ * ATTN_ERR_OVERFLOW, ATTN_ERR_MISMATCH, ATTN_ERR_BAD_OPTION,
+ * ATTN_ERR_UNSUPPORTED (core). */
 ATTN_API attn_status attn_cross_scratch_size(const attn_layer *layer,
                                              const attn_memory *mem, int64_t n,
                                              const attn_options *opts,

@@ -26,6 +26,8 @@ struct attn_runtime {
   bool scratch_trim; /* free it when that call gives it back (lock) */
 };
 
+static void *take_kept(attn_runtime *rt, bool child);
+
 static const attn_runtime_config config_defaults = {
     .struct_size = sizeof(attn_runtime_config),
     .num_threads = 0,
@@ -81,6 +83,7 @@ void attn_runtime_destroy(attn_runtime *rt) {
     /* A child after fork(): the workers, and whatever state the locks
      * were in, belong to the parent. Calls here never used them. */
     attn_pool_abandon(rt->pool);
+    free(take_kept(rt, true));
     free(rt);
     return;
   }
@@ -175,24 +178,40 @@ void attn_exec_for(const attn_exec *x, int32_t threads, int64_t items,
 
 /* Scratch ---------------------------------------------------------------- */
 
+/* A call counts as running on its runtime from the moment it takes scratch
+ * until it gives it back (as from attn_exec_enter() to attn_exec_leave()),
+ * so attn_runtime_destroy() waits for it. */
+static void call_ends_locked(attn_runtime *rt) {
+  if (--rt->active == 0)
+    pthread_cond_broadcast(&rt->idle);
+}
+
 void *attn_exec_scratch(const attn_exec *x, size_t bytes) {
   attn_runtime *rt = x->rt;
   if (x->forked) /* the parent's lock may have been held at fork() */
     return malloc(bytes);
   pthread_mutex_lock(&rt->lock);
+  rt->active++;
+  void *mem;
   if (rt->scratch_busy) {
     pthread_mutex_unlock(&rt->lock);
-    return malloc(bytes);
+    mem = malloc(bytes); /* the call's own, while another holds the kept */
+    if (mem)
+      return mem;
+    pthread_mutex_lock(&rt->lock);
+  } else {
+    if (rt->scratch_bytes < bytes) {
+      /* Free first: the old and the new block are never both held. */
+      free(rt->scratch);
+      rt->scratch = malloc(bytes);
+      rt->scratch_bytes = rt->scratch ? bytes : 0;
+    }
+    mem = rt->scratch;
+    rt->scratch_busy = mem != NULL;
+    rt->scratch_trim = false;
   }
-  if (rt->scratch_bytes < bytes) {
-    /* Free first: the old and the new block are never both held. */
-    free(rt->scratch);
-    rt->scratch = malloc(bytes);
-    rt->scratch_bytes = rt->scratch ? bytes : 0;
-  }
-  void *mem = rt->scratch;
-  rt->scratch_busy = mem != NULL;
-  rt->scratch_trim = false;
+  if (!mem)
+    call_ends_locked(rt);
   pthread_mutex_unlock(&rt->lock);
   return mem;
 }
@@ -206,29 +225,28 @@ void attn_exec_scratch_done(const attn_exec *x, void *mem) {
     return;
   }
   pthread_mutex_lock(&rt->lock);
-  if (mem != rt->scratch) {
-    pthread_mutex_unlock(&rt->lock);
-    free(mem);
-    return;
+  if (mem == rt->scratch) {
+    rt->scratch_busy = false;
+    if (rt->scratch_trim) {
+      rt->scratch = NULL;
+      rt->scratch_bytes = 0;
+    } else {
+      mem = NULL; /* kept */
+    }
   }
-  rt->scratch_busy = false;
-  if (rt->scratch_trim) {
-    rt->scratch = NULL;
-    rt->scratch_bytes = 0;
-  } else {
-    mem = NULL;
-  }
+  call_ends_locked(rt);
   pthread_mutex_unlock(&rt->lock);
   free(mem);
 }
 
-void attn_runtime_trim(attn_runtime *rt) {
-  if (!rt)
-    rt = atomic_load_explicit(&default_rt, memory_order_acquire);
-  if (!rt || getpid() != rt->pid)
-    return;
+/* Takes the kept block out of rt, if no call holds it (then it is freed
+ * when that call gives it back). In a child after fork() the lock may
+ * have been held by a thread of the parent: the block is left then. */
+static void *take_kept(attn_runtime *rt, bool child) {
+  if (child ? pthread_mutex_trylock(&rt->lock) != 0
+            : pthread_mutex_lock(&rt->lock) != 0)
+    return NULL;
   void *mem = NULL;
-  pthread_mutex_lock(&rt->lock);
   if (rt->scratch_busy) {
     rt->scratch_trim = true;
   } else {
@@ -237,5 +255,12 @@ void attn_runtime_trim(attn_runtime *rt) {
     rt->scratch_bytes = 0;
   }
   pthread_mutex_unlock(&rt->lock);
-  free(mem);
+  return mem;
+}
+
+void attn_runtime_trim(attn_runtime *rt) {
+  if (!rt)
+    rt = atomic_load_explicit(&default_rt, memory_order_acquire);
+  if (rt)
+    free(take_kept(rt, getpid() != rt->pid));
 }

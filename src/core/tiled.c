@@ -387,7 +387,7 @@ int64_t attn_core_shared_pairs(const attn_core *c) {
   int64_t Hkv = c->heads->num_kv_heads, pairs = c->batch * Hkv;
   int64_t head = attn_core_shared_head_floats(c) * (int64_t)sizeof(float);
   int64_t budget = c->shared_bytes > 0 ? c->shared_bytes : SHARED_BYTES;
-  if (head == 0 || pairs * head <= budget)
+  if (head == 0 || pairs <= budget / head)
     return pairs;
   /* With averaged weights an item runs every head of its batch row. */
   bool rows = c->weights && c->weights_mode == ATTN_WEIGHTS_AVERAGE;
@@ -414,6 +414,13 @@ static void core_item(void *ctx, int64_t item, int32_t slot) {
   attn_core_run(j->core, j->first + item, j->tiles + slot * j->tile_floats);
 }
 
+/* The first core item of (batch row, kv head) pair p (a batch row's
+ * items are its heads' in order; with averaged weights p is a whole batch
+ * row, p % Hkv == 0). */
+static int64_t first_item(int64_t p, int64_t Hkv, int64_t per_row) {
+  return p / Hkv * per_row + p % Hkv * (per_row / Hkv);
+}
+
 void attn_core_run_all(const attn_core *c, const attn_exec *x, int32_t threads,
                        float *tiles, int64_t tile_floats) {
   attn_core run = *c;
@@ -421,18 +428,23 @@ void attn_core_run_all(const attn_core *c, const attn_exec *x, int32_t threads,
   if (attn_core_shared_head_floats(c) == 0)
     run.shared = NULL;
   int64_t group = run.shared ? attn_core_shared_pairs(c) : pairs;
-  /* Items are ordered by batch row, then head (core item) or kv head
-   * (share item), so a group of pairs is a range of each. */
-  int64_t items = attn_core_items(c), shares = attn_packed_share_items(c);
+  /* Items are ordered by batch row, then head (core items) or kv head
+   * (share items), so a group of pairs is a range of each. With averaged
+   * weights a core item runs all heads of a batch row, and groups are
+   * whole batch rows. */
+  int64_t Hkv = c->heads->num_kv_heads;
+  int64_t per_row = attn_core_items(c) / c->batch;
+  int64_t per_pair = attn_packed_share_items(c) / pairs;
   core_job job = {&run, tiles, tile_floats, 0};
   for (int64_t p0 = 0; p0 < pairs; p0 += group) {
     int64_t p1 = min64(pairs, p0 + group);
     if (run.shared) {
       run.shared_first = p0;
-      job.first = p0 * (shares / pairs);
-      attn_exec_for(x, threads, (p1 - p0) * (shares / pairs), share_item, &job);
+      job.first = p0 * per_pair;
+      attn_exec_for(x, threads, (p1 - p0) * per_pair, share_item, &job);
     }
-    job.first = p0 * items / pairs;
-    attn_exec_for(x, threads, p1 * items / pairs - job.first, core_item, &job);
+    job.first = first_item(p0, Hkv, per_row);
+    attn_exec_for(x, threads, first_item(p1, Hkv, per_row) - job.first,
+                  core_item, &job);
   }
 }

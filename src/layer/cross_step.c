@@ -133,7 +133,7 @@ attn_status attn_cross_step(const attn_layer *l, const attn_memory *mem,
   attn_core_run_all(&core, &call.x, p.threads, f + p.tile_off, p.tile_floats);
   attn_project_step(&call.x, B * n, E, E, f, E, attn_slot_ptr(l, ATTN_SLOT_WO),
                     attn_bias_ptr(l, ATTN_SLOT_BO), out, E);
-  attn_exec_leave(&call.x);
   attn_call_scratch_done(&call, scratch);
+  attn_exec_leave(&call.x);
   return ATTN_OK;
 }

@@ -330,7 +330,7 @@ attn_status attn_decode_step(const attn_layer *l, attn_kv_cache *c, int64_t B,
   /* Nothing fails from here on: the cache changes only now. */
   attn_exec_enter(&call.x);
   run_step(&call, l, c, n, x, &m, &p, f, out);
-  attn_exec_leave(&call.x);
   attn_call_scratch_done(&call, mem);
+  attn_exec_leave(&call.x);
   return ATTN_OK;
 }

@@ -240,8 +240,8 @@ attn_status attn_forward(const attn_layer *l, int64_t B, int64_t Lq, int64_t Lk,
   attn_project(&c.x, B * Lq, l->embed_dim, l->embed_dim, f, p.ldq,
                attn_slot_ptr(l, ATTN_SLOT_WO), attn_bias_ptr(l, ATTN_SLOT_BO),
                out, l->embed_dim);
-  attn_exec_leave(&c.x);
   attn_call_scratch_done(&c, mem);
+  attn_exec_leave(&c.x);
   return ATTN_OK;
 }
 

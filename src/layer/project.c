@@ -39,12 +39,13 @@ static void block_item(void *ctx, int64_t item, int32_t slot) {
  * single-threaded sgemm, chosen from the shape alone so that results do
  * not depend on the thread count. Each block copies its rows of x and of w
  * into the BLAS's packed layouts, so an r x c grid copies x c times and w
- * r times: at M = 512 rows, 256-row blocks ran at 0.76-0.81 of a large
- * sgemm where halves ran at 0.91-0.93 (bench/bench_linear). The count is a
- * power of two, which 2, 4 or 8 threads share evenly, with about
- * MIN_BLOCK_FLOPS each; of the grids of that count, the one that copies
- * the least. Column blocks are multiples of 64 columns and of `align`
- * (whole heads for post-processing; 0: whole rows only). */
+ * r times (bench/bench_linear times grids against each other). The count
+ * is a power of two, which 2, 4 or 8 threads share evenly, with about
+ * MIN_BLOCK_FLOPS each (at least 2 blocks); of the grids of that count,
+ * the one that copies the least. Row blocks have at least 16 rows; column
+ * blocks are whole multiples of `align` (whole heads for post-processing)
+ * of at least 64 columns, and align 0 (whole rows only) allows none. When
+ * no grid fits, one block. */
 static void project_grid(int64_t M, int64_t N, int64_t K, int64_t align,
                          int64_t *mr, int64_t *nc) {
   double flops = 2.0 * (double)M * (double)N * (double)K;
@@ -52,7 +53,7 @@ static void project_grid(int64_t M, int64_t N, int64_t K, int64_t align,
   while (blocks < MAX_BLOCKS && flops >= 2.0 * blocks * MIN_BLOCK_FLOPS)
     blocks *= 2;
   int64_t unit = align == 0 ? N : (64 + align - 1) / align * align;
-  int64_t r = blocks, best = INT64_MAX;
+  int64_t r = 0, best = INT64_MAX;
   for (int64_t rr = blocks; rr >= 1; rr /= 2) {
     int64_t cc = blocks / rr, cost = cc * M + rr * N;
     bool fits = (rr == 1 || M >= rr * 16) && (cc == 1 || N >= cc * unit);
@@ -61,7 +62,8 @@ static void project_grid(int64_t M, int64_t N, int64_t K, int64_t align,
       r = rr;
     }
   }
-  int64_t c = blocks / r;
+  int64_t c = r ? blocks / r : 1;
+  r = r ? r : 1;
   *mr = (M + r - 1) / r;
   *nc = c == 1 ? N : ((N + c - 1) / c + unit - 1) / unit * unit;
   if (*nc > N)

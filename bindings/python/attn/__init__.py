@@ -40,6 +40,7 @@ from ._lib import (  # noqa: F401  (re-exported)
     OK,
     core_available,
     status_string,
+    trim,
 )
 from ._lib import version as library_version  # noqa: F401
 from ._lib import path as library_path  # noqa: F401
@@ -121,6 +122,7 @@ __all__ = [
     "ERR_MISMATCH",
     "ERR_UNSUPPORTED",
     "core_available",
+    "trim",
     "MultiheadAttention",
     "RotaryEmbedding",
     "plot_attention",

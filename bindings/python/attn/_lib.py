@@ -325,6 +325,8 @@ _bind("attn_rope_config_init_sized", _i32, [_ptr, _size_t], required=False)
 _bind("attn_positions_init_sized", _i32, [_ptr, _size_t], required=False)
 # The caller's choice of attention core, later still.
 _bind("attn_core_available", _i32, [_i32], required=False)
+# Runtimes keep their scratch between calls; this gives it back.
+_bind("attn_runtime_trim", None, [_ptr], required=False)
 
 version_number = C.attn_version_number()
 version = C.attn_version_string().decode()
@@ -440,6 +442,15 @@ def core_available(name):
     if C.attn_core_available is None:
         return code == CORE_AUTO
     return bool(C.attn_core_available(code))
+
+
+def trim():
+    """attn_runtime_trim(NULL): frees the scratch memory the library's
+    default runtime keeps between calls (as much as the largest call
+    without caller scratch needed). Calls after it allocate anew. Does
+    nothing with a library that predates it."""
+    if C.attn_runtime_trim is not None:
+        C.attn_runtime_trim(None)
 
 
 def has_safetensors():

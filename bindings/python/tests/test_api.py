@@ -587,3 +587,25 @@ def test_public_methods_are_annotated():
 def test_package_is_marked_typed():
     assert os.path.isfile(os.path.join(os.path.dirname(attn.__file__),
                                        "py.typed"))
+
+
+def _rss_bytes():
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/statm"),
+                    reason="needs Linux /proc")
+def test_trim_gives_the_kept_scratch_back():
+    """A large call leaves its scratch with the default runtime for the
+    next one (more than 32 MiB: a block of its own pages); attn.trim()
+    unmaps it, and later calls give the same result."""
+    layer = attn.MultiheadAttention(512, 8, seed=3)
+    x = np.random.default_rng(5).standard_normal((1, 4096, 512),
+                                                 dtype=np.float32)
+    first = layer(x, x, x)[0]
+    kept = _rss_bytes()
+    attn.trim()
+    assert kept - _rss_bytes() > 32 << 20
+    attn.trim()  # nothing left: a no-op
+    np.testing.assert_array_equal(layer(x, x, x)[0], first)
