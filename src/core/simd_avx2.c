@@ -166,8 +166,6 @@ TARGET static void scores_avx2(const attn_stream *a, const float *q,
   __m256 scale = _mm256_set1_ps(g->scale);
   int64_t j = jmin;
   for (; j + 8 <= jmax; j += 8) {
-    for (int64_t k = 8; k < 16; k++)
-      attn_stream_prefetch(slots, j + k, jmax, ld, g->kv_dim);
     const float *k0 = slots + j * ld;
     for (int64_t i = 0; i < a->n; i++)
       for (int64_t h = 0; h < H; h++) {
@@ -210,8 +208,6 @@ TARGET static void values_avx2(const attn_stream *a, const float *vslots,
   int64_t group = H / g->num_kv_heads, ld = a->ldkv, rows = a->n * H;
   for (int64_t j0 = jmin; j0 < jmax; j0 += 8) {
     int64_t j1 = j0 + 8 < jmax ? j0 + 8 : jmax;
-    for (int64_t k = 8; k < 16; k++)
-      attn_stream_prefetch(vslots, j0 + k, jmax, ld, g->kv_dim);
     for (int64_t r = 0; r < rows; r++) {
       const float *pr = p + r * ldp - jmin;
       const float *vh = vslots + ((r % H) / group) * hd;
@@ -250,14 +246,17 @@ TARGET static void values_avx2(const attn_stream *a, const float *vslots,
 }
 
 /* Each weight row is loaded once, eight floats at a time, and multiplied
- * into up to eight input rows' running sums; sum8 then gives the row's
- * eight outputs at once. */
-TARGET static void linear_avx2(const attn_rows_linear *p, int64_t n0,
-                               int64_t n1) {
-  int64_t M = p->M, K = p->K;
+ * into the M (<= 8) input rows' running sums; sum8 then gives the row's
+ * outputs at once (lane m from row m's sum alone, so a row's result does
+ * not depend on M). The body is compiled for M rows (at least p->M; rows
+ * past p->M repeat row 0 and are dropped): a step's usual single row then
+ * costs one product per weight vector, not eight. */
+TARGET static inline __attribute__((always_inline)) void
+linear_rows(const attn_rows_linear *p, int64_t n0, int64_t n1, const int M) {
+  int64_t K = p->K;
   const float *x[8];
   for (int64_t m = 0; m < 8; m++)
-    x[m] = p->x + (m < M ? m : 0) * p->ldx;
+    x[m] = p->x + (m < p->M ? m : 0) * p->ldx;
   float out[8];
   for (int64_t j = n0; j < n1; j++) {
     const float *w = p->w + j * K;
@@ -266,18 +265,44 @@ TARGET static void linear_avx2(const attn_rows_linear *p, int64_t n0,
     for (int64_t d = 0; d < K; d += 8) {
       __m256 wv = _mm256_loadu_ps(w + d);
       c0 = _mm256_fmadd_ps(wv, _mm256_loadu_ps(x[0] + d), c0);
-      c1 = _mm256_fmadd_ps(wv, _mm256_loadu_ps(x[1] + d), c1);
-      c2 = _mm256_fmadd_ps(wv, _mm256_loadu_ps(x[2] + d), c2);
-      c3 = _mm256_fmadd_ps(wv, _mm256_loadu_ps(x[3] + d), c3);
-      c4 = _mm256_fmadd_ps(wv, _mm256_loadu_ps(x[4] + d), c4);
-      c5 = _mm256_fmadd_ps(wv, _mm256_loadu_ps(x[5] + d), c5);
-      c6 = _mm256_fmadd_ps(wv, _mm256_loadu_ps(x[6] + d), c6);
-      c7 = _mm256_fmadd_ps(wv, _mm256_loadu_ps(x[7] + d), c7);
+      if (M > 1)
+        c1 = _mm256_fmadd_ps(wv, _mm256_loadu_ps(x[1] + d), c1);
+      if (M > 2)
+        c2 = _mm256_fmadd_ps(wv, _mm256_loadu_ps(x[2] + d), c2);
+      if (M > 3)
+        c3 = _mm256_fmadd_ps(wv, _mm256_loadu_ps(x[3] + d), c3);
+      if (M > 4)
+        c4 = _mm256_fmadd_ps(wv, _mm256_loadu_ps(x[4] + d), c4);
+      if (M > 5)
+        c5 = _mm256_fmadd_ps(wv, _mm256_loadu_ps(x[5] + d), c5);
+      if (M > 6)
+        c6 = _mm256_fmadd_ps(wv, _mm256_loadu_ps(x[6] + d), c6);
+      if (M > 7)
+        c7 = _mm256_fmadd_ps(wv, _mm256_loadu_ps(x[7] + d), c7);
     }
     _mm256_storeu_ps(out, sum8(c0, c1, c2, c3, c4, c5, c6, c7));
     float bj = p->b ? p->b[j] : 0.0f;
-    for (int64_t m = 0; m < M; m++)
+    for (int64_t m = 0; m < p->M; m++)
       p->y[m * p->ldy + j] = bj + out[m];
+  }
+}
+
+TARGET static void linear_avx2(const attn_rows_linear *p, int64_t n0,
+                               int64_t n1) {
+  switch (p->M) {
+  case 1:
+    linear_rows(p, n0, n1, 1);
+    break;
+  case 2:
+    linear_rows(p, n0, n1, 2);
+    break;
+  case 3:
+  case 4:
+    linear_rows(p, n0, n1, 4);
+    break;
+  default:
+    linear_rows(p, n0, n1, 8);
+    break;
   }
 }
 

@@ -105,9 +105,11 @@ static void chunk(const attn_stream *a, int64_t item, float *tile) {
     if (a->fx)
       attn_score_rows(a->fx, r % H, NULL, held - n + i, NULL, jmin, sr, CHUNK,
                       1, cols);
-    for (int64_t j = jmin; j < jmax; j++)
-      if (j < lo[i] || j >= hi[i] || (pad && pad[j]))
-        sr[j - jmin] = -INFINITY;
+    /* Most rows see the whole chunk: nothing to mask. */
+    if (pad || lo[i] > jmin || hi[i] < jmax)
+      for (int64_t j = jmin; j < jmax; j++)
+        if (j < lo[i] || j >= hi[i] || (pad && pad[j]))
+          sr[j - jmin] = -INFINITY;
     float m = vec->max(sr, cols);
     if (m == -INFINITY) {
       for (int64_t j = 0; j < cols; j++)

@@ -43,11 +43,11 @@ void attn_stream_chunk(const attn_stream *a, int64_t item, float *tile);
 void attn_stream_merge(const attn_stream *a, int64_t b);
 
 /* Prefetches the first `floats` floats of slot j (ld floats apart from
- * base) if j < end. A step reads a few KiB from each slot; the hardware
- * prefetchers lose the stream at page ends and between the key and the
- * value halves of the slots, so the loops ask for the slots a few ahead.
- * Into the L2 cache only (measured: faster than into L1, which ties up the
- * line-fill buffers the loads need). */
+ * base) if j < end, into the L2 cache only (faster than into L1, which
+ * ties up the line-fill buffers the loads need). The portable decoding
+ * loops use it; the AVX2 ones do not: their slot-order walk is a stream
+ * the hardware prefetchers follow, and on an Ice Lake server core the
+ * software prefetches made steps 20-35% slower (docs/DECODING.md). */
 static inline void attn_stream_prefetch(const float *base, int64_t j,
                                         int64_t end, int64_t ld,
                                         int64_t floats) {
