@@ -13,10 +13,10 @@
  * keys): it walks the chunk's slots in order, reading every key and value
  * once for every query head and every new query row at the same time (a
  * key/value head serves its group of query heads from where it is), and
- * leaves a partial softmax (max, sum, weighted values) per query row. A
- * second pass merges each row's chunks in order. Chunks give the threads
- * work even for a single sequence, and their size depends only on the
- * shapes, so results never depend on the thread count. */
+ * leaves a partial softmax (max, sum, weighted values) per query row. Once
+ * all of a row's chunks are done, a merge combines them in order. Chunks
+ * give the threads work even for a single sequence, and their size depends
+ * only on the shapes, so results never depend on the thread count. */
 #include "core/stream.h"
 
 #include "core/mask.h"

@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /* Attention of a few new queries over long key/value rows (a decoding
  * step over its cache), streaming each row's slots once: work items of
- * (batch row, chunk of keys), then a merge per batch row (stream.c). */
+ * (batch row, chunk of keys), then a merge per batch row once all of its
+ * chunks are done (stream.c). */
 #ifndef ATTN_CORE_STREAM_H
 #define ATTN_CORE_STREAM_H
 
@@ -39,7 +40,8 @@ int64_t attn_stream_partial_floats(const attn_heads *g, int64_t batch,
 int64_t attn_stream_tile_floats(const attn_heads *g, int64_t n);
 /* First pass: items 0 .. batch * chunks - 1. */
 void attn_stream_chunk(const attn_stream *a, int64_t item, float *tile);
-/* Second pass, after every first-pass item: batch row b, writing ctx. */
+/* Merge of batch row b, writing ctx: after every first-pass item of the
+ * row (the others may still run). */
 void attn_stream_merge(const attn_stream *a, int64_t b);
 
 /* Prefetches the first `floats` floats of slot j (ld floats apart from

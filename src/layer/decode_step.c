@@ -17,6 +17,7 @@
 #include "core/stream.h"
 #include "layer/positions.h"
 
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -186,19 +187,25 @@ typedef struct {
   const attn_stream *a;
   float *tiles;
   int64_t tile_floats;
+  atomic_llong *done; /* [B] chunks of the row finished */
 } stream_job;
 
+/* A chunk, then the merge of its row by whichever thread finishes the
+ * row's last chunk: no second parallel loop (and no second hand-over to
+ * the workers) per step. The merge reads the chunks in their order, so
+ * who runs it does not change the result; the acquire-release count
+ * makes every chunk's partial results visible to it. */
 static void chunk_item(void *ctx, int64_t item, int32_t slot) {
   stream_job *j = ctx;
   attn_stream_chunk(j->a, item, j->tiles + slot * j->tile_floats);
+  int64_t b = item / j->a->chunks;
+  if (atomic_fetch_add_explicit(&j->done[b], 1, memory_order_acq_rel) + 1 ==
+      j->a->chunks)
+    attn_stream_merge(j->a, b);
 }
 
-static void merge_item(void *ctx, int64_t item, int32_t slot) {
-  (void)slot;
-  attn_stream_merge(((stream_job *)ctx)->a, item);
-}
-
-/* The streaming kernel over the cache: chunks, then merges per row. */
+/* The streaming kernel over the cache: chunks, each row merged as soon as
+ * its chunks are done. */
 static void attend_streamed(const attn_call *call, const attn_layer *l,
                             const attn_kv_cache *c, int64_t n, float *qkv,
                             int64_t ldq, const int64_t *lens, int32_t empty,
@@ -226,19 +233,15 @@ static void attend_streamed(const attn_call *call, const attn_layer *l,
                    .partial = f + p->partial_off};
   attn_score_fx fx;
   a.fx = attn_layer_score_fx(l, NULL, NULL, &fx);
-  stream_job job = {&a, f + p->tile_off, p->tile_floats};
+  atomic_llong *done = (atomic_llong *)(void *)(f + p->done_off);
+  for (int64_t b = 0; b < c->batch; b++)
+    atomic_init(&done[b], 0);
+  stream_job job = {&a, f + p->tile_off, p->tile_floats, done};
   double bytes = (double)all_held * (double)c->slot_ld * sizeof(float);
   int64_t chunks = c->batch * a.chunks;
   attn_exec_for(&call->x,
                 attn_threads_for(p->threads, chunks, attn_cost_bytes(bytes)),
                 chunks, chunk_item, &job);
-  /* The merge reads chunks * (head_dim + 2) floats per query row. */
-  double merged = (double)chunks * (double)(n * l->heads.num_heads) *
-                  (double)(l->heads.head_dim + 2) * sizeof(float);
-  attn_exec_for(
-      &call->x,
-      attn_threads_for(call->x.threads, c->batch, attn_cost_bytes(merged)),
-      c->batch, merge_item, &job);
 }
 
 /* The tiled core over the cache, queries at the end of each row. */
