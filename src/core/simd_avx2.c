@@ -22,6 +22,7 @@
 #include "core/simd_avx2.h"
 
 #include <math.h>
+#include <stdbool.h>
 
 TARGET static inline float hsum(__m256 v) {
   __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
@@ -200,9 +201,12 @@ TARGET static void scores_avx2(const attn_stream *a, const float *q,
   }
 }
 
-TARGET static void values_avx2(const attn_stream *a, const float *vslots,
-                               int64_t jmin, int64_t jmax, const float *p,
-                               int64_t ldp, float *acc) {
+/* One query row at a time (multi-head layers with one new token: no two
+ * rows share a value head): 32 floats of the row's accumulator stay in
+ * registers over eight keys. */
+TARGET static void values_rows1(const attn_stream *a, const float *vslots,
+                                int64_t jmin, int64_t jmax, const float *p,
+                                int64_t ldp, float *acc) {
   const attn_heads *g = a->heads;
   int64_t hd = g->head_dim, H = g->num_heads;
   int64_t group = H / g->num_kv_heads, ld = a->ldkv, rows = a->n * H;
@@ -243,6 +247,89 @@ TARGET static void values_avx2(const attn_stream *a, const float *vslots,
       }
     }
   }
+}
+
+/* Keys [j0, j1) into R query rows that share one value head vh: 16
+ * floats of each row's accumulator at a time, so that every value vector
+ * loaded serves the R rows and the 2 R accumulators are independent
+ * chains of products (one row alone is a chain as long as the keys, bound
+ * by the FMA latency). The rows are added to in key order, as one row
+ * alone would be. */
+TARGET static inline __attribute__((always_inline)) void
+values_group(const float *vh, int64_t ld, int64_t hd, int64_t j0, int64_t j1,
+             const float *const *pr, float *const *ar, const int R) {
+  for (int64_t d = 0; d < hd; d += 16) {
+    bool two = hd - d > 8;
+    __m256 c[4][2];
+    for (int k = 0; k < R; k++) {
+      c[k][0] = _mm256_loadu_ps(ar[k] + d);
+      c[k][1] = two ? _mm256_loadu_ps(ar[k] + d + 8) : _mm256_setzero_ps();
+    }
+    for (int64_t j = j0; j < j1; j++) {
+      const float *v = vh + j * ld + d;
+      __m256 v0 = _mm256_loadu_ps(v);
+      __m256 v1 = two ? _mm256_loadu_ps(v + 8) : _mm256_setzero_ps();
+      for (int k = 0; k < R; k++) {
+        __m256 pj = _mm256_broadcast_ss(pr[k] + j);
+        c[k][0] = _mm256_fmadd_ps(pj, v0, c[k][0]);
+        c[k][1] = _mm256_fmadd_ps(pj, v1, c[k][1]);
+      }
+    }
+    for (int k = 0; k < R; k++) {
+      _mm256_storeu_ps(ar[k] + d, c[k][0]);
+      if (two)
+        _mm256_storeu_ps(ar[k] + d + 8, c[k][1]);
+    }
+  }
+}
+
+/* Grouped-query layers (and several new tokens): the rows of each value
+ * head, up to four at a time, take each eight keys' values while they are
+ * in L1. Keys with a zero weight are not skipped here: adding 0 * v
+ * leaves a sum unchanged. */
+TARGET static void values_grouped(const attn_stream *a, const float *vslots,
+                                  int64_t jmin, int64_t jmax, const float *p,
+                                  int64_t ldp, float *acc) {
+  const attn_heads *g = a->heads;
+  int64_t hd = g->head_dim, H = g->num_heads, G = g->num_kv_heads;
+  int64_t group = H / G, per = a->n * group, ld = a->ldkv;
+  for (int64_t j0 = jmin; j0 < jmax; j0 += 8) {
+    int64_t j1 = j0 + 8 < jmax ? j0 + 8 : jmax;
+    for (int64_t kv = 0; kv < G; kv++)
+      for (int64_t t = 0; t < per; t += 4) {
+        const float *pr[4];
+        float *ar[4];
+        int64_t R = per - t < 4 ? per - t : 4;
+        for (int64_t k = 0; k < R; k++) {
+          /* Row of token i, head kv * group + e. */
+          int64_t i = (t + k) / group, e = (t + k) % group;
+          int64_t r = i * H + kv * group + e;
+          pr[k] = p + r * ldp - jmin;
+          ar[k] = acc + r * hd;
+        }
+        const float *vh = vslots + kv * hd;
+        if (R == 4) {
+          values_group(vh, ld, hd, j0, j1, pr, ar, 4);
+          continue;
+        }
+        int64_t k = 0;
+        if (R >= 2) {
+          values_group(vh, ld, hd, j0, j1, pr, ar, 2);
+          k = 2;
+        }
+        if (R - k == 1)
+          values_group(vh, ld, hd, j0, j1, pr + k, ar + k, 1);
+      }
+  }
+}
+
+TARGET static void values_avx2(const attn_stream *a, const float *vslots,
+                               int64_t jmin, int64_t jmax, const float *p,
+                               int64_t ldp, float *acc) {
+  if (a->n * (a->heads->num_heads / a->heads->num_kv_heads) > 1)
+    values_grouped(a, vslots, jmin, jmax, p, ldp, acc);
+  else
+    values_rows1(a, vslots, jmin, jmax, p, ldp, acc);
 }
 
 /* Each weight row is loaded once, eight floats at a time, and multiplied
