@@ -48,8 +48,9 @@ void attn_stream_merge(const attn_stream *a, int64_t b);
  * base) if j < end, into the L2 cache only (faster than into L1, which
  * ties up the line-fill buffers the loads need). The portable decoding
  * loops use it; the AVX2 ones do not: their slot-order walk is a stream
- * the hardware prefetchers follow, and on an Ice Lake server core the
- * software prefetches made steps 20-35% slower (docs/DECODING.md). */
+ * the hardware prefetchers follow, and on an Ice Lake server core steps
+ * with the software prefetches took 1.2-1.7 times as long
+ * (docs/DECODING.md). */
 static inline void attn_stream_prefetch(const float *base, int64_t j,
                                         int64_t end, int64_t ld,
                                         int64_t floats) {
