@@ -978,10 +978,9 @@ static void test_threads(void **state) {
 
 /* A cache large enough for the step to split its keys over several
  * threads: the same bits on one thread and on two, and the reference's
- * output for the newest tokens. */
-static void test_large_cache(void **state) {
-  (void)state;
-  attn_config cfg = self_config(256, 4, 0);
+ * output for the newest tokens; H heads over Hkv key/value heads. */
+static void large_cache(int64_t H, int64_t Hkv) {
+  attn_config cfg = self_config(256, H, Hkv);
   ref_model m;
   assert_int_equal(ref_model_create(&m, &cfg, 140), ATTN_OK);
   int64_t B = 2, E = 256, L = 4200, C = 4300;
@@ -1045,6 +1044,19 @@ static void test_large_cache(void **state) {
   ref_model_destroy(&m);
 }
 
+static void test_large_cache(void **state) {
+  (void)state;
+  large_cache(4, 0);
+}
+
+/* Grouped queries: four query heads per value head (the value pass's
+ * rows four at a time), and two. */
+static void test_large_cache_grouped(void **state) {
+  (void)state;
+  large_cache(8, 2);
+  large_cache(4, 2);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_token_by_token),
@@ -1066,6 +1078,7 @@ int main(void) {
       cmocka_unit_test(test_errors),
       cmocka_unit_test(test_threads),
       cmocka_unit_test(test_large_cache),
+      cmocka_unit_test(test_large_cache_grouped),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

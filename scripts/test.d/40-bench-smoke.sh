@@ -14,9 +14,11 @@
 #      Debian's reference BLAS, where OpenBLAS's thread functions do not
 #      exist: the library and the benchmark must not depend on them. The
 #      threading and softmax tests run there too.
-#   4. bench_pool (thread start-up against a pool hand-over) and
+#   4. bench_pool (thread start-up against a pool hand-over),
 #      bench/compare_builds.py (before/after of two builds; here the same
-#      build on both sides, forward and decode) on tiny sizes.
+#      build on both sides, forward and decode) and bench/ab_decode (two
+#      builds' decoding steps alternating in one process; the same build
+#      twice) on tiny sizes.
 #   5. bench/compare_torch.py on one tiny case when Debian's python3 has
 #      torch (it is not installed for this stage: it is large).
 #
@@ -65,7 +67,7 @@ smoke() { # smoke BUILD_DIR NAME
 echo "--- bench smoke: OpenBLAS build"
 cmake -S . -B build/ci -DCMAKE_BUILD_TYPE=Release -DATTN_WERROR=ON >/dev/null
 cmake --build build/ci -j"$jobs" --target bench_forward bench_core bench_decode \
-  bench_pool bench_start
+  bench_pool bench_start ab_decode
 smoke build/ci openblas
 build/ci/bench/bench_pool 50
 python3 bench/compare_builds.py --old build/ci/bench/bench_forward \
@@ -78,6 +80,9 @@ python3 bench/compare_builds.py --decode --old build/ci/bench/bench_decode \
 # read bandwidth): runs and prints its table.
 build/ci/bench/bench_decode --contexts 16,64 --batches 1,2 --steps 8 \
   --bw-mib 8 --full-budget 0
+# Two builds' steps alternating in one process (here the same build twice).
+build/ci/bench/ab_decode build/ci/libattn.so.0 build/ci/libattn.so.0 2 16 4 \
+  | grep -q '^B=2 L=16 kv_heads=2 threads=2: old/new'
 # The decoder attention features against the plain layer, tiny (issue 14).
 cmake --build build/ci -j"$jobs" --target bench_features
 build/ci/bench/bench_features --reps 1 --len 40 --embed 64 --heads 4 \

@@ -22,6 +22,7 @@
 #include "core/simd_avx2.h"
 
 #include <math.h>
+#include <stdbool.h>
 
 TARGET static inline float hsum(__m256 v) {
   __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
@@ -166,8 +167,6 @@ TARGET static void scores_avx2(const attn_stream *a, const float *q,
   __m256 scale = _mm256_set1_ps(g->scale);
   int64_t j = jmin;
   for (; j + 8 <= jmax; j += 8) {
-    for (int64_t k = 8; k < 16; k++)
-      attn_stream_prefetch(slots, j + k, jmax, ld, g->kv_dim);
     const float *k0 = slots + j * ld;
     for (int64_t i = 0; i < a->n; i++)
       for (int64_t h = 0; h < H; h++) {
@@ -202,16 +201,17 @@ TARGET static void scores_avx2(const attn_stream *a, const float *q,
   }
 }
 
-TARGET static void values_avx2(const attn_stream *a, const float *vslots,
-                               int64_t jmin, int64_t jmax, const float *p,
-                               int64_t ldp, float *acc) {
+/* One query row at a time (multi-head layers with one new token: no two
+ * rows share a value head): 32 floats of the row's accumulator stay in
+ * registers over eight keys. */
+TARGET static void values_rows1(const attn_stream *a, const float *vslots,
+                                int64_t jmin, int64_t jmax, const float *p,
+                                int64_t ldp, float *acc) {
   const attn_heads *g = a->heads;
   int64_t hd = g->head_dim, H = g->num_heads;
   int64_t group = H / g->num_kv_heads, ld = a->ldkv, rows = a->n * H;
   for (int64_t j0 = jmin; j0 < jmax; j0 += 8) {
     int64_t j1 = j0 + 8 < jmax ? j0 + 8 : jmax;
-    for (int64_t k = 8; k < 16; k++)
-      attn_stream_prefetch(vslots, j0 + k, jmax, ld, g->kv_dim);
     for (int64_t r = 0; r < rows; r++) {
       const float *pr = p + r * ldp - jmin;
       const float *vh = vslots + ((r % H) / group) * hd;
@@ -249,15 +249,101 @@ TARGET static void values_avx2(const attn_stream *a, const float *vslots,
   }
 }
 
+/* Keys [j0, j1) into R query rows that share one value head vh: 16
+ * floats of each row's accumulator at a time, so that every value vector
+ * loaded serves the R rows and the 2 R accumulators are independent
+ * chains of products (one row alone is a chain as long as the keys, bound
+ * by the FMA latency). The rows are added to in key order, as one row
+ * alone would be. */
+TARGET static inline __attribute__((always_inline)) void
+values_group(const float *vh, int64_t ld, int64_t hd, int64_t j0, int64_t j1,
+             const float *const *pr, float *const *ar, const int R) {
+  for (int64_t d = 0; d < hd; d += 16) {
+    bool two = hd - d > 8;
+    __m256 c[4][2];
+    for (int k = 0; k < R; k++) {
+      c[k][0] = _mm256_loadu_ps(ar[k] + d);
+      c[k][1] = two ? _mm256_loadu_ps(ar[k] + d + 8) : _mm256_setzero_ps();
+    }
+    for (int64_t j = j0; j < j1; j++) {
+      const float *v = vh + j * ld + d;
+      __m256 v0 = _mm256_loadu_ps(v);
+      __m256 v1 = two ? _mm256_loadu_ps(v + 8) : _mm256_setzero_ps();
+      for (int k = 0; k < R; k++) {
+        __m256 pj = _mm256_broadcast_ss(pr[k] + j);
+        c[k][0] = _mm256_fmadd_ps(pj, v0, c[k][0]);
+        c[k][1] = _mm256_fmadd_ps(pj, v1, c[k][1]);
+      }
+    }
+    for (int k = 0; k < R; k++) {
+      _mm256_storeu_ps(ar[k] + d, c[k][0]);
+      if (two)
+        _mm256_storeu_ps(ar[k] + d + 8, c[k][1]);
+    }
+  }
+}
+
+/* Grouped-query layers (and several new tokens): the rows of each value
+ * head, up to four at a time, take each eight keys' values while they are
+ * in L1. Keys with a zero weight are not skipped here: adding 0 * v
+ * leaves a sum unchanged. */
+TARGET static void values_grouped(const attn_stream *a, const float *vslots,
+                                  int64_t jmin, int64_t jmax, const float *p,
+                                  int64_t ldp, float *acc) {
+  const attn_heads *g = a->heads;
+  int64_t hd = g->head_dim, H = g->num_heads, G = g->num_kv_heads;
+  int64_t group = H / G, per = a->n * group, ld = a->ldkv;
+  for (int64_t j0 = jmin; j0 < jmax; j0 += 8) {
+    int64_t j1 = j0 + 8 < jmax ? j0 + 8 : jmax;
+    for (int64_t kv = 0; kv < G; kv++)
+      for (int64_t t = 0; t < per; t += 4) {
+        const float *pr[4];
+        float *ar[4];
+        int64_t R = per - t < 4 ? per - t : 4;
+        for (int64_t k = 0; k < R; k++) {
+          /* Row of token i, head kv * group + e. */
+          int64_t i = (t + k) / group, e = (t + k) % group;
+          int64_t r = i * H + kv * group + e;
+          pr[k] = p + r * ldp - jmin;
+          ar[k] = acc + r * hd;
+        }
+        const float *vh = vslots + kv * hd;
+        if (R == 4) {
+          values_group(vh, ld, hd, j0, j1, pr, ar, 4);
+          continue;
+        }
+        int64_t k = 0;
+        if (R >= 2) {
+          values_group(vh, ld, hd, j0, j1, pr, ar, 2);
+          k = 2;
+        }
+        if (R - k == 1)
+          values_group(vh, ld, hd, j0, j1, pr + k, ar + k, 1);
+      }
+  }
+}
+
+TARGET static void values_avx2(const attn_stream *a, const float *vslots,
+                               int64_t jmin, int64_t jmax, const float *p,
+                               int64_t ldp, float *acc) {
+  if (a->n * (a->heads->num_heads / a->heads->num_kv_heads) > 1)
+    values_grouped(a, vslots, jmin, jmax, p, ldp, acc);
+  else
+    values_rows1(a, vslots, jmin, jmax, p, ldp, acc);
+}
+
 /* Each weight row is loaded once, eight floats at a time, and multiplied
- * into up to eight input rows' running sums; sum8 then gives the row's
- * eight outputs at once. */
-TARGET static void linear_avx2(const attn_rows_linear *p, int64_t n0,
-                               int64_t n1) {
-  int64_t M = p->M, K = p->K;
+ * into the M (<= 8) input rows' running sums; sum8 then gives the row's
+ * outputs at once (lane m from row m's sum alone, so a row's result does
+ * not depend on M). The body is compiled for M rows (at least p->M; rows
+ * past p->M repeat row 0 and are dropped): a step's usual single row then
+ * costs one product per weight vector, not eight. */
+TARGET static inline __attribute__((always_inline)) void
+linear_rows(const attn_rows_linear *p, int64_t n0, int64_t n1, const int M) {
+  int64_t K = p->K;
   const float *x[8];
   for (int64_t m = 0; m < 8; m++)
-    x[m] = p->x + (m < M ? m : 0) * p->ldx;
+    x[m] = p->x + (m < p->M ? m : 0) * p->ldx;
   float out[8];
   for (int64_t j = n0; j < n1; j++) {
     const float *w = p->w + j * K;
@@ -266,18 +352,44 @@ TARGET static void linear_avx2(const attn_rows_linear *p, int64_t n0,
     for (int64_t d = 0; d < K; d += 8) {
       __m256 wv = _mm256_loadu_ps(w + d);
       c0 = _mm256_fmadd_ps(wv, _mm256_loadu_ps(x[0] + d), c0);
-      c1 = _mm256_fmadd_ps(wv, _mm256_loadu_ps(x[1] + d), c1);
-      c2 = _mm256_fmadd_ps(wv, _mm256_loadu_ps(x[2] + d), c2);
-      c3 = _mm256_fmadd_ps(wv, _mm256_loadu_ps(x[3] + d), c3);
-      c4 = _mm256_fmadd_ps(wv, _mm256_loadu_ps(x[4] + d), c4);
-      c5 = _mm256_fmadd_ps(wv, _mm256_loadu_ps(x[5] + d), c5);
-      c6 = _mm256_fmadd_ps(wv, _mm256_loadu_ps(x[6] + d), c6);
-      c7 = _mm256_fmadd_ps(wv, _mm256_loadu_ps(x[7] + d), c7);
+      if (M > 1)
+        c1 = _mm256_fmadd_ps(wv, _mm256_loadu_ps(x[1] + d), c1);
+      if (M > 2)
+        c2 = _mm256_fmadd_ps(wv, _mm256_loadu_ps(x[2] + d), c2);
+      if (M > 3)
+        c3 = _mm256_fmadd_ps(wv, _mm256_loadu_ps(x[3] + d), c3);
+      if (M > 4)
+        c4 = _mm256_fmadd_ps(wv, _mm256_loadu_ps(x[4] + d), c4);
+      if (M > 5)
+        c5 = _mm256_fmadd_ps(wv, _mm256_loadu_ps(x[5] + d), c5);
+      if (M > 6)
+        c6 = _mm256_fmadd_ps(wv, _mm256_loadu_ps(x[6] + d), c6);
+      if (M > 7)
+        c7 = _mm256_fmadd_ps(wv, _mm256_loadu_ps(x[7] + d), c7);
     }
     _mm256_storeu_ps(out, sum8(c0, c1, c2, c3, c4, c5, c6, c7));
     float bj = p->b ? p->b[j] : 0.0f;
-    for (int64_t m = 0; m < M; m++)
+    for (int64_t m = 0; m < p->M; m++)
       p->y[m * p->ldy + j] = bj + out[m];
+  }
+}
+
+TARGET static void linear_avx2(const attn_rows_linear *p, int64_t n0,
+                               int64_t n1) {
+  switch (p->M) {
+  case 1:
+    linear_rows(p, n0, n1, 1);
+    break;
+  case 2:
+    linear_rows(p, n0, n1, 2);
+    break;
+  case 3:
+  case 4:
+    linear_rows(p, n0, n1, 4);
+    break;
+  default:
+    linear_rows(p, n0, n1, 8);
+    break;
   }
 }
 

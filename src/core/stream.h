@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /* Attention of a few new queries over long key/value rows (a decoding
  * step over its cache), streaming each row's slots once: work items of
- * (batch row, chunk of keys), then a merge per batch row (stream.c). */
+ * (batch row, chunk of keys), then a merge per batch row once all of its
+ * chunks are done (stream.c). */
 #ifndef ATTN_CORE_STREAM_H
 #define ATTN_CORE_STREAM_H
 
@@ -39,15 +40,17 @@ int64_t attn_stream_partial_floats(const attn_heads *g, int64_t batch,
 int64_t attn_stream_tile_floats(const attn_heads *g, int64_t n);
 /* First pass: items 0 .. batch * chunks - 1. */
 void attn_stream_chunk(const attn_stream *a, int64_t item, float *tile);
-/* Second pass, after every first-pass item: batch row b, writing ctx. */
+/* Merge of batch row b, writing ctx: after every first-pass item of the
+ * row (the others may still run). */
 void attn_stream_merge(const attn_stream *a, int64_t b);
 
 /* Prefetches the first `floats` floats of slot j (ld floats apart from
- * base) if j < end. A step reads a few KiB from each slot; the hardware
- * prefetchers lose the stream at page ends and between the key and the
- * value halves of the slots, so the loops ask for the slots a few ahead.
- * Into the L2 cache only (measured: faster than into L1, which ties up the
- * line-fill buffers the loads need). */
+ * base) if j < end, into the L2 cache only (faster than into L1, which
+ * ties up the line-fill buffers the loads need). The portable decoding
+ * loops use it; the AVX2 ones do not: their slot-order walk is a stream
+ * the hardware prefetchers follow, and on an Ice Lake server core steps
+ * with the software prefetches took 1.2-1.7 times as long
+ * (docs/DECODING.md). */
 static inline void attn_stream_prefetch(const float *base, int64_t j,
                                         int64_t end, int64_t ld,
                                         int64_t floats) {

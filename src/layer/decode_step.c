@@ -13,10 +13,13 @@
 #include "common/error.h"
 #include "common/policy.h"
 #include "common/structs.h"
+#include "core/linear.h"
 #include "core/mask.h"
 #include "core/stream.h"
 #include "layer/positions.h"
 
+#include <sched.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -187,19 +190,61 @@ typedef struct {
   const attn_stream *a;
   float *tiles;
   int64_t tile_floats;
+  atomic_llong *done;  /* [B] chunks of the row finished */
+  atomic_llong merged; /* rows merged */
 } stream_job;
 
+/* A chunk, then the merge of its row by whichever thread finishes the
+ * row's last chunk: no second parallel loop (and no second hand-over to
+ * the workers) per step. The merge reads the chunks in their order, so
+ * who runs it does not change the result; the acquire-release count
+ * makes every chunk's partial results visible to it. */
 static void chunk_item(void *ctx, int64_t item, int32_t slot) {
   stream_job *j = ctx;
   attn_stream_chunk(j->a, item, j->tiles + slot * j->tile_floats);
+  int64_t b = item / j->a->chunks;
+  if (atomic_fetch_add_explicit(&j->done[b], 1, memory_order_acq_rel) + 1 ==
+      j->a->chunks) {
+    attn_stream_merge(j->a, b);
+    atomic_fetch_add_explicit(&j->merged, 1, memory_order_release);
+  }
 }
 
-static void merge_item(void *ctx, int64_t item, int32_t slot) {
-  (void)slot;
-  attn_stream_merge(((stream_job *)ctx)->a, item);
+/* The streaming kernel's description of a step over cache c whose rows
+ * will hold lens[b] keys (max_held at most), and its job. */
+static void stream_setup(const attn_layer *l, const attn_kv_cache *c, int64_t n,
+                         float *qkv, int64_t ldq, const int64_t *lens,
+                         int64_t max_held, int32_t empty,
+                         const attn_step_plan *p, float *f, attn_stream *a,
+                         attn_score_fx *fx, stream_job *job) {
+  *a = (attn_stream){.heads = &l->heads,
+                     .n = n,
+                     .q = qkv,
+                     .ldq = ldq,
+                     .k = c->kv,
+                     .v = c->kv + c->kv_dim,
+                     .ldkv = c->slot_ld,
+                     .kv_rows = c->capacity,
+                     .held = lens,
+                     .pad = c->any_pad ? c->pad : NULL,
+                     .window = c->window,
+                     .ctx = qkv,
+                     .ldctx = ldq,
+                     .empty_rows = empty,
+                     .chunks = attn_stream_chunks(max_held),
+                     .partial = f + p->partial_off};
+  a->fx = attn_layer_score_fx(l, NULL, NULL, fx);
+  job->a = a;
+  job->tiles = f + p->tile_off;
+  job->tile_floats = p->tile_floats;
+  job->done = (atomic_llong *)(void *)(f + p->done_off);
+  for (int64_t b = 0; b < c->batch; b++)
+    atomic_init(&job->done[b], 0);
+  atomic_init(&job->merged, 0);
 }
 
-/* The streaming kernel over the cache: chunks, then merges per row. */
+/* The streaming kernel over the cache: chunks, each row merged as soon as
+ * its chunks are done. */
 static void attend_streamed(const attn_call *call, const attn_layer *l,
                             const attn_kv_cache *c, int64_t n, float *qkv,
                             int64_t ldq, const int64_t *lens, int32_t empty,
@@ -209,37 +254,15 @@ static void attend_streamed(const attn_call *call, const attn_layer *l,
     max_held = lens[b] > max_held ? lens[b] : max_held;
     all_held += lens[b];
   }
-  attn_stream a = {.heads = &l->heads,
-                   .n = n,
-                   .q = qkv,
-                   .ldq = ldq,
-                   .k = c->kv,
-                   .v = c->kv + c->kv_dim,
-                   .ldkv = c->slot_ld,
-                   .kv_rows = c->capacity,
-                   .held = lens,
-                   .pad = c->any_pad ? c->pad : NULL,
-                   .window = c->window,
-                   .ctx = qkv,
-                   .ldctx = ldq,
-                   .empty_rows = empty,
-                   .chunks = attn_stream_chunks(max_held),
-                   .partial = f + p->partial_off};
+  attn_stream a;
   attn_score_fx fx;
-  a.fx = attn_layer_score_fx(l, NULL, NULL, &fx);
-  stream_job job = {&a, f + p->tile_off, p->tile_floats};
+  stream_job job;
+  stream_setup(l, c, n, qkv, ldq, lens, max_held, empty, p, f, &a, &fx, &job);
   double bytes = (double)all_held * (double)c->slot_ld * sizeof(float);
   int64_t chunks = c->batch * a.chunks;
   attn_exec_for(&call->x,
                 attn_threads_for(p->threads, chunks, attn_cost_bytes(bytes)),
                 chunks, chunk_item, &job);
-  /* The merge reads chunks * (head_dim + 2) floats per query row. */
-  double merged = (double)chunks * (double)(n * l->heads.num_heads) *
-                  (double)(l->heads.head_dim + 2) * sizeof(float);
-  attn_exec_for(
-      &call->x,
-      attn_threads_for(call->x.threads, c->batch, attn_cost_bytes(merged)),
-      c->batch, merge_item, &job);
 }
 
 /* The tiled core over the cache, queries at the end of each row. */
@@ -264,11 +287,128 @@ static void attend_tiled(const attn_call *call, const attn_layer *l,
                     p->tile_floats);
 }
 
+/* Steps of at most this many rows (the few-row projection kernel's limit
+ * in project.c) may run as one parallel loop. */
+#define FUSED_MAX_ROWS 8
+
+/* One parallel loop for a whole step: its items are the Q/K/V projection's
+ * column blocks, then the attention's chunks, then the output
+ * projection's column blocks, handed out in that order. The thread that
+ * finishes the last projection block appends the new keys and values to
+ * the cache; chunks wait for that, and output blocks wait until every row
+ * is merged. Every item waited for was handed out before the waiting one
+ * and is running on a thread that waits for nothing later, so the waits
+ * end. Workers of the runtime's pool are woken once per step instead of
+ * three times (each join measured at about 40 us). The blocks and chunks
+ * are those of the three loops run apart, so are the results. */
+typedef struct {
+  attn_rows_linear qkv, out;
+  int64_t qkv_items, chunk_items, batch;
+  atomic_llong projected, appended;
+  attn_kv_cache *cache;
+  const attn_decode_mask *m;
+  int64_t n, E;
+  int64_t *lens;
+  stream_job sj;
+} fused_job;
+
+/* Spins briefly, then yields the core: on a loaded machine the thread
+ * waited for may need it. */
+static void wait_for(atomic_llong *v, int64_t want) {
+  for (int spins = 0; atomic_load_explicit(v, memory_order_acquire) < want;
+       spins++) {
+    if (spins >= 1000) {
+      sched_yield();
+      continue;
+    }
+#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
+    __builtin_ia32_pause();
+#endif
+  }
+}
+
+static void fused_item(void *ctx, int64_t item, int32_t slot) {
+  fused_job *j = ctx;
+  if (item < j->qkv_items) {
+    attn_rows_linear_block(&j->qkv, item);
+    if (atomic_fetch_add_explicit(&j->projected, 1, memory_order_acq_rel) + 1 ==
+        j->qkv_items) {
+      append_rows(j->cache, j->m, j->n, j->qkv.y, j->qkv.ldy, j->E, j->lens);
+      atomic_store_explicit(&j->appended, 1, memory_order_release);
+    }
+    return;
+  }
+  item -= j->qkv_items;
+  if (item < j->chunk_items) {
+    wait_for(&j->appended, 1);
+    chunk_item(&j->sj, item, slot);
+    return;
+  }
+  wait_for(&j->sj.merged, j->batch);
+  attn_rows_linear_block(&j->out, item - j->chunk_items);
+}
+
+static int64_t blocks_of(int64_t cols) {
+  return (cols + ATTN_ROWS_LINEAR_BLOCK - 1) / ATTN_ROWS_LINEAR_BLOCK;
+}
+
+/* The step as one loop when it qualifies: few rows, every row taking all
+ * n tokens without padding, no rotation or QK-norm, the streaming kernel,
+ * and no more threads wanted than the plan has tiles for. Returns false,
+ * having done nothing, otherwise. */
+static bool run_fused(const attn_call *call, const attn_layer *l,
+                      attn_kv_cache *c, int64_t n, const float *x,
+                      const attn_decode_mask *m, const attn_step_plan *p,
+                      float *f, float *out) {
+  int64_t B = c->batch, E = l->embed_dim, ldq = p->ldq;
+  if (!p->streamed || B * n > FUSED_MAX_ROWS || attn_fx_post(&l->fx) ||
+      m->new_lengths || m->new_padding)
+    return false;
+  int64_t max_held = 0, all_held = 0;
+  for (int64_t b = 0; b < B; b++) {
+    int64_t held = attn_kv_cache_keep(c, b, n) + n; /* checked: >= 0 */
+    max_held = held > max_held ? held : max_held;
+    all_held += held;
+  }
+  float *qkv = f;
+  fused_job j = {.qkv = {B * n, ldq, E, x, E, attn_slot_ptr(l, ATTN_SLOT_WQ),
+                         attn_bias_span(l, ATTN_SLOT_BQ, ATTN_SLOT_BV), qkv,
+                         ldq},
+                 .out = {B * n, E, E, qkv, ldq, attn_slot_ptr(l, ATTN_SLOT_WO),
+                         attn_bias_ptr(l, ATTN_SLOT_BO), out, E},
+                 .qkv_items = blocks_of(ldq),
+                 .batch = B,
+                 .cache = c,
+                 .m = m,
+                 .n = n,
+                 .E = E,
+                 .lens = (int64_t *)(void *)(f + p->lens_off)};
+  attn_stream a;
+  attn_score_fx fx;
+  stream_setup(l, c, n, qkv, ldq, j.lens, max_held, m->empty_rows, p, f, &a,
+               &fx, &j.sj);
+  j.chunk_items = B * a.chunks;
+  int64_t items = j.qkv_items + j.chunk_items + blocks_of(E);
+  double bytes =
+      ((double)(ldq + E) * (double)E + (double)all_held * (double)c->slot_ld) *
+      sizeof(float);
+  int32_t threads =
+      attn_threads_for(call->x.threads, items, attn_cost_bytes(bytes));
+  if (threads > p->threads)
+    return false;
+  atomic_init(&j.projected, 0);
+  atomic_init(&j.appended, 0);
+  attn_exec_for(&call->x, threads, items, fused_item, &j);
+  return true;
+}
+
 /* Everything after the checks: nothing fails here. */
 static void run_step(const attn_call *call, const attn_layer *l,
                      attn_kv_cache *c, int64_t n, const float *x,
                      const attn_decode_mask *m, const attn_step_plan *p,
                      float *f, float *out) {
+  if (run_fused(call, l, c, n, x, m, p, f, out))
+    return;
   int64_t B = c->batch, E = l->embed_dim, ldq = p->ldq;
   float *qkv = f;
   int64_t *lens = (int64_t *)(void *)(f + p->lens_off);

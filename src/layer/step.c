@@ -8,6 +8,7 @@
 #include "core/stream.h"
 
 #include <limits.h>
+#include <stdatomic.h>
 
 attn_status attn_step_check_n(int64_t n, const char *what) {
   if (n <= 0)
@@ -26,6 +27,8 @@ static void plan_stream(const attn_call *c, const attn_layer *l, int64_t B,
   p->chunks = attn_stream_chunks(len_k);
   p->partial_off = attn_layout_add(
       s, attn_stream_partial_floats(&l->heads, 1, n, p->chunks), B);
+  p->done_off = attn_layout_add(
+      s, B, (int64_t)((sizeof(atomic_llong) + 3) / sizeof(float))); /* B */
   p->tile_floats = attn_stream_tile_floats(&l->heads, n);
   double bytes =
       (double)B * (double)len_k * 2.0 * (double)l->heads.kv_dim * sizeof(float);

@@ -15,6 +15,7 @@ typedef struct {
   int64_t lens_off, pad_off, tile_off, tile_floats;
   bool streamed;               /* core/stream.c instead of the tiled core */
   int64_t chunks, partial_off; /* the stream's key chunks and results */
+  int64_t done_off;            /* [B] chunks finished per row (counters) */
   int32_t threads;             /* of the attention, which sized the tiles */
   size_t bytes;
 } attn_step_plan;
