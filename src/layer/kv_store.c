@@ -1,20 +1,13 @@
 /* SPDX-License-Identifier: MIT */
 /* Storage of caches and memories (kv_store.h). */
-/* madvise(MADV_HUGEPAGE) is a Linux extension. */
-#if defined(__linux__) && !defined(_DEFAULT_SOURCE)
-#define _DEFAULT_SOURCE
-#endif
-
 #include "layer/kv_store.h"
 
+#include "common/alloc.h"
 #include "common/checked.h"
 #include "common/error.h"
 
 #include <limits.h>
 #include <stdlib.h>
-#if defined(__linux__)
-#include <sys/mman.h>
-#endif
 
 void attn_kv_owner_init(attn_kv_owner *o, const attn_layer *l) {
   o->layer = l;
@@ -81,28 +74,6 @@ attn_status attn_kv_plan_make(const attn_layer *l, int64_t batch,
   return ATTN_OK;
 }
 
-/* A step reads a few KiB in each slot, one slot per 4 KiB page for
- * E = 512, so a large store spends much of a step on TLB misses with small
- * pages: where the kernel offers transparent huge pages on request, ask
- * for them (a hint; it changes nothing else) for any store of at least one
- * huge page (a 4 MiB cache streamed 27% faster on them than on small
- * pages). */
-#define HUGE_PAGE ((size_t)2 << 20)
-
-static void *alloc_store(size_t bytes) {
-#if defined(__linux__) && defined(MADV_HUGEPAGE)
-  if (bytes >= HUGE_PAGE) {
-    void *mem = NULL;
-    if (posix_memalign(&mem, HUGE_PAGE, bytes) != 0)
-      return NULL;
-    size_t whole = bytes / HUGE_PAGE * HUGE_PAGE;
-    (void)madvise(mem, whole, MADV_HUGEPAGE);
-    return mem;
-  }
-#endif
-  return malloc(bytes);
-}
-
 attn_status attn_kv_store_memory(const attn_kv_plan *p, void *buffer,
                                  size_t size, const char *what,
                                  const char *size_fn, void **owned,
@@ -116,7 +87,7 @@ attn_status attn_kv_store_memory(const attn_kv_plan *p, void *buffer,
                        size, p->bytes, what, size_fn);
   } else {
     /* The slots are not cleared: only slots written are ever read. */
-    buffer = *owned = alloc_store(p->bytes);
+    buffer = *owned = attn_alloc_large(p->bytes);
     if (!buffer)
       return attn_fail(ATTN_ERR_NO_MEMORY, "cannot allocate %zu bytes for a %s",
                        p->bytes, what);

@@ -2,6 +2,7 @@
 /* Layer configuration and creation. */
 #include "layer/layer.h"
 
+#include "common/alloc.h"
 #include "common/checked.h"
 #include "common/error.h"
 #include "common/structs.h"
@@ -118,7 +119,7 @@ attn_status attn_layer_create(const attn_config *cfg_in, attn_layer **out) {
                      (long long)shape.embed_dim, (long long)shape.kdim,
                      (long long)shape.vdim);
   attn_layer *l = malloc(sizeof *l);
-  float *w = calloc((size_t)nw, sizeof(float));
+  float *w = attn_calloc_large((size_t)nw, sizeof(float));
   float *b = shape.bias ? calloc((size_t)nb, sizeof(float)) : NULL;
   float *x = nx ? malloc((size_t)nx * sizeof(float)) : NULL;
   bool fx = l && attn_fx_create(&shape.fx, &c, &rope, &shape.heads);
