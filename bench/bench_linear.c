@@ -8,8 +8,10 @@
  * program times, for each shape given, the library's own choice
  * (attn_project) and fixed grids of r x c blocks on the same workers, each
  * as a fraction of a large multi-threaded cblas_sgemm measured between the
- * rounds. Every figure is the median over the rounds of (GFLOP/s of the
- * variant) / (GFLOP/s of the reference of that round), with its min-max.
+ * rounds. Within a round the variants take turns run by run; every
+ * figure is the median over the rounds of (GFLOP/s of the variant's
+ * median run) / (GFLOP/s of the reference of that round), with its
+ * min-max.
  *
  * usage: bench_linear [--rounds N] [--min-time S] [--threads T] MxNxK ...
  * e.g.   bench_linear --rounds 7 512x1536x512 4096x1024x768 */
@@ -27,6 +29,7 @@
 #include <string.h>
 
 #define MAX_ROUNDS 64
+#define MAX_REPS 1000
 
 typedef struct {
   int64_t M, N, K, mr, nc, col_blocks;
@@ -187,16 +190,24 @@ int main(int argc, char **argv) {
                         "and cannot be held at one thread\n");
         return 1;
       }
-      for (size_t v = 0; v < N_VARIANTS; v++) {
+      /* The variants take turns run by run, so that the machine's drift
+       * within the round reaches them alike; each one's median run. */
+      static double t[N_VARIANTS][MAX_REPS];
+      int reps = 0;
+      double t0 = now();
+      for (size_t v = 0; v < N_VARIANTS; v++)
         run_variant(&x, &variants[v], &j); /* warm-up */
-        int reps = 0;
-        double t0 = now(), t;
-        do {
+      do {
+        for (size_t v = 0; v < N_VARIANTS; v++) {
+          double t1 = now();
           run_variant(&x, &variants[v], &j);
-          reps++;
-        } while ((t = now() - t0) < min_time || reps < 3);
-        frac[v][r] = flops * reps / t / 1e9 / ref[r];
-      }
+          t[v][reps] = now() - t1;
+        }
+        reps++;
+      } while (reps < MAX_REPS &&
+               (now() - t0 < min_time * (double)N_VARIANTS || reps < 5));
+      for (size_t v = 0; v < N_VARIANTS; v++)
+        frac[v][r] = flops / median(t[v], reps) / 1e9 / ref[r];
       attn_exec_leave(&x);
     }
     double refs[MAX_ROUNDS];
