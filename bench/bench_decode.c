@@ -76,35 +76,9 @@ typedef struct {
   float sum;
 } sum_job;
 
-/* Eight floats as one value (GCC and Clang vector extension): the sum
- * loop below compiles to whole-register loads and adds on any target. */
-typedef float f8 __attribute__((vector_size(32)));
-
-/* Four independent eight-wide sums, so the loop is bound by the loads
- * rather than by the latency of one chain of additions (a plain loop of
- * scalar sums measured 3-5% below this). */
 static void *sum_part(void *p) {
   sum_job *j = p;
-  f8 a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0};
-  size_t i = 0;
-  for (; i + 32 <= j->n; i += 32) {
-    f8 t0, t1, t2, t3;
-    memcpy(&t0, j->x + i, sizeof t0);
-    memcpy(&t1, j->x + i + 8, sizeof t1);
-    memcpy(&t2, j->x + i + 16, sizeof t2);
-    memcpy(&t3, j->x + i + 24, sizeof t3);
-    a0 += t0;
-    a1 += t1;
-    a2 += t2;
-    a3 += t3;
-  }
-  f8 a = a0 + a1 + a2 + a3;
-  float s = 0;
-  for (int k = 0; k < 8; k++)
-    s += a[k];
-  for (; i < j->n; i++)
-    s += j->x[i];
-  j->sum = s;
+  j->sum = bench_sum(j->x, j->n);
   return NULL;
 }
 

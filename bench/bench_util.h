@@ -3,7 +3,9 @@
 #ifndef ATTN_BENCH_UTIL_H
 #define ATTN_BENCH_UTIL_H
 
+#include <stddef.h>
 #include <stdlib.h>
+#include <string.h>
 #include <time.h>
 
 /* Monotonic wall-clock time in seconds. */
@@ -23,6 +25,35 @@ static inline int cmp_double(const void *a, const void *b) {
 static inline double median(double *v, int n) {
   qsort(v, (size_t)n, sizeof *v, cmp_double);
   return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+/* Sum of x[0 .. n-1], to read memory at full bandwidth: four independent
+ * eight-wide sums (GCC and Clang vector extension), so the loop is bound
+ * by the loads rather than by the latency of one chain of additions (a
+ * plain loop of scalar sums measured 3-5% below this). */
+typedef float bench_f8 __attribute__((vector_size(32)));
+
+static inline float bench_sum(const float *x, size_t n) {
+  bench_f8 a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0};
+  size_t i = 0;
+  for (; i + 32 <= n; i += 32) {
+    bench_f8 t0, t1, t2, t3;
+    memcpy(&t0, x + i, sizeof t0);
+    memcpy(&t1, x + i + 8, sizeof t1);
+    memcpy(&t2, x + i + 16, sizeof t2);
+    memcpy(&t3, x + i + 24, sizeof t3);
+    a0 += t0;
+    a1 += t1;
+    a2 += t2;
+    a3 += t3;
+  }
+  bench_f8 a = a0 + a1 + a2 + a3;
+  float s = 0;
+  for (int k = 0; k < 8; k++)
+    s += a[k];
+  for (; i < n; i++)
+    s += x[i];
+  return s;
 }
 
 #endif
