@@ -35,8 +35,8 @@ typedef float bench_f8 __attribute__((vector_size(32)));
 
 static inline float bench_sum(const float *x, size_t n) {
   bench_f8 a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0};
-  size_t i = 0;
-  for (; i + 32 <= n; i += 32) {
+  size_t whole = n - n % 32;
+  for (size_t i = 0; i < whole; i += 32) {
     bench_f8 t0, t1, t2, t3;
     memcpy(&t0, x + i, sizeof t0);
     memcpy(&t1, x + i + 8, sizeof t1);
@@ -51,7 +51,7 @@ static inline float bench_sum(const float *x, size_t n) {
   float s = 0;
   for (int k = 0; k < 8; k++)
     s += a[k];
-  for (; i < n; i++)
+  for (size_t i = whole; i < n; i++)
     s += x[i];
   return s;
 }
