@@ -413,6 +413,55 @@ static void test_refusals(void **state) {
   attn_layer_destroy(sinks);
 }
 
+/* A forward pass whose packed keys and values exceed the packed core's
+ * budget (4 batch rows x 8 heads x 1100 keys x head_dim 64, keys and
+ * values: about 18 MB against 16 MiB), so they are packed and run in two
+ * groups, the first ending inside a batch row: the packed core's output
+ * against the cblas core's, on 1 and 2 threads, causal and not. */
+static void test_packed_groups(void **state) {
+  (void)state;
+  if (!attn_core_available(ATTN_CORE_PACKED))
+    skip();
+  const int64_t B = 4, L = 1100, E = 512, n = B * L * E;
+  attn_config cfg;
+  attn_config_init(&cfg);
+  cfg.embed_dim = E;
+  cfg.num_heads = 8;
+  attn_layer *l = NULL;
+  assert_int_equal(attn_layer_create(&cfg, &l), ATTN_OK);
+  assert_int_equal(attn_layer_init_weights(l, 11), ATTN_OK);
+  ref_rng r;
+  ref_rng_seed(&r, 12);
+  float *x = ref_random(&r, n, -1, 1);
+  float *got[2], *want = ref_xmalloc((size_t)n * sizeof(float));
+  double *wantd = ref_xmalloc((size_t)n * sizeof(double));
+  for (int t = 0; t < 2; t++)
+    got[t] = ref_xmalloc((size_t)n * sizeof(float));
+  for (int32_t causal = 0; causal < 2; causal++) {
+    attn_mask m;
+    attn_mask_init(&m);
+    m.causal = causal;
+    attn_options o;
+    options(&o, ATTN_CORE_BLAS, 2);
+    assert_int_equal(attn_self_forward(l, B, L, x, &m, &o, want), ATTN_OK);
+    for (int64_t i = 0; i < n; i++)
+      wantd[i] = want[i];
+    for (int t = 0; t < 2; t++) {
+      options(&o, ATTN_CORE_PACKED, t + 1);
+      assert_int_equal(attn_self_forward(l, B, L, x, &m, &o, got[t]), ATTN_OK);
+      assert_true(
+          ref_close("packed in groups", got[t], wantd, n, REF_RTOL, REF_ATOL));
+    }
+    assert_memory_equal(got[0], got[1], (size_t)n * sizeof(float));
+  }
+  for (int t = 0; t < 2; t++)
+    free(got[t]);
+  free(want);
+  free(wantd);
+  free(x);
+  attn_layer_destroy(l);
+}
+
 static int setup(void **state) {
   (void)state;
   attn_runtime_config rc;
@@ -429,9 +478,10 @@ static int teardown(void **state) {
 
 int main(void) {
   const struct CMUnitTest tests[] = {
-      cmocka_unit_test(test_available), cmocka_unit_test(test_shapes),
-      cmocka_unit_test(test_masks),     cmocka_unit_test(test_weights),
-      cmocka_unit_test(test_steps),     cmocka_unit_test(test_refusals),
+      cmocka_unit_test(test_available),     cmocka_unit_test(test_shapes),
+      cmocka_unit_test(test_masks),         cmocka_unit_test(test_weights),
+      cmocka_unit_test(test_steps),         cmocka_unit_test(test_refusals),
+      cmocka_unit_test(test_packed_groups),
   };
   return cmocka_run_group_tests(tests, setup, teardown);
 }
