@@ -67,8 +67,15 @@ smoke() { # smoke BUILD_DIR NAME
 echo "--- bench smoke: OpenBLAS build"
 cmake -S . -B build/ci -DCMAKE_BUILD_TYPE=Release -DATTN_WERROR=ON >/dev/null
 cmake --build build/ci -j"$jobs" --target bench_forward bench_core bench_decode \
-  bench_pool bench_start ab_decode
+  bench_pool bench_start ab_decode bench_linear
 smoke build/ci openblas
+# Per-round ratios of two cases (bench/figures.sh's causal and thread
+# ratios), and the projection blocks, tiny.
+build/ci/bench/bench_forward --rounds 2 --reps 2 --ref-size 64 \
+  name=a,B=2,L=16,E=32,H=4 name=b,B=2,L=16,E=32,H=4,causal=1 |
+  python3 bench/forward_ratios.py b/a | grep -q '^b / a: .* over 2 rounds'
+build/ci/bench/bench_linear --rounds 2 --min-time 0.01 64x128x32 |
+  grep -q '^  library ' 
 build/ci/bench/bench_pool 50
 python3 bench/compare_builds.py --old build/ci/bench/bench_forward \
   --new build/ci/bench/bench_forward --rounds 2 --min-time 0.01 \
