@@ -320,32 +320,11 @@ func (l *Layer) Forward(batch, lenQ, lenK int, query, key, value []float32,
 			return chk
 		}
 	}
-	return l.read(func(p *C.attn_layer) error {
-		b, lq, lk := C.int64_t(batch), C.int64_t(lenQ), C.int64_t(lenK)
-		var mem cmem
-		defer mem.free()
-		var cm *C.attn_mask
-		if mask != nil {
-			m, err := mask.toC(&mem, batch, c.NumHeads, lenQ, lenK)
-			if err != nil {
-				return err
-			}
-			cm = m
-		}
-		co, err := prepareOptions(opts, l.weightDims(batch, lenQ, lenK), forwardScratch(p, b, lq, lk))
-		if err != nil {
-			return err
-		}
-		defer co.release()
-		err = call(func() C.attn_status {
+	return l.forwardCall(batch, lenQ, lenK, mask, opts,
+		func(p *C.attn_layer, b, lq, lk C.int64_t, cm *C.attn_mask, co *C.attn_options) C.attn_status {
 			return C.attn_forward(p, b, lq, lk, floatPtr(query), floatPtr(key), floatPtr(value),
-				cm, co.c, floatPtr(out))
+				cm, co, floatPtr(out))
 		})
-		if err == nil {
-			co.finish()
-		}
-		return err
-	})
 }
 
 // SelfForward is self-attention over x [batch, length, E] into out
@@ -358,26 +337,35 @@ func (l *Layer) SelfForward(batch, length int, x []float32, mask *Mask, opts *Op
 	if err := expectLen(len(out), "out", "[batch, len, embed_dim]", batch, length, c.EmbedDim); err != nil {
 		return err
 	}
+	return l.forwardCall(batch, length, length, mask, opts,
+		func(p *C.attn_layer, b, n, _ C.int64_t, cm *C.attn_mask, co *C.attn_options) C.attn_status {
+			return C.attn_self_forward(p, b, n, floatPtr(x), cm, co, floatPtr(out))
+		})
+}
+
+// forwardCall runs a forward entry point under the layer's read lock: the
+// mask and options copied to C memory for the call, f making it, and the
+// options' outputs taken back when it succeeds.
+func (l *Layer) forwardCall(batch, lenQ, lenK int, mask *Mask, opts *Options,
+	f func(p *C.attn_layer, b, lq, lk C.int64_t, cm *C.attn_mask, co *C.attn_options) C.attn_status) error {
 	return l.read(func(p *C.attn_layer) error {
-		b, n := C.int64_t(batch), C.int64_t(length)
+		b, lq, lk := C.int64_t(batch), C.int64_t(lenQ), C.int64_t(lenK)
 		var mem cmem
 		defer mem.free()
 		var cm *C.attn_mask
 		if mask != nil {
-			m, err := mask.toC(&mem, batch, c.NumHeads, length, length)
+			m, err := mask.toC(&mem, batch, l.cfg.NumHeads, lenQ, lenK)
 			if err != nil {
 				return err
 			}
 			cm = m
 		}
-		co, err := prepareOptions(opts, l.weightDims(batch, length, length), forwardScratch(p, b, n, n))
+		co, err := prepareOptions(opts, l.weightDims(batch, lenQ, lenK), forwardScratch(p, b, lq, lk))
 		if err != nil {
 			return err
 		}
 		defer co.release()
-		err = call(func() C.attn_status {
-			return C.attn_self_forward(p, b, n, floatPtr(x), cm, co.c, floatPtr(out))
-		})
+		err = call(func() C.attn_status { return f(p, b, lq, lk, cm, co.c) })
 		if err == nil {
 			co.finish()
 		}

@@ -400,32 +400,29 @@ impl Layer {
             "value",
             "[batch, len_k, vdim]",
         )?;
-        expect_len(
-            out.len(),
-            &[batch, len_q, c.embed_dim],
-            "out",
-            "[batch, len_q, embed_dim]",
-        )?;
-        let raw_mask = match mask {
-            Some(m) => Some(m.raw(batch, c.num_heads, len_q, len_k)?),
-            None => None,
-        };
-        let opts = self.call_options(opts, batch, len_q, len_k)?;
-        // SAFETY: every slice has the length the sizes give; the mask's
-        // slices were checked too and outlive the call.
-        check(unsafe {
-            sys::attn_forward(
-                self.as_ptr(),
-                to_i64(batch, "batch")?,
-                to_i64(len_q, "len_q")?,
-                to_i64(len_k, "len_k")?,
-                query.as_ptr(),
-                key.as_ptr(),
-                value.as_ptr(),
-                raw_mask.as_ref().map_or(ptr::null(), |m| m as *const _),
-                &opts,
-                out.as_mut_ptr(),
-            )
+        let (b, lq, lk) = (
+            to_i64(batch, "batch")?,
+            to_i64(len_q, "len_q")?,
+            to_i64(len_k, "len_k")?,
+        );
+        let shape = "[batch, len_q, embed_dim]";
+        self.forward_call(batch, len_q, len_k, mask, opts, out, shape, |m, o, y| {
+            // SAFETY: every slice has the length the sizes give; the mask's
+            // slices were checked too and outlive the call.
+            unsafe {
+                sys::attn_forward(
+                    self.as_ptr(),
+                    b,
+                    lq,
+                    lk,
+                    query.as_ptr(),
+                    key.as_ptr(),
+                    value.as_ptr(),
+                    m,
+                    o,
+                    y,
+                )
+            }
         })
     }
 
@@ -447,29 +444,39 @@ impl Layer {
             "x",
             "[batch, len, embed_dim]",
         )?;
-        expect_len(
-            out.len(),
-            &[batch, len, c.embed_dim],
-            "out",
-            "[batch, len, embed_dim]",
-        )?;
+        let (b, n) = (to_i64(batch, "batch")?, to_i64(len, "len")?);
+        let shape = "[batch, len, embed_dim]";
+        self.forward_call(batch, len, len, mask, opts, out, shape, |m, o, y| {
+            // SAFETY: as in forward.
+            unsafe { sys::attn_self_forward(self.as_ptr(), b, n, x.as_ptr(), m, o, y) }
+        })
+    }
+
+    /// What forward and self_forward share: `out` checked against
+    /// `[batch, len_q, E]` (`shape` names it in the error), the mask and
+    /// options turned into their C forms, and `call` made with them and
+    /// out's pointer.
+    #[allow(clippy::too_many_arguments)]
+    fn forward_call(
+        &self,
+        batch: usize,
+        len_q: usize,
+        len_k: usize,
+        mask: Option<&Mask<'_>>,
+        opts: Option<&mut Options<'_>>,
+        out: &mut [f32],
+        shape: &str,
+        call: impl FnOnce(*const sys::attn_mask, &sys::attn_options, *mut f32) -> sys::attn_status,
+    ) -> Result<()> {
+        let c = &self.config;
+        expect_len(out.len(), &[batch, len_q, c.embed_dim], "out", shape)?;
         let raw_mask = match mask {
-            Some(m) => Some(m.raw(batch, c.num_heads, len, len)?),
+            Some(m) => Some(m.raw(batch, c.num_heads, len_q, len_k)?),
             None => None,
         };
-        let opts = self.call_options(opts, batch, len, len)?;
-        // SAFETY: as in forward.
-        check(unsafe {
-            sys::attn_self_forward(
-                self.as_ptr(),
-                to_i64(batch, "batch")?,
-                to_i64(len, "len")?,
-                x.as_ptr(),
-                raw_mask.as_ref().map_or(ptr::null(), |m| m as *const _),
-                &opts,
-                out.as_mut_ptr(),
-            )
-        })
+        let opts = self.call_options(opts, batch, len_q, len_k)?;
+        let m = raw_mask.as_ref().map_or(ptr::null(), |m| m as *const _);
+        check(call(m, &opts, out.as_mut_ptr()))
     }
 
     /// The C options of a forward call, weights output checked and scratch
