@@ -27,6 +27,7 @@
 #include <sys/mman.h>
 #endif
 
+#include "ab_util.h"
 #include "bench_util.h"
 
 typedef struct {
@@ -48,43 +49,8 @@ typedef struct {
   attn_kv_cache *cache;
 } build;
 
-static void die(const char *what, const char *detail) {
-  fprintf(stderr, "ab_decode: %s%s%s\n", what, detail ? ": " : "",
-          detail ? detail : "");
-  exit(1);
-}
-
-static void *xmalloc(size_t n) {
-  void *p = malloc(n);
-  if (!p)
-    die("out of memory", NULL);
-  return p;
-}
-
-static void check(attn_status st, const char *what) {
-  if (st != ATTN_OK)
-    die(what, "failed");
-}
-
-/* dlsym returns void *; going through memcpy keeps the conversion to a
- * function pointer out of ISO C's way. */
-static void bind(void *dl, const char *name, void *fn, size_t size) {
-  void *p = dlsym(dl, name);
-  if (!p)
-    die("missing symbol", name);
-  memcpy(fn, &p, size);
-}
-
-#define BIND(b, field, name) bind((b)->dl, name, &(b)->field, sizeof(b)->field)
-
 static void open_build(build *b, const char *path) {
-  int mode = RTLD_NOW | RTLD_LOCAL;
-#if defined(RTLD_DEEPBIND)
-  mode |= RTLD_DEEPBIND; /* each library's calls to itself stay in it */
-#endif
-  b->dl = dlopen(path, mode);
-  if (!b->dl)
-    die("cannot load", dlerror());
+  b->dl = open_library(path);
   BIND(b, config_init, "attn_config_init_sized");
   BIND(b, layer_create, "attn_layer_create");
   BIND(b, init_weights, "attn_layer_init_weights");
@@ -179,6 +145,7 @@ int main(int argc, char **argv) {
                     "[THREADS]]\n");
     return 2;
   }
+  ab_prog = "ab_decode";
   int64_t B = atoll(argv[3]), L = atoll(argv[4]);
   int pairs = atoi(argv[5]);
   int64_t G = argc > 6 ? atoll(argv[6]) : 2;

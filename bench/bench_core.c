@@ -107,7 +107,7 @@ int main(int argc, char **argv) {
     return 1;
 
   int64_t dq, dk;
-  attn_core_blocks(&layer, L, L, false, &dq, &dk);
+  attn_core_blocks(&layer, B, L, L, false, &dq, &dk);
   bool plain_path = kb == -2;
   qb = qb > 0 ? qb : dq;
   kb = kb > 0 ? kb : (kb < 0 ? L : dk);

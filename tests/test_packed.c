@@ -159,7 +159,7 @@ static void run_core(const shape *s, const inputs *in, const attn_simd *v,
                  /* As a caller naming the table's core: few query rows
                   * run on the packed kernels too. */
                  .choice = v->panels ? ATTN_CORE_PACKED : ATTN_CORE_BLAS};
-  attn_core_blocks_for(&heads, s->Lq, s->Lk, w != NULL, v->panels != NULL,
+  attn_core_blocks_for(&heads, s->B, s->Lq, s->Lk, w != NULL, v->panels != NULL,
                        &c.qblock, &c.kblock);
   if (s->qb)
     c.qblock = s->qb;

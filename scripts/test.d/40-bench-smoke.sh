@@ -16,9 +16,9 @@
 #      threading and softmax tests run there too.
 #   4. bench_pool (thread start-up against a pool hand-over),
 #      bench/compare_builds.py (before/after of two builds; here the same
-#      build on both sides, forward and decode) and bench/ab_decode (two
-#      builds' decoding steps alternating in one process; the same build
-#      twice) on tiny sizes.
+#      build on both sides, forward and decode), bench/ab_decode and
+#      bench/ab_forward (two builds' decoding steps or forward passes
+#      alternating in one process; the same build twice) on tiny sizes.
 #   5. bench/compare_torch.py on one tiny case when Debian's python3 has
 #      torch (it is not installed for this stage: it is large).
 #
@@ -67,7 +67,7 @@ smoke() { # smoke BUILD_DIR NAME
 echo "--- bench smoke: OpenBLAS build"
 cmake -S . -B build/ci -DCMAKE_BUILD_TYPE=Release -DATTN_WERROR=ON >/dev/null
 cmake --build build/ci -j"$jobs" --target bench_forward bench_core bench_decode \
-  bench_pool bench_start ab_decode bench_linear
+  bench_pool bench_start ab_decode ab_forward bench_linear
 smoke build/ci openblas
 # Per-round ratios of two cases (bench/figures.sh's causal and thread
 # ratios), and the projection blocks, tiny.
@@ -90,6 +90,11 @@ build/ci/bench/bench_decode --contexts 16,64 --batches 1,2 --steps 8 \
 # Two builds' steps alternating in one process (here the same build twice).
 build/ci/bench/ab_decode build/ci/libattn.so.0 build/ci/libattn.so.0 2 16 4 \
   | grep -q '^B=2 L=16 kv_heads=2 threads=2: old/new'
+# And forward passes: self-attention, then cross with kdim and causal.
+build/ci/bench/ab_forward build/ci/libattn.so.0 build/ci/libattn.so.0 3 2 16 16 \
+  32 4 | grep -q '^B=2 Lq=16 Lk=16 E=32 H=4 kdim=32 causal=0: old/new'
+build/ci/bench/ab_forward build/ci/libattn.so.0 build/ci/libattn.so.0 3 2 8 24 \
+  32 4 48 1 | grep -q '^B=2 Lq=8 Lk=24 E=32 H=4 kdim=48 causal=1: old/new'
 # The decoder attention features against the plain layer, tiny (issue 14).
 cmake --build build/ci -j"$jobs" --target bench_features
 build/ci/bench/bench_features --reps 1 --len 40 --embed 64 --heads 4 \

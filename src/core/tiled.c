@@ -43,7 +43,9 @@
  * 1024 rows than with 512; docs/PERFORMANCE.md). */
 #define MAX_PACKED_QBLOCK 1024
 #define MIN_QBLOCK 64
-#define MIN_ITEMS_PER_ROW 32
+/* Items a call has at least (when its rows allow), for the threads to
+ * share. */
+#define MIN_ITEMS 32
 
 /* Query rows per BLAS product (a chunk of an item's rows): scores, mask,
  * softmax and P*V of one chunk run back to back while its scores are in
@@ -105,16 +107,24 @@ int64_t attn_core_tile_floats(int64_t qb, int64_t kb, int64_t hd) {
   return max64(cblas, attn_packed_tile_floats(qb, kb, hd));
 }
 
-void attn_core_blocks(const attn_heads *g, int64_t len_q, int64_t len_k,
-                      bool want_weights, int64_t *qblock, int64_t *kblock) {
-  attn_core_blocks_for(g, len_q, len_k, want_weights,
+void attn_core_blocks(const attn_heads *g, int64_t batch, int64_t len_q,
+                      int64_t len_k, bool want_weights, int64_t *qblock,
+                      int64_t *kblock) {
+  attn_core_blocks_for(g, batch, len_q, len_k, want_weights,
                        attn_packed_applies(attn_simd_get(), len_q), qblock,
                        kblock);
 }
 
-void attn_core_blocks_for(const attn_heads *g, int64_t len_q, int64_t len_k,
-                          bool want_weights, bool packed, int64_t *qblock,
-                          int64_t *kblock) {
+/* Fewer than MIN_ITEMS (batch row, head, query block) items? */
+static bool too_few_items(int64_t batch, int64_t heads, int64_t len_q,
+                          int64_t qb) {
+  return batch < MIN_ITEMS &&
+         batch * heads * ((len_q + qb - 1) / qb) < MIN_ITEMS;
+}
+
+void attn_core_blocks_for(const attn_heads *g, int64_t batch, int64_t len_q,
+                          int64_t len_k, bool want_weights, bool packed,
+                          int64_t *qblock, int64_t *kblock) {
   int64_t hd = g->head_dim, l2 = attn_cpu()->l2_bytes;
   /* The cblas core keeps its accumulator within an eighth of L2; the
    * packed core touches its query panels and accumulator a panel at a
@@ -123,11 +133,12 @@ void attn_core_blocks_for(const attn_heads *g, int64_t len_q, int64_t len_k,
   int64_t qb = packed ? MAX_PACKED_QBLOCK : MAX_QBLOCK;
   int64_t bytes_per_row = hd * (int64_t)sizeof(float) * (packed ? 2 : 1);
   int64_t l2_share = packed ? l2 / 2 : l2 / 8;
-  /* Whatever the batch, a call has num_heads * ceil(len_q / qb) items at
-   * least. */
-  while (qb > MIN_QBLOCK &&
-         (qb * bytes_per_row > l2_share ||
-          g->num_heads * ((len_q + qb - 1) / qb) < MIN_ITEMS_PER_ROW))
+  /* Items are cut smaller only while the call has too few of them: with
+   * one query block per head, a head's keys and values are packed by the
+   * one item that reads them (B=8, L=64: 1.18x the speed of cutting per
+   * batch row as before; docs/PERFORMANCE.md). */
+  while (qb > MIN_QBLOCK && (qb * bytes_per_row > l2_share ||
+                             too_few_items(batch, g->num_heads, len_q, qb)))
     qb /= 2;
   *qblock = min64(len_q, qb);
   /* Exact weights need whole rows of probabilities: one key block. */
@@ -374,6 +385,14 @@ void attn_core_run(const attn_core *c, int64_t item, float *tile) {
 
 int64_t attn_core_shared_head_floats(const attn_core *c) {
   const attn_simd *v = c->simd ? c->simd : attn_simd_get();
+  /* A kv head read by one item only (one query block per head, no
+   * grouping) is packed in that item's tile: a pass of its own would only
+   * add a hand-over between threads and a trip through the shared buffer
+   * (B=8, L=64: 1.18x faster without; docs/PERFORMANCE.md). */
+  int64_t users =
+      query_blocks(c) * (c->heads->num_heads / c->heads->num_kv_heads);
+  if (users == 1)
+    return 0;
   return runs_packed(c, v) ? attn_packed_shared_head_floats(c) : 0;
 }
 

@@ -79,13 +79,14 @@ int64_t attn_core_shared_pairs(const attn_core *c);
 
 /* Block sizes for a call. They depend only on the shapes (never on the
  * thread count), so results are the same whatever the threads. */
-void attn_core_blocks(const attn_heads *g, int64_t len_q, int64_t len_k,
-                      bool want_weights, int64_t *qblock, int64_t *kblock);
+void attn_core_blocks(const attn_heads *g, int64_t batch, int64_t len_q,
+                      int64_t len_k, bool want_weights, int64_t *qblock,
+                      int64_t *kblock);
 /* The same for a call whose core is known: packed or cblas
  * (attn_core_blocks() assumes ATTN_CORE_AUTO's choice). */
-void attn_core_blocks_for(const attn_heads *g, int64_t len_q, int64_t len_k,
-                          bool want_weights, bool packed, int64_t *qblock,
-                          int64_t *kblock);
+void attn_core_blocks_for(const attn_heads *g, int64_t batch, int64_t len_q,
+                          int64_t len_k, bool want_weights, bool packed,
+                          int64_t *qblock, int64_t *kblock);
 
 /* Work item `item` of attn_core_items(): computes the attention output (and
  * the weights, if asked) of one (batch row, head, query block), or of all
