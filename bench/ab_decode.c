@@ -17,7 +17,6 @@
  * (THREADS: 1 or 2 = the default) */
 #include "attn/attn.h"
 
-#include <dlfcn.h>
 #include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>

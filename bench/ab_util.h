@@ -12,37 +12,38 @@
 /* The program's name in messages; set by main. */
 static const char *ab_prog = "ab";
 
-static void die(const char *what, const char *detail) {
+_Noreturn static inline void die(const char *what, const char *detail) {
   fprintf(stderr, "%s: %s%s%s\n", ab_prog, what, detail ? ": " : "",
           detail ? detail : "");
   exit(1);
 }
 
-static void *xmalloc(size_t n) {
+static inline void *xmalloc(size_t n) {
   void *p = malloc(n);
   if (!p)
     die("out of memory", NULL);
   return p;
 }
 
-static void check(int status, const char *what) {
+static inline void check(int status, const char *what) {
   if (status != 0)
     die(what, "failed");
 }
 
 /* dlsym returns void *; going through memcpy keeps the conversion to a
  * function pointer out of ISO C's way. */
-static void bind(void *dl, const char *name, void *fn, size_t size) {
+static inline void ab_bind(void *dl, const char *name, void *fn, size_t size) {
   void *p = dlsym(dl, name);
   if (!p)
     die("missing symbol", name);
   memcpy(fn, &p, size);
 }
 
-#define BIND(b, field, name) bind((b)->dl, name, &(b)->field, sizeof(b)->field)
+#define BIND(b, field, name)                                                   \
+  ab_bind((b)->dl, name, &(b)->field, sizeof(b)->field)
 
 /* The library at path, its calls to itself kept inside it. */
-static void *open_library(const char *path) {
+static inline void *open_library(const char *path) {
   int mode = RTLD_NOW | RTLD_LOCAL;
 #if defined(RTLD_DEEPBIND)
   mode |= RTLD_DEEPBIND;

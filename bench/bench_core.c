@@ -150,7 +150,8 @@ int main(int argc, char **argv) {
   if (!t || !cpu)
     return 1;
   int32_t used = plain_path ? 1 : attn_core_threads(&c, threads);
-  /* Keys and values packed once per head, as forward calls do. */
+  /* Keys and values packed once per head, as forward calls do when a kv
+   * head has several readers. */
   int64_t shared = attn_core_shared_head_floats(&c) * B * H;
   c.shared = shared && !plain_path
                  ? aligned_alloc(64, (size_t)shared * sizeof(float))

@@ -46,9 +46,10 @@ static int paths(const attn_simd **v) {
 
 typedef struct {
   int64_t B, Lq, Lk, H, Hkv, hd;
-  int64_t kv_rows; /* rows per batch row of k and v (>= Lk) */
-  int64_t qb, kb;  /* 0: the library's blocks */
-  int32_t weights; /* 0, ATTN_WEIGHTS_PER_HEAD, ATTN_WEIGHTS_AVERAGE */
+  int64_t kv_rows;   /* rows per batch row of k and v (>= Lk) */
+  int64_t qb, kb;    /* 0: the library's blocks */
+  bool want_weights; /* the weights are asked for, in mode `weights` */
+  int32_t weights;   /* ATTN_WEIGHTS_PER_HEAD (0) or ATTN_WEIGHTS_AVERAGE */
   attn_mask mask;
 } shape;
 
@@ -197,7 +198,7 @@ static void run_core(const shape *s, const inputs *in, const attn_simd *v,
 }
 
 static int64_t weight_count(const shape *s) {
-  if (!s->weights)
+  if (!s->want_weights)
     return 0;
   int64_t heads = s->weights == ATTN_WEIGHTS_AVERAGE ? 1 : s->H;
   return s->B * heads * s->Lq * s->Lk;
@@ -299,6 +300,11 @@ static void test_grouped(void **state) {
   check(&s, 21);
   s.mask.causal = ATTN_CAUSAL_BOTTOM_RIGHT;
   check(&s, 22);
+  /* Few query rows (the packed core only when named) over the shared
+   * buffer of a group. */
+  shape f = base(2, 5, 90, 4, 16);
+  f.Hkv = 2;
+  check(&f, 23);
 }
 
 static void test_masks(void **state) {
@@ -341,12 +347,70 @@ static void test_weights(void **state) {
   (void)state;
   for (int mode = 1; mode <= 2; mode++) {
     shape s = base(2, 45, 77, 4, 20);
+    s.want_weights = true;
     s.weights = mode == 1 ? ATTN_WEIGHTS_PER_HEAD : ATTN_WEIGHTS_AVERAGE;
     check(&s, 41);
     int64_t lens[2] = {0, 30};
     s.mask.key_lengths = lens;
     s.mask.causal = ATTN_CAUSAL_TOP_LEFT;
     check(&s, 42);
+    /* Two query blocks per head, then grouped kv heads: each kv head has
+     * several readers, so the shared buffer runs (mode 2: in groups of
+     * whole batch rows when the weights are averaged). */
+    s.qb = 32;
+    check(&s, 43);
+    s.qb = 0;
+    s.Hkv = 2;
+    check(&s, 44);
+  }
+}
+
+/* Blocks count the items of the whole call, and a kv head read by one
+ * item only is packed in that item's tile (no shared buffer). */
+static void test_blocks_and_sharing(void **state) {
+  (void)state;
+  attn_heads h = {.num_heads = 8,
+                  .num_kv_heads = 8,
+                  .head_dim = 64,
+                  .kv_dim = 512,
+                  .scale = 0.125f};
+  int64_t qb, kb;
+  /* B=4, L=256: 4 x 8 x 1 = 32 items with one block per head, unless
+   * 256 rows of query panels and accumulator exceed half the L2. */
+  bool fits = attn_cpu()->l2_bytes / 2 >= 256 * 64 * 2 * 4;
+  attn_core_blocks_for(&h, 4, 256, 256, false, true, &qb, &kb);
+  if (fits)
+    assert_int_equal(qb, 256);
+  else
+    assert_true(qb < 256);
+  /* B=1: cut to 4 blocks of 64 (8 x 4 = 32 items). */
+  attn_core_blocks_for(&h, 1, 256, 256, false, true, &qb, &kb);
+  assert_int_equal(qb, 64);
+  const attn_simd *v[3];
+  int n = paths(v);
+  for (int p = 0; p < n; p++) {
+    if (!v[p]->panels)
+      continue;
+    attn_mask m;
+    attn_mask_init(&m);
+    attn_core c = {.heads = &h,
+                   .mask = &m,
+                   .batch = 4,
+                   .len_q = 256,
+                   .len_k = 256,
+                   .qblock = 256,
+                   .kblock = 256,
+                   .simd = v[p],
+                   .choice = ATTN_CORE_PACKED};
+    assert_int_equal(attn_core_shared_head_floats(&c), 0);
+    c.qblock = 128; /* two readers per kv head */
+    assert_true(attn_core_shared_head_floats(&c) > 0);
+    c.qblock = 256;
+    h.num_kv_heads = 4; /* two query heads per kv head */
+    h.kv_dim = 256;
+    assert_true(attn_core_shared_head_floats(&c) > 0);
+    h.num_kv_heads = 8;
+    h.kv_dim = 512;
   }
 }
 
@@ -380,9 +444,12 @@ static void test_choice_rule(void **state) {
 }
 
 int main(void) {
-  const struct CMUnitTest tests[] = {
-      cmocka_unit_test(test_shapes),  cmocka_unit_test(test_blocks),
-      cmocka_unit_test(test_grouped), cmocka_unit_test(test_masks),
-      cmocka_unit_test(test_weights), cmocka_unit_test(test_choice_rule)};
+  const struct CMUnitTest tests[] = {cmocka_unit_test(test_shapes),
+                                     cmocka_unit_test(test_blocks),
+                                     cmocka_unit_test(test_grouped),
+                                     cmocka_unit_test(test_masks),
+                                     cmocka_unit_test(test_weights),
+                                     cmocka_unit_test(test_choice_rule),
+                                     cmocka_unit_test(test_blocks_and_sharing)};
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

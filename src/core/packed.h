@@ -5,7 +5,8 @@
  *
  * Keys and values are packed into groups of the kernels' rows: when the
  * caller gives the core a shared buffer (attn_core.shared, as forward
- * calls do), once per (batch row, kv head) for all work items, in a
+ * calls do when a kv head has several readers), once per (batch row, kv
+ * head) for all work items, in a
  * parallel step before them; otherwise each work item packs every block of
  * keys it uses, for all of its panels (with 1024 query rows per item, 32
  * panels of 32). Each work item packs its block of queries once, scaled,

@@ -133,10 +133,11 @@ void attn_core_blocks_for(const attn_heads *g, int64_t batch, int64_t len_q,
   int64_t qb = packed ? MAX_PACKED_QBLOCK : MAX_QBLOCK;
   int64_t bytes_per_row = hd * (int64_t)sizeof(float) * (packed ? 2 : 1);
   int64_t l2_share = packed ? l2 / 2 : l2 / 8;
-  /* Items are cut smaller only while the call has too few of them: with
-   * one query block per head, a head's keys and values are packed by the
-   * one item that reads them (B=8, L=64: 1.18x the speed of cutting per
-   * batch row as before; docs/PERFORMANCE.md). */
+  /* Items are cut smaller only while the whole call has too few of them
+   * (B=4, L=256 now runs one query block per head, 32 items, where
+   * counting per batch row cut it into four). An item of averaged
+   * weights runs every head of its block, so such a call has fewer items
+   * than counted here. */
   while (qb > MIN_QBLOCK && (qb * bytes_per_row > l2_share ||
                              too_few_items(batch, g->num_heads, len_q, qb)))
     qb /= 2;
@@ -388,7 +389,8 @@ int64_t attn_core_shared_head_floats(const attn_core *c) {
   /* A kv head read by one item only (one query block per head, no
    * grouping) is packed in that item's tile: a pass of its own would only
    * add a hand-over between threads and a trip through the shared buffer
-   * (B=8, L=64: 1.18x faster without; docs/PERFORMANCE.md). */
+   * (B=8, L=64: 1.02x faster without, bench/ab_forward; with the block
+   * rule above 1.02-1.03x at B=4, L=256; docs/PERFORMANCE.md). */
   int64_t users =
       query_blocks(c) * (c->heads->num_heads / c->heads->num_kv_heads);
   if (users == 1)

@@ -68,7 +68,9 @@ static inline bool attn_core_plain(const attn_core *c) { return !c->fx; }
 int64_t attn_core_tile_floats(int64_t qblock, int64_t kblock, int64_t head_dim);
 
 /* Floats per (batch row, kv head) of c->shared; 0 when c does not run on
- * the packed core (then c->shared is not used). */
+ * the packed core or when each kv head has one reader only (one query
+ * block per head, as many kv heads as heads): then each item packs its
+ * keys and values in its own tile and c->shared is not used. */
 int64_t attn_core_shared_head_floats(const attn_core *c);
 
 /* (batch row, kv head) pairs whose packed keys and values c->shared holds

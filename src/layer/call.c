@@ -135,7 +135,8 @@ attn_core attn_call_core(const attn_call *c, const attn_layer *l,
    * the callers) do not change them. */
   bool packed =
       attn_core_choose_packed(c->o.core, attn_simd_get(), len_q, true);
-  attn_core_blocks_for(&l->heads, batch, len_q, len_k, c->o.attn_weights != NULL,
-                       packed, &core.qblock, &core.kblock);
+  attn_core_blocks_for(&l->heads, batch, len_q, len_k,
+                       c->o.attn_weights != NULL, packed, &core.qblock,
+                       &core.kblock);
   return core;
 }
