@@ -596,12 +596,9 @@ static void test_bad_option(void **state) {
     int32_t threads;
     double scale;
     const char *needle;
-  } cfgs[] = {{-2, 0, "num_threads -2"},
-              {0, -1.0, "scale -1"},
-              {0, NAN, "scale nan"},
-              {0, INFINITY, "scale inf"},
-              {0, 1e300, "scale 1e+300"},
-              {0, 1e-50, "scale 1e-50"}};
+  } cfgs[] = {{-2, 0, "num_threads -2"},  {0, -1.0, "scale -1"},
+              {0, NAN, "scale nan"},      {0, INFINITY, "scale inf"},
+              {0, 1e300, "scale 1e+300"}, {0, 1e-50, "scale 1e-50"}};
   for (size_t i = 0; i < sizeof cfgs / sizeof *cfgs; i++) {
     attn_config cfg;
     attn_config_init(&cfg);
@@ -614,6 +611,46 @@ static void test_bad_option(void **state) {
     assert_null(l);
   }
   fixture_free(&f);
+}
+
+/* Inputs of several MiB are scanned in blocks on the call's threads: a
+ * non-finite value anywhere (first, inner or last block, a block's edge)
+ * is still found, and nothing is written. */
+static void test_not_finite_large(void **state) {
+  (void)state;
+  attn_config cfg;
+  attn_config_init(&cfg);
+  cfg.embed_dim = 16;
+  cfg.num_heads = 4;
+  cfg.num_threads = 2;
+  attn_layer *l = NULL;
+  assert_int_equal(attn_layer_create(&cfg, &l), ATTN_OK);
+  assert_int_equal(attn_layer_init_weights(l, 1), ATTN_OK);
+  const int64_t Lq = 4, Lk = 100003, nk = Lk * 16; /* 6.1 MiB, ragged */
+  ref_rng r;
+  ref_rng_seed(&r, 9);
+  float *q = ref_random(&r, Lq * 16, -1, 1);
+  float *k = ref_random(&r, nk, -1, 1);
+  size_t out_bytes = (size_t)(Lq * 16) * sizeof(float);
+  float *out = ref_xmalloc(out_bytes);
+  memset(out, SENTINEL, out_bytes);
+  const int64_t at[] = {0, 65535, 65536, nk / 2, nk - 65536, nk - 1};
+  for (size_t i = 0; i < sizeof at / sizeof *at; i++) {
+    float saved = k[at[i]];
+    k[at[i]] = i % 2 ? INFINITY : NAN;
+    EXPECT_FAIL(attn_forward(l, 1, Lq, Lk, q, k, k, NULL, NULL, out),
+                ATTN_ERR_NOT_FINITE, "key contains NaN or infinity");
+    assert_bytes(out, out_bytes, SENTINEL);
+    k[at[i]] = saved;
+  }
+  assert_int_equal(attn_forward(l, 1, Lq, Lk, q, k, k, NULL, NULL, out),
+                   ATTN_OK);
+  for (int64_t i = 0; i < Lq * 16; i++)
+    assert_true(isfinite(out[i]));
+  free(q);
+  free(k);
+  free(out);
+  attn_layer_destroy(l);
 }
 
 static void test_not_finite(void **state) {
@@ -772,6 +809,7 @@ int main(void) {
       cmocka_unit_test(test_bad_mask),
       cmocka_unit_test(test_bad_option),
       cmocka_unit_test(test_not_finite),
+      cmocka_unit_test(test_not_finite_large),
       cmocka_unit_test(test_no_memory),
       cmocka_unit_test(test_scratch_too_small),
       cmocka_unit_test(test_message_follows_call),

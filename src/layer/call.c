@@ -4,10 +4,12 @@
 
 #include "common/checked.h"
 #include "common/error.h"
+#include "common/policy.h"
 #include "common/structs.h"
 #include "core/choice.h"
 #include "layer/positions.h"
 
+#include <stdatomic.h>
 #include <stdlib.h>
 
 static const attn_options options_defaults = {.struct_size =
@@ -108,6 +110,37 @@ attn_status attn_call_scratch(const attn_call *c, size_t need, const char *who,
 
 void attn_call_scratch_done(const attn_call *c, void *mem) {
   attn_exec_scratch_done(&c->x, mem);
+}
+
+/* Floats per block of the finite check (256 KiB). */
+#define FINITE_BLOCK ((int64_t)1 << 16)
+
+typedef struct {
+  const float *p;
+  int64_t n;
+  atomic_bool bad;
+} finite_job;
+
+static void finite_item(void *ctx, int64_t item, int32_t slot) {
+  (void)slot;
+  finite_job *j = ctx;
+  int64_t i0 = item * FINITE_BLOCK;
+  int64_t n = j->n - i0 < FINITE_BLOCK ? j->n - i0 : FINITE_BLOCK;
+  if (!atomic_load_explicit(&j->bad, memory_order_relaxed) &&
+      !attn_all_finite(j->p + i0, n))
+    atomic_store_explicit(&j->bad, true, memory_order_relaxed);
+}
+
+bool attn_call_all_finite(const attn_call *c, const float *p, int64_t n) {
+  int64_t items = (n + FINITE_BLOCK - 1) / FINITE_BLOCK;
+  double bytes = (double)n * sizeof(float);
+  int32_t threads =
+      attn_threads_for(c->x.threads, items, attn_cost_bytes(bytes));
+  if (threads <= 1)
+    return attn_all_finite(p, n);
+  finite_job j = {p, n, false};
+  attn_exec_for(&c->x, threads, items, finite_item, &j);
+  return !atomic_load_explicit(&j.bad, memory_order_relaxed);
 }
 
 attn_core attn_call_core(const attn_call *c, const attn_layer *l,

@@ -58,6 +58,10 @@ attn_status attn_call_scratch(const attn_call *c, size_t need, const char *who,
 /* Gives back the *mem of attn_call_scratch() (NULL is allowed). */
 void attn_call_scratch_done(const attn_call *c, void *mem);
 
+/* attn_all_finite(p, n), in blocks on the call's threads when p is large
+ * (the call has entered its execution context). */
+bool attn_call_all_finite(const attn_call *c, const float *p, int64_t n);
+
 /* Keys and values as the core reads them. */
 typedef struct {
   const float *k, *v;

@@ -112,19 +112,20 @@ attn_status attn_forward_scratch_size(const attn_layer *l, int64_t batch,
   return ATTN_OK;
 }
 
-static attn_status check_inputs(const attn_layer *l, int64_t B, int64_t Lq,
-                                int64_t Lk, const float *query,
-                                const float *key, const float *value) {
+static attn_status check_inputs(const attn_call *c, const attn_layer *l,
+                                int64_t B, int64_t Lq, int64_t Lk,
+                                const float *query, const float *key,
+                                const float *value) {
   /* An input passed in two roles is scanned once, unless the second role
    * reads further than the first (e.g. query == key with Lk > Lq). */
   int64_t nq = B * Lq * l->embed_dim, nk = B * Lk * l->kdim;
   int64_t nv = B * Lk * l->vdim;
-  if (!attn_all_finite(query, nq))
+  if (!attn_call_all_finite(c, query, nq))
     return attn_fail(ATTN_ERR_NOT_FINITE, "query contains NaN or infinity");
-  if (!(key == query && nk <= nq) && !attn_all_finite(key, nk))
+  if (!(key == query && nk <= nq) && !attn_call_all_finite(c, key, nk))
     return attn_fail(ATTN_ERR_NOT_FINITE, "key contains NaN or infinity");
   if (!(value == key && nv <= nk) && !(value == query && nv <= nq) &&
-      !attn_all_finite(value, nv))
+      !attn_call_all_finite(c, value, nv))
     return attn_fail(ATTN_ERR_NOT_FINITE, "value contains NaN or infinity");
   return ATTN_OK;
 }
@@ -168,7 +169,8 @@ static void project_inputs(const attn_exec *x, const attn_layer *l,
   }
 }
 
-/* Every check of attn_forward(): on success *p is the call's plan and
+/* Every check of attn_forward() (inside the call's execution context: the
+ * inputs are scanned on its threads): on success *p is the call's plan and
  * *mask the resolved mask. */
 static attn_status prepare(const attn_layer *l, int64_t B, int64_t Lq,
                            int64_t Lk, const float *query, const float *key,
@@ -181,7 +183,7 @@ static attn_status prepare(const attn_layer *l, int64_t B, int64_t Lq,
       (st = attn_layer_check_set(l, "attn_forward")) != ATTN_OK ||
       (st = attn_mask_load(mask_in, B, l->heads.num_heads, Lq, Lk, mask)) !=
           ATTN_OK ||
-      (st = check_inputs(l, B, Lq, Lk, query, key, value)) != ATTN_OK ||
+      (st = check_inputs(c, l, B, Lq, Lk, query, key, value)) != ATTN_OK ||
       (st = attn_positions_check(c, l, B, Lq, Lk)) != ATTN_OK)
     return st;
   /* Callers are held to the size attn_forward_scratch_size reports, even
@@ -213,17 +215,20 @@ attn_status attn_forward(const attn_layer *l, int64_t B, int64_t Lq, int64_t Lk,
   void *mem = NULL;
   float *f = NULL;
   attn_status st = attn_call_load(opts, l, &c);
-  if (st != ATTN_OK ||
-      (st = prepare(l, B, Lq, Lk, query, key, value, mask_in, &c, &p, &mask)) !=
+  if (st != ATTN_OK)
+    return st;
+  attn_exec_enter(&c.x);
+  if ((st = prepare(l, B, Lq, Lk, query, key, value, mask_in, &c, &p, &mask)) !=
           ATTN_OK ||
       (st = attn_call_scratch(&c, p.bytes, "attn_forward_scratch_size", &mem,
-                              &f)) != ATTN_OK)
+                              &f)) != ATTN_OK) {
+    attn_exec_leave(&c.x);
     return st;
+  }
 
   int64_t *pos = p.pos_off >= 0 ? (int64_t *)(void *)(f + p.pos_off) : NULL;
   if (pos)
     attn_positions_fill(&c, B, Lq, Lk, pos, pos + B * Lq);
-  attn_exec_enter(&c.x);
   project_inputs(&c.x, l, &p, B * Lq, B * Lk, query, key, value, pos, f);
   /* Attention per (batch, head, query block); the context overwrites Q. */
   attn_kv_view kv = {f + p.k_off, f + p.v_off, p.ldk, p.ldv, 0};
