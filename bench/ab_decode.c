@@ -31,10 +31,7 @@
 
 typedef struct {
   void *dl;
-  attn_status (*config_init)(attn_config *, size_t);
-  attn_status (*layer_create)(const attn_config *, attn_layer **);
-  attn_status (*init_weights)(attn_layer *, uint64_t);
-  void (*layer_destroy)(attn_layer *);
+  ab_layer_api api;
   attn_status (*cache_config_init)(attn_cache_config *, size_t);
   attn_status (*cache_create)(const attn_layer *, const attn_cache_config *,
                               attn_kv_cache **);
@@ -50,10 +47,7 @@ typedef struct {
 
 static void open_build(build *b, const char *path) {
   b->dl = open_library(path);
-  BIND(b, config_init, "attn_config_init_sized");
-  BIND(b, layer_create, "attn_layer_create");
-  BIND(b, init_weights, "attn_layer_init_weights");
-  BIND(b, layer_destroy, "attn_layer_destroy");
+  ab_bind_layer(b->dl, &b->api);
   BIND(b, cache_config_init, "attn_cache_config_init_sized");
   BIND(b, cache_create, "attn_kv_cache_create");
   BIND(b, cache_destroy, "attn_kv_cache_destroy");
@@ -67,13 +61,13 @@ static void open_build(build *b, const char *path) {
 static void make_case(build *b, int64_t B, int64_t L, int64_t G, int threads,
                       int64_t capacity, const float *x, float *out) {
   attn_config c;
-  b->config_init(&c, sizeof c);
+  b->api.config_init(&c, sizeof c);
   c.embed_dim = 512;
   c.num_heads = 8;
   c.num_kv_heads = G;
   c.num_threads = threads;
-  check(b->layer_create(&c, &b->layer), "attn_layer_create");
-  check(b->init_weights(b->layer, 1), "attn_layer_init_weights");
+  check(b->api.layer_create(&c, &b->layer), "attn_layer_create");
+  check(b->api.init_weights(b->layer, 1), "attn_layer_init_weights");
   attn_cache_config cc;
   b->cache_config_init(&cc, sizeof cc);
   cc.batch = B;
@@ -197,7 +191,7 @@ int main(int argc, char **argv) {
     printf("  %s: step %.3f ms, fraction of the limit %.2f (IQR %.2f-%.2f)\n",
            k ? "new" : "old", median(t[k], pairs) * 1e3, fm, lo, hi);
     b[k].cache_destroy(b[k].cache);
-    b[k].layer_destroy(b[k].layer);
+    b[k].api.layer_destroy(b[k].layer);
     free(t[k]);
     free(bw[k]);
   }

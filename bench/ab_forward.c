@@ -28,10 +28,7 @@
 
 typedef struct {
   void *dl;
-  attn_status (*config_init)(attn_config *, size_t);
-  attn_status (*layer_create)(const attn_config *, attn_layer **);
-  attn_status (*init_weights)(attn_layer *, uint64_t);
-  void (*layer_destroy)(attn_layer *);
+  ab_layer_api api;
   attn_status (*mask_init)(attn_mask *, size_t);
   attn_status (*forward)(const attn_layer *, int64_t, int64_t, int64_t,
                          const float *, const float *, const float *,
@@ -42,10 +39,7 @@ typedef struct {
 
 static void open_build(build *b, const char *path) {
   b->dl = open_library(path);
-  BIND(b, config_init, "attn_config_init_sized");
-  BIND(b, layer_create, "attn_layer_create");
-  BIND(b, init_weights, "attn_layer_init_weights");
-  BIND(b, layer_destroy, "attn_layer_destroy");
+  ab_bind_layer(b->dl, &b->api);
   BIND(b, mask_init, "attn_mask_init_sized");
   BIND(b, forward, "attn_forward");
 }
@@ -81,12 +75,12 @@ int main(int argc, char **argv) {
   for (int k = 0; k < 2; k++) {
     open_build(&b[k], argv[1 + k]);
     attn_config c;
-    b[k].config_init(&c, sizeof c);
+    b[k].api.config_init(&c, sizeof c);
     c.embed_dim = E;
     c.num_heads = H;
     c.kdim = c.vdim = kdim;
-    check(b[k].layer_create(&c, &b[k].layer), "attn_layer_create");
-    check(b[k].init_weights(b[k].layer, 1), "attn_layer_init_weights");
+    check(b[k].api.layer_create(&c, &b[k].layer), "attn_layer_create");
+    check(b[k].api.init_weights(b[k].layer, 1), "attn_layer_init_weights");
     b[k].mask_init(&b[k].mask, sizeof b[k].mask);
     b[k].mask.causal = causal;
     for (int w = 0; w < 2; w++) /* warm-up: threads, scratch, caches */
@@ -116,7 +110,7 @@ int main(int argc, char **argv) {
          (long long)kdim, causal, pairs, rm, r[pairs / 4], r[3 * pairs / 4],
          median(t[0], pairs) * 1e3, median(t[1], pairs) * 1e3);
   for (int k = 0; k < 2; k++) {
-    b[k].layer_destroy(b[k].layer);
+    b[k].api.layer_destroy(b[k].layer);
     free(t[k]);
   }
   free(r);

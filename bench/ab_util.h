@@ -4,7 +4,10 @@
 #ifndef ATTN_AB_UTIL_H
 #define ATTN_AB_UTIL_H
 
+#include "attn/attn.h"
+
 #include <dlfcn.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -52,6 +55,22 @@ static inline void *open_library(const char *path) {
   if (!dl)
     die("cannot load", dlerror());
   return dl;
+}
+
+/* The layer functions every A/B program calls, bound from one build. */
+typedef struct {
+  attn_status (*config_init)(attn_config *, size_t);
+  attn_status (*layer_create)(const attn_config *, attn_layer **);
+  attn_status (*init_weights)(attn_layer *, uint64_t);
+  void (*layer_destroy)(attn_layer *);
+} ab_layer_api;
+
+static inline void ab_bind_layer(void *dl, ab_layer_api *a) {
+  ab_bind(dl, "attn_config_init_sized", &a->config_init, sizeof a->config_init);
+  ab_bind(dl, "attn_layer_create", &a->layer_create, sizeof a->layer_create);
+  ab_bind(dl, "attn_layer_init_weights", &a->init_weights,
+          sizeof a->init_weights);
+  ab_bind(dl, "attn_layer_destroy", &a->layer_destroy, sizeof a->layer_destroy);
 }
 
 #endif
