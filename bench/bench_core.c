@@ -22,6 +22,7 @@
  *   has its kernels) or "cblas" (the cblas_sgemm core with the same vector
  *   table, for comparison). */
 #include "common/runtime.h"
+#include "core/choice.h"
 #include "core/packed.h"
 #include "core/simd.h"
 #include "core/tiled.h"
@@ -107,7 +108,10 @@ int main(int argc, char **argv) {
     return 1;
 
   int64_t dq, dk;
-  attn_core_blocks(&layer, B, L, L, false, &dq, &dk);
+  /* The blocks of the core that runs, as a forward call sizes them. */
+  attn_core_blocks_for(&layer, B, L, L, false,
+                       attn_core_choose_packed(ATTN_CORE_AUTO, vec, L, true),
+                       &dq, &dk);
   bool plain_path = kb == -2;
   qb = qb > 0 ? qb : dq;
   kb = kb > 0 ? kb : (kb < 0 ? L : dk);
@@ -152,7 +156,8 @@ int main(int argc, char **argv) {
   int32_t used = plain_path ? 1 : attn_core_threads(&c, threads);
   /* Keys and values packed once per head, as forward calls do when a kv
    * head has several readers. */
-  int64_t shared = attn_core_shared_head_floats(&c) * B * H;
+  int64_t shared =
+      attn_core_shared_head_floats(&c) * attn_core_shared_pairs(&c);
   c.shared = shared && !plain_path
                  ? aligned_alloc(64, (size_t)shared * sizeof(float))
                  : NULL;

@@ -107,14 +107,6 @@ int64_t attn_core_tile_floats(int64_t qb, int64_t kb, int64_t hd) {
   return max64(cblas, attn_packed_tile_floats(qb, kb, hd));
 }
 
-void attn_core_blocks(const attn_heads *g, int64_t batch, int64_t len_q,
-                      int64_t len_k, bool want_weights, int64_t *qblock,
-                      int64_t *kblock) {
-  attn_core_blocks_for(g, batch, len_q, len_k, want_weights,
-                       attn_packed_applies(attn_simd_get(), len_q), qblock,
-                       kblock);
-}
-
 /* Fewer than MIN_ITEMS (batch row, head, query block) items? */
 static bool too_few_items(int64_t batch, int64_t heads, int64_t len_q,
                           int64_t qb) {

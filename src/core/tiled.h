@@ -79,13 +79,9 @@ int64_t attn_core_shared_head_floats(const attn_core *c);
  * which attn_core_run_all() packs and runs one after the other. */
 int64_t attn_core_shared_pairs(const attn_core *c);
 
-/* Block sizes for a call. They depend only on the shapes (never on the
- * thread count), so results are the same whatever the threads. */
-void attn_core_blocks(const attn_heads *g, int64_t batch, int64_t len_q,
-                      int64_t len_k, bool want_weights, int64_t *qblock,
-                      int64_t *kblock);
-/* The same for a call whose core is known: packed or cblas
- * (attn_core_blocks() assumes ATTN_CORE_AUTO's choice). */
+/* Block sizes for a call whose core is known: packed or cblas. They
+ * depend only on the shapes (never on the thread count), so results are
+ * the same whatever the threads. */
 void attn_core_blocks_for(const attn_heads *g, int64_t batch, int64_t len_q,
                           int64_t len_k, bool want_weights, bool packed,
                           int64_t *qblock, int64_t *kblock);
