@@ -797,7 +797,8 @@ static inline attn_status attn_positions_init(attn_positions *pos) {
  * rows per batch row and the layer has no score features (ALiBi,
  * soft-capping, sinks); otherwise the BLAS core. Decoding steps of at most
  * 16 new tokens without attention weights run the streaming decoding
- * kernel instead (docs/DECODING.md). */
+ * kernel instead (docs/DECODING.md). A forward call under ATTN_CORE_AUTO
+ * gives the same bits as the same call naming the core it chose. */
 #define ATTN_CORE_AUTO 0
 /** The BLAS core: both products of every tile through cblas_sgemm. Runs on
  * any CPU with any BLAS and with every layer feature: the portable path.
