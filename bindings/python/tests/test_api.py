@@ -5,6 +5,7 @@ input conversion, layouts and mask handling beyond what torch expresses."""
 import ctypes
 import inspect
 import os
+import platform
 import subprocess
 import sys
 import typing
@@ -594,8 +595,11 @@ def _rss_bytes():
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
-@pytest.mark.skipif(not os.path.exists("/proc/self/statm"),
-                    reason="needs Linux /proc")
+@pytest.mark.skipif(not os.path.exists("/proc/self/statm")
+                    or platform.libc_ver()[0] != "glibc"
+                    or "LD_PRELOAD" in os.environ,
+                    reason="needs Linux /proc and glibc's own malloc (its "
+                    "mmap threshold)")
 def test_trim_gives_the_kept_scratch_back():
     """A large call leaves its scratch with the default runtime for the
     next one; attn.trim() unmaps it, and later calls give the same result.
