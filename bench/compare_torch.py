@@ -317,9 +317,9 @@ def main():
             mine = {r["round"]: r["median_ms"] for r in lib[c["name"]]}
             per = [r["median_ms"] / mine[r["round"]]
                    for r in tch[(c["name"], t)] if r["round"] in mine]
-            line += (f" {tm:15.2f} {tgf / ref:6.3f} {tm / m:8.2f}x"
-                     f" {statistics.median(per):8.2f} ({min(per):.2f}-"
-                     f"{max(per):.2f})")
+            line += f" {tm:15.2f} {tgf / ref:6.3f} {tm / m:8.2f}x"
+            line += (f" {statistics.median(per):8.2f} ({min(per):.2f}-"
+                     f"{max(per):.2f})" if per else f" {'no common round':>22}")
             torch_rss = max([torch_rss or 0] +
                             [r["peak_rss_mib"] for r in tch[(c["name"], t)]])
         line += f" {torch_rss:10.1f}" if torch_rss else f" {'-':>10}"

@@ -634,6 +634,7 @@ static void test_not_finite_large(void **state) {
   size_t out_bytes = (size_t)(Lq * 16) * sizeof(float);
   float *out = ref_xmalloc(out_bytes);
   memset(out, SENTINEL, out_bytes);
+  /* 65536 floats: the scan's block (FINITE_BLOCK, src/layer/call.c). */
   const int64_t at[] = {0, 65535, 65536, nk / 2, nk - 65536, nk - 1};
   for (size_t i = 0; i < sizeof at / sizeof *at; i++) {
     float saved = k[at[i]];
