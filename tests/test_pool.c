@@ -5,7 +5,9 @@
  *   for item counts below, at and above the thread count and pools of 0 to
  *   7 workers; several threads running jobs on one pool at once each get
  *   all their items done.
- * - An idle pool uses no CPU: its workers sleep.
+ * - An idle pool uses no CPU: its workers sleep, after a call that held
+ *   the pool too; while a call holds it, they poll only briefly before
+ *   sleeping. Jobs of held and unheld calls mix.
  * - attn_threads_for stays within [1, min(max, items)] and grows with the
  *   work.
  * - attn_cpu_count is at least 1 and at most the CPUs of the affinity
@@ -24,6 +26,7 @@
 #include <pthread.h>
 #include <sched.h>
 #include <stdatomic.h>
+#include <stdbool.h>
 #include <stdlib.h>
 #include <time.h>
 
@@ -73,25 +76,36 @@ static void test_every_item_once(void **state) {
 typedef struct {
   attn_pool *pool;
   int rounds;
+  bool hold; /* as a call: hold the pool over runs of a few jobs */
 } submitter;
 
 static void *submit_main(void *arg) {
   submitter *s = arg;
-  for (int r = 0; r < s->rounds; r++)
+  for (int r = 0; r < s->rounds; r++) {
+    if (s->hold && r % 3 == 0)
+      attn_pool_hold(s->pool);
     run_counted(s->pool, 1 + r % 4, 50 + r % 37);
+    if (s->hold && r % 3 == 2)
+      attn_pool_release(s->pool);
+  }
+  if (s->hold && s->rounds % 3 != 0)
+    attn_pool_release(s->pool);
   return NULL;
 }
 
-/* Jobs from several threads at once share the workers. */
+/* Jobs from several threads at once share the workers, whether their
+ * callers hold the pool or not. */
 static void test_concurrent_jobs(void **state) {
   (void)state;
   attn_pool *pool = NULL;
   assert_int_equal(attn_pool_create(3, &pool), ATTN_OK);
   enum { SUBMITTERS = 4 };
   pthread_t tid[SUBMITTERS];
-  submitter s = {pool, 300};
-  for (int i = 0; i < SUBMITTERS; i++)
-    assert_int_equal(pthread_create(&tid[i], NULL, submit_main, &s), 0);
+  submitter s[SUBMITTERS];
+  for (int i = 0; i < SUBMITTERS; i++) {
+    s[i] = (submitter){pool, 301, i % 2 == 0};
+    assert_int_equal(pthread_create(&tid[i], NULL, submit_main, &s[i]), 0);
+  }
   for (int i = 0; i < SUBMITTERS; i++)
     pthread_join(tid[i], NULL);
   attn_pool_destroy(pool);
@@ -141,6 +155,34 @@ static void test_idle_pool_sleeps(void **state) {
   attn_pool_destroy(pool);
 }
 
+/* A held pool runs back-to-back jobs; its idle workers poll only briefly
+ * (SPIN_NS, 0.1 ms), so 200 ms of a held pool with nothing posted cost
+ * far less than one spinning worker, and once released it sleeps. */
+static void test_held_pool(void **state) {
+  (void)state;
+  double base = idle_cpu();
+  attn_pool *pool = NULL;
+  assert_int_equal(attn_pool_create(3, &pool), ATTN_OK);
+  attn_pool_hold(pool);
+  for (int r = 0; r < 200; r++)
+    run_counted(pool, 4, 1 + r % 50);
+  volatile double sink[4] = {0};
+  attn_pool_run(pool, 4, 64, spin_item, (void *)sink);
+  struct timespec settle = {0, 50000000};
+  nanosleep(&settle, NULL);
+  double held = idle_cpu();
+  attn_pool_release(pool);
+  run_counted(pool, 4, 100);
+  nanosleep(&settle, NULL);
+  double released = idle_cpu();
+  print_message("CPU time over 200 ms: %.2f ms held, %.2f ms released, "
+                "%.2f ms without a pool\n",
+                held * 1e3, released * 1e3, base * 1e3);
+  assert_true(held - base < 0.1);
+  assert_true(released - base < 0.1);
+  attn_pool_destroy(pool);
+}
+
 static void test_policy(void **state) {
   (void)state;
   /* Tiny work: one thread, whatever is allowed. */
@@ -186,6 +228,7 @@ int main(void) {
       cmocka_unit_test(test_every_item_once),
       cmocka_unit_test(test_concurrent_jobs),
       cmocka_unit_test(test_idle_pool_sleeps),
+      cmocka_unit_test(test_held_pool),
       cmocka_unit_test(test_policy),
       cmocka_unit_test(test_cpu_count),
   };

@@ -50,7 +50,10 @@
  * runtime (attn_options.runtime; NULL = the default runtime), at most
  * attn_options.num_threads (or attn_config.num_threads) in all, and fewer
  * when the work is too small to pay for them. Workers are started once,
- * when the runtime is created, and sleep between calls. How the library
+ * when the runtime is created, and sleep between calls. Within a call of
+ * more than one thread, a worker (or the calling thread) with nothing to
+ * do polls for up to 0.1 ms before it sleeps, so the call's next step
+ * starts without waiting for a thread to wake. How the library
  * meets the BLAS's own threads is the runtime's BLAS policy
  * (ATTN_BLAS_HOLD, ATTN_BLAS_LEAVE).
  *

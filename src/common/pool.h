@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: MIT */
-/* A pool of worker threads, started once and asleep between jobs, that
+/* A pool of worker threads, started once and asleep between calls, that
  * runs parallel for-loops over independent work items. */
 #ifndef ATTN_COMMON_POOL_H
 #define ATTN_COMMON_POOL_H
@@ -32,5 +32,12 @@ void attn_pool_abandon(attn_pool *pool);
  * be NULL (everything on the caller). */
 void attn_pool_run(attn_pool *pool, int32_t threads, int64_t items,
                    attn_item_fn fn, void *ctx);
+
+/* A call that will post several jobs holds the pool from its first to its
+ * last: meanwhile idle workers, and callers waiting for their helpers,
+ * poll for a short while before they sleep. Every hold is released; NULL
+ * is allowed. */
+void attn_pool_hold(attn_pool *pool);
+void attn_pool_release(attn_pool *pool);
 
 #endif

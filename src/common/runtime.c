@@ -153,6 +153,8 @@ void attn_exec_enter(attn_exec *x) {
     pthread_mutex_lock(&x->rt->lock);
     x->rt->active++;
     pthread_mutex_unlock(&x->rt->lock);
+    if (x->threads > 1)
+      attn_pool_hold(x->pool);
   }
   x->blas_held = x->rt->blas_policy == ATTN_BLAS_HOLD && attn_blas_hold();
 }
@@ -162,6 +164,8 @@ void attn_exec_leave(attn_exec *x) {
     attn_blas_release();
   x->blas_held = false;
   if (x->pool) {
+    if (x->threads > 1)
+      attn_pool_release(x->pool);
     pthread_mutex_lock(&x->rt->lock);
     if (--x->rt->active == 0)
       pthread_cond_broadcast(&x->rt->idle);
