@@ -14,7 +14,8 @@
 #      Debian's reference BLAS, where OpenBLAS's thread functions do not
 #      exist: the library and the benchmark must not depend on them. The
 #      threading and softmax tests run there too.
-#   4. bench_pool (thread start-up against a pool hand-over),
+#   4. bench_pool (thread start-up against a pool hand-over, woken or
+#      polling),
 #      bench/compare_builds.py (before/after of two builds; here the same
 #      build on both sides, forward and decode), bench/ab_decode and
 #      bench/ab_forward (two builds' decoding steps or forward passes
