@@ -22,4 +22,15 @@ typedef struct {
 /* Detected on first use (thread-safe), the same for the whole process. */
 const attn_cpu_info *attn_cpu(void);
 
+/* One turn of a busy-wait loop: tells the CPU the thread is spinning
+ * (x86 pause, Arm yield), which frees resources for its sibling
+ * hyperthread and saves power; nothing elsewhere. */
+static inline void attn_cpu_relax(void) {
+#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
+  __builtin_ia32_pause();
+#elif defined(__GNUC__) && defined(__aarch64__)
+  __asm__ __volatile__("yield");
+#endif
+}
+
 #endif

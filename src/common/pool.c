@@ -9,6 +9,7 @@
  * phases, microseconds apart, start without a wake-up. */
 #include "common/pool.h"
 
+#include "common/cpu.h"
 #include "common/error.h"
 
 #include <pthread.h>
@@ -68,21 +69,13 @@ static int64_t now_ns(void) {
   return (int64_t)t.tv_sec * 1000000000 + t.tv_nsec;
 }
 
-static void relax(void) {
-#if defined(__x86_64__) || defined(__i386__)
-  __builtin_ia32_pause();
-#elif defined(__aarch64__)
-  __asm__ __volatile__("yield");
-#endif
-}
-
 /* Polls until done(arg) or SPIN_NS have passed; returns done(arg). */
 static bool spin_until(bool (*done)(const void *), const void *arg) {
   int64_t end = now_ns() + SPIN_NS;
   for (int n = 0;; n++) {
     if (done(arg))
       return true;
-    relax();
+    attn_cpu_relax();
     if (n % 64 == 63 && now_ns() > end)
       return done(arg);
   }

@@ -10,6 +10,7 @@
 #include "layer/step.h"
 
 #include "common/checked.h"
+#include "common/cpu.h"
 #include "common/error.h"
 #include "common/policy.h"
 #include "common/structs.h"
@@ -321,9 +322,7 @@ static void wait_for(atomic_llong *v, int64_t want) {
       sched_yield();
       continue;
     }
-#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
-    __builtin_ia32_pause();
-#endif
+    attn_cpu_relax();
   }
 }
 
