@@ -42,7 +42,8 @@ echo "== forward passes against the sgemm ($rounds rounds)"
 echo "== the two attention cores in whole forward passes ($rounds rounds)"
 "$bench/bench_forward" --rounds "$rounds" --min-time 0.3 --ref-size 1024 \
   name=packed-B8-L64,B=8,L=64,core=packed name=blas-B8-L64,B=8,L=64,core=blas \
-  name=packed-L4096,B=1,L=4096,core=packed name=blas-L4096,B=1,L=4096,core=blas \
+  name=packed-L4096,B=1,L=4096,core=packed \
+  name=blas-L4096,B=1,L=4096,core=blas \
   name=packed-Lq4,B=8,Lq=4,Lk=1024,core=packed \
   name=blas-Lq4,B=8,Lq=4,Lk=1024,core=blas | tee "$out/cores.txt"
 "$py" "$here/forward_ratios.py" packed-B8-L64/blas-B8-L64 \
@@ -50,9 +51,9 @@ echo "== the two attention cores in whole forward passes ($rounds rounds)"
   tee "$out/cores_ratios.txt"
 
 echo "== projection blocks ($rounds rounds)"
-"$bench/bench_linear" --rounds "$rounds" --min-time 0.3 512x1536x512 512x512x512 \
-  1024x1536x512 4096x1024x768 4096x1536x512 2048x3072x1024 |
-  tee "$out/linear.txt"
+"$bench/bench_linear" --rounds "$rounds" --min-time 0.3 \
+  512x1536x512 512x512x512 1024x1536x512 4096x1024x768 4096x1536x512 \
+  2048x3072x1024 | tee "$out/linear.txt"
 
 echo "== the attention core alone, causal against not ($rounds rounds)"
 for round in $(seq "$rounds"); do
