@@ -23,6 +23,8 @@ mkdir -p "$out"
 py=/usr/bin/python3
 
 {
+  echo "libattn commit: $(git -C "$here" rev-parse --short HEAD 2>/dev/null ||
+    echo unknown)"
   lscpu | grep -E 'Model name|^CPU\(s\)|Thread|L1d|L2|L3|Flags' | cut -c1-120
   dpkg-query -W -f '${Package} ${Version}\n' 'libopenblas0*' 2>/dev/null || true
   uptime
