@@ -30,6 +30,7 @@ py=/usr/bin/python3
   uptime
 } | tee "$out/machine.txt"
 
+# shellcheck disable=SC2054 # the commas belong to bench_forward's case strings
 cases=(--preset targets
   name=B16-L128-E1024-H16,B=16,L=128,E=1024,H=16
   name=B4-L256-E256-H4,B=4,L=256,E=256,H=4)
@@ -58,7 +59,7 @@ echo "== projection blocks ($rounds rounds)"
   2048x3072x1024 | tee "$out/linear.txt"
 
 echo "== the attention core alone, causal against not ($rounds rounds)"
-for round in $(seq "$rounds"); do
+for _ in $(seq "$rounds"); do
   for causal in 0 1; do
     "$bench/bench_core" 1 4096 512 8 0 0 0 2 $causal 3
   done
