@@ -6,6 +6,9 @@ compute what torch.nn.MultiheadAttention computes, in C, from numpy arrays.
     layer = attn.MultiheadAttention(64, 8)            # batch_first=True
     out, weights = layer(x, x, x, is_causal=True)     # x: [B, L, 64]
 
+    cache = attn.KVCache(layer, batch=B, capacity=1024)
+    y, _ = layer.decode_step(x_next, cache)           # x_next: [B, 1, 64]
+
     layer = attn.MultiheadAttention.from_torch(torch_module)
     attn.plot_attention(weights[0], tokens, tokens, "attention.png")
 
@@ -46,6 +49,7 @@ from ._lib import version as library_version  # noqa: F401
 from ._lib import path as library_path  # noqa: F401
 from ._layer import MultiheadAttention  # noqa: F401
 from ._features import RotaryEmbedding  # noqa: F401
+from ._decode import KVCache, Memory  # noqa: F401
 
 __version__ = "0.1.0"
 
@@ -125,6 +129,8 @@ __all__ = [
     "trim",
     "MultiheadAttention",
     "RotaryEmbedding",
+    "KVCache",
+    "Memory",
     "plot_attention",
     "library_version",
     "library_path",

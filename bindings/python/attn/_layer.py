@@ -11,8 +11,9 @@ from typing import Any, Dict, Iterator, List, Mapping, Optional, Tuple, Union
 import numpy as np
 import numpy.typing as npt
 
-from . import _features, _lib, _mask
+from . import _decode, _features, _lib, _mask
 from ._convert import as_float32
+from ._decode import KVCache, Memory
 from ._lib import C, check
 
 _F32 = np.dtype(np.float32)
@@ -647,6 +648,103 @@ class MultiheadAttention:
         elif not self.batch_first:
             out = out.transpose(1, 0, 2)
         return out, weights
+
+
+    # ------------------------------------------------ incremental decoding
+
+    def decode_step(self, x: ArrayLike, cache: KVCache, *,
+                    new_lengths: Optional[ArrayLike] = None,
+                    new_padding: Optional[ArrayLike] = None,
+                    need_weights: bool = False,
+                    average_attn_weights: bool = True,
+                    empty_rows: Optional[str] = None, num_threads: int = 0,
+                    start: Optional[Union[int, ArrayLike]] = None,
+                    core: str = "auto"
+                    ) -> Tuple[Float32Array, Optional[Float32Array]]:
+        """One self-attention decoding step with a key/value cache
+        (``attn.KVCache(layer, batch, capacity)``): the keys and values of
+        each row's new tokens are appended to the cache, and each new token
+        attends to its row's earlier tokens and to itself (causal among the
+        new tokens, within the cache's window if it has one). Decoding a
+        sequence in steps of any sizes gives, to float rounding, the rows of
+        ``layer(x, x, x, is_causal=True)`` over the whole sequence.
+        Returns ``(output, weights)``.
+
+        x:        [batch, n, embed_dim], each row's next n tokens (always
+                  batch first, whatever ``batch_first`` says); batch must
+                  be the cache's.
+        new_lengths: an integer or [batch] integers in [0, n]: row b takes
+                  only its first new_lengths[b] tokens; its other output
+                  (and weight) rows are zero. A row given 0 is unchanged.
+                  None = n for every row.
+        new_padding: [batch, n] boolean (or integer), True = that new
+                  token is padding: it takes a position in its row, but no
+                  query of this or any later step attends to it (torch's
+                  key_padding_mask over the whole sequence).
+        need_weights: also return the attention probabilities, [batch,
+                  n, capacity] averaged over heads (average_attn_weights,
+                  default) or [batch, num_heads, n, capacity] per head:
+                  column j is the row's j-th token held, at position
+                  ``cache.first()[b] + j``; columns past the tokens held
+                  are zero. Steps with weights run the general attention
+                  core, without the streaming decoding kernel.
+        empty_rows: what a query that sees no key (every token it could
+                  see is padding) produces: "zero" or "nan"; None = the
+                  layer's ``empty_rows``.
+        num_threads: library threads for this step; 0 = the layer's.
+        start:    for a layer with rotary embeddings or ALiBi, an integer
+                  or [batch] positions added to each row's token positions
+                  (a row that begins mid-sequence: pass the same start at
+                  every step). Token positions are otherwise their
+                  positions in the cache row.
+        core:     attention core as in forward: "auto" (default), "blas"
+                  or "packed".
+
+        Inputs are converted as forward converts them. Raises ValueError
+        for shapes that do not fit or a closed cache, TypeError for wrong
+        types, AttnError with the library's message for anything it
+        refuses: ERR_CAPACITY when a row has no room for its new tokens,
+        ERR_MISMATCH for a cache made for another layer, ERR_BAD_MASK for
+        new lengths outside [0, n], ERR_NOT_FINITE, ... A failed step
+        changes nothing: the cache keeps what it held.
+        """
+        return _decode.decode_step(self, x, cache, new_lengths, new_padding,
+                                   need_weights, average_attn_weights,
+                                   empty_rows, num_threads, start, core)
+
+    def cross_step(self, query: ArrayLike, memory: Memory, *,
+                   key_padding_mask: Optional[ArrayLike] = None,
+                   attn_mask: Optional[ArrayLike] = None,
+                   is_causal: bool = False, need_weights: bool = False,
+                   average_attn_weights: bool = True,
+                   empty_rows: Optional[str] = None, num_threads: int = 0,
+                   core: str = "auto"
+                   ) -> Tuple[Float32Array, Optional[Float32Array]]:
+        """Cross-attention of ``query`` [batch, n, embed_dim] (any number
+        n of decoder tokens per row, batch first) over a memory
+        (``attn.Memory``, filled by its ``set``): what
+        ``layer(query, key, value, ...)`` gives with the key, value and
+        masks of the memory's last set, without projecting them again.
+        Returns ``(output, weights)``.
+
+        key_padding_mask, attn_mask, is_causal: as forward's, with L = n
+                  and S = ``memory.len_k``; they apply on top of the
+                  memory's own lengths and padding.
+        need_weights: also return the attention probabilities, [batch, n,
+                  S] averaged (average_attn_weights, default) or [batch,
+                  num_heads, n, S] per head.
+        empty_rows, num_threads, core: as forward's.
+
+        Raises ValueError for shapes that do not fit, a closed memory or
+        one never set, TypeError for wrong types, AttnError for anything
+        the library refuses (ERR_MISMATCH for a memory made for another
+        layer). Cross steps only read the memory: several threads may run
+        them on one memory at once.
+        """
+        return _decode.cross_step(self, query, memory, key_padding_mask,
+                                  attn_mask, is_causal, need_weights,
+                                  average_attn_weights, empty_rows,
+                                  num_threads, core)
 
 
 # Constructor seed meaning "leave the weights unset": from_torch overwrites

@@ -2,9 +2,9 @@
 """Loading libattn.so and describing its C API to ctypes.
 
 Everything that knows about C types lives here: the library lookup, the
-mirrors of the public structs (attn_config, attn_mask, attn_options), the
-function prototypes, the status constants and the exception that carries the
-library's detail message.
+mirrors of the public structs (attn_config, attn_mask, attn_options, the
+decoding structs), the function prototypes, the status constants and the
+exception that carries the library's detail message.
 
 The library is looked up once, at import:
 
@@ -202,6 +202,38 @@ class Mask(ctypes.Structure):
     ]
 
 
+class CacheConfig(ctypes.Structure):
+    """Mirror of attn_cache_config."""
+
+    _fields_ = [
+        ("struct_size", _size_t),
+        ("batch", _i64),
+        ("capacity", _i64),
+        ("window", _i64),
+    ]
+
+
+class DecodeMask(ctypes.Structure):
+    """Mirror of attn_decode_mask."""
+
+    _fields_ = [
+        ("struct_size", _size_t),
+        ("new_lengths", _ptr),
+        ("new_padding", _ptr),
+        ("empty_rows", _i32),
+    ]
+
+
+class MemoryConfig(ctypes.Structure):
+    """Mirror of attn_memory_config."""
+
+    _fields_ = [
+        ("struct_size", _size_t),
+        ("batch", _i64),
+        ("capacity", _i64),
+    ]
+
+
 class Options(ctypes.Structure):
     """Mirror of attn_options."""
 
@@ -310,6 +342,27 @@ _bind(
     _i32,
     [_ptr, _i64, _i64, _i64, _ptr, _ptr, _ptr, _P(Mask), _P(Options), _ptr],
 )
+# Incremental decoding (in the first release): key/value caches, decoding
+# steps, cross-attention memories and cross steps.
+_bind("attn_cache_config_init_sized", _i32, [_ptr, _size_t])
+_bind("attn_kv_cache_size", _i32, [_ptr, _P(CacheConfig), _P(_size_t)])
+_bind("attn_kv_cache_create", _i32, [_ptr, _P(CacheConfig), _P(_ptr)])
+_bind("attn_kv_cache_destroy", None, [_ptr])
+_bind("attn_kv_cache_lengths", _i32, [_ptr, _i64, _ptr, _ptr])
+_bind("attn_kv_cache_truncate", _i32, [_ptr, _i64, _ptr])
+_bind("attn_kv_cache_reorder", _i32, [_ptr, _i64, _ptr])
+_bind("attn_kv_cache_reset", _i32, [_ptr])
+_bind("attn_decode_mask_init_sized", _i32, [_ptr, _size_t])
+_bind("attn_decode_step", _i32, [_ptr, _ptr, _i64, _i64, _ptr,
+                                 _P(DecodeMask), _P(Options), _ptr])
+_bind("attn_memory_config_init_sized", _i32, [_ptr, _size_t])
+_bind("attn_memory_size", _i32, [_ptr, _P(MemoryConfig), _P(_size_t)])
+_bind("attn_memory_create", _i32, [_ptr, _P(MemoryConfig), _P(_ptr)])
+_bind("attn_memory_destroy", None, [_ptr])
+_bind("attn_memory_set", _i32, [_ptr, _ptr, _i64, _i64, _ptr, _ptr, _ptr,
+                                _ptr, _P(Options)])
+_bind("attn_cross_step", _i32, [_ptr, _ptr, _i64, _i64, _ptr, _P(Mask),
+                                _P(Options), _ptr])
 # Weight files arrived after the first release: optional, so that the rest
 # of the package works with a library that predates them.
 _bind("attn_layer_load_safetensors", _i32, [_ptr, ctypes.c_char_p,
@@ -377,6 +430,16 @@ _OPTIONS_DEFAULT = _defaults(Options, C.attn_options_init_sized,
                              "attn_options")
 
 
+_CACHE_CONFIG_DEFAULT = _defaults(CacheConfig,
+                                  C.attn_cache_config_init_sized,
+                                  "attn_cache_config")
+_DECODE_MASK_DEFAULT = _defaults(DecodeMask, C.attn_decode_mask_init_sized,
+                                 "attn_decode_mask")
+_MEMORY_CONFIG_DEFAULT = _defaults(MemoryConfig,
+                                   C.attn_memory_config_init_sized,
+                                   "attn_memory_config")
+
+
 def new_config():
     """An attn_config filled with the library's defaults."""
     return Config.from_buffer_copy(_CONFIG_DEFAULT)
@@ -390,6 +453,22 @@ def new_mask():
 def new_options():
     """An attn_options with the library's defaults."""
     return Options.from_buffer_copy(_OPTIONS_DEFAULT)
+
+
+def new_cache_config():
+    """An attn_cache_config with the defaults (batch 1, capacity 0, no
+    window)."""
+    return CacheConfig.from_buffer_copy(_CACHE_CONFIG_DEFAULT)
+
+
+def new_decode_mask():
+    """An attn_decode_mask meaning "every new token, no padding"."""
+    return DecodeMask.from_buffer_copy(_DECODE_MASK_DEFAULT)
+
+
+def new_memory_config():
+    """An attn_memory_config with the defaults (batch 1, capacity 0)."""
+    return MemoryConfig.from_buffer_copy(_MEMORY_CONFIG_DEFAULT)
 
 
 def _features_defaults():
