@@ -599,3 +599,9 @@ unsafe impl Versioned for attn_memory_config {
     const INIT: unsafe extern "C" fn(*mut Self, usize) -> attn_status =
         attn_memory_config_init_sized;
 }
+unsafe impl Versioned for attn_rope_config {
+    const INIT: unsafe extern "C" fn(*mut Self, usize) -> attn_status = attn_rope_config_init_sized;
+}
+unsafe impl Versioned for attn_positions {
+    const INIT: unsafe extern "C" fn(*mut Self, usize) -> attn_status = attn_positions_init_sized;
+}
