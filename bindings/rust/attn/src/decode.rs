@@ -257,6 +257,12 @@ impl Layer {
     /// to its row's earlier tokens and itself. Attention weights (see
     /// [`Options`]) are `[batch, H, n_new, capacity]` or `[batch, n_new,
     /// capacity]`, column j the row's j-th held token.
+    ///
+    /// With rotary embeddings or ALiBi each new token is at its position in
+    /// its cache row (plus the [`Options::start_positions`] of its row, when
+    /// given); its key is cached rotated. Query or key positions in `opts`
+    /// are an error ([`Status::BAD_OPTION`]), as is a position beyond
+    /// [`attn_sys::ATTN_MAX_POSITION`].
     pub fn decode_step(
         &self,
         cache: &mut KvCache<'_>,
@@ -286,8 +292,12 @@ impl Layer {
                 "[batch, heads, n_new, capacity] or [batch, n_new, capacity]",
             )?;
         }
+        let pos = match &opts {
+            Some(o) => o.raw_positions(b, n_new, n_new, true)?,
+            None => None,
+        };
         let n = to_i64(n_new, "n_new")?;
-        let opts = options::prepare(opts, |raw| {
+        let mut opts = options::prepare(opts, |raw| {
             let mut bytes = 0usize;
             // SAFETY: raw is valid; bytes is valid.
             check(unsafe {
@@ -295,6 +305,10 @@ impl Layer {
             })?;
             Ok(bytes)
         })?;
+        if let Some(p) = &pos {
+            // Points at the local, which outlives the call below.
+            opts.positions = p;
+        }
         // SAFETY: slices checked against the cache's batch; &mut cache
         // gives this call the cache alone.
         check(unsafe {

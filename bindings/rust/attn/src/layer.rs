@@ -2,6 +2,7 @@
 //! Layers: configuration, weights, weight files and the forward pass.
 
 use crate::error::{check, expect_len, to_i64, Error, Result, Status};
+use crate::features::{self, Alibi, BiasParts, QkNorm, Rope, RopePairing};
 use crate::mask::Mask;
 use crate::options::{self, Options};
 use attn_sys as sys;
@@ -35,6 +36,17 @@ pub enum Weight {
     KBias,
     /// Value part of in_proj_bias `[KV]`.
     VBias,
+    /// QK-norm weights of the queries (`q_norm.weight`): `[head_dim]` with
+    /// [`QkNorm::Head`], `[E]` with [`QkNorm::All`]. Only for a layer with
+    /// QK-norm; ones until set.
+    QNorm,
+    /// QK-norm weights of the keys (`k_norm.weight`): `[head_dim]` with
+    /// [`QkNorm::Head`], `[KV]` with [`QkNorm::All`]. Only for a layer with
+    /// QK-norm; ones until set.
+    KNorm,
+    /// Sink logits `[num_heads]` (`sinks`). Only for a layer with sinks;
+    /// zeros until set.
+    Sinks,
 }
 
 impl Weight {
@@ -50,6 +62,9 @@ impl Weight {
             Weight::QBias => sys::ATTN_B_Q,
             Weight::KBias => sys::ATTN_B_K,
             Weight::VBias => sys::ATTN_B_V,
+            Weight::QNorm => sys::ATTN_W_Q_NORM,
+            Weight::KNorm => sys::ATTN_W_K_NORM,
+            Weight::Sinks => sys::ATTN_W_SINKS,
         }
     }
 }
@@ -65,24 +80,75 @@ pub enum Naming {
     HuggingFaceOProj,
 }
 
-/// A layer's effective configuration (defaults resolved).
+/// A layer's effective configuration (defaults resolved), as the library
+/// reports it after building.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct LayerConfig {
+    /// Model width E.
     pub embed_dim: usize,
+    /// Query heads H.
     pub num_heads: usize,
+    /// Width of key inputs.
     pub kdim: usize,
+    /// Width of value inputs.
     pub vdim: usize,
+    /// Whether any projection has a bias.
     pub bias: bool,
+    /// Default threads of the layer's calls (0 = the runtime's).
     pub num_threads: usize,
+    /// Score scale.
     pub scale: f64,
+    /// Key/value heads (= num_heads without grouped-query attention).
     pub num_kv_heads: usize,
+    /// Which projections have a bias.
+    pub bias_parts: BiasParts,
+    /// The QK-norm mode.
+    pub qk_norm: QkNorm,
+    /// The QK-norm's epsilon as set (0 = the library's default, 1e-6).
+    pub qk_norm_eps: f64,
+    /// Whether the QK-norm multiplies by 1 + w.
+    pub qk_norm_unit_offset: bool,
+    /// The ALiBi form.
+    pub alibi: Alibi,
+    /// Logit soft-capping (0 = none).
+    pub softcap: f64,
+    /// Whether each head has a sink logit.
+    pub sinks: bool,
+    /// Pairing and number of rotated dimensions of each head, with rotary
+    /// embeddings.
+    pub rope: Option<(RopePairing, usize)>,
 }
 
 /// Builds a [`Layer`]. Starts from the library's defaults (one head, bias
-/// on, kdim = vdim = embed_dim, scale 1/sqrt(head_dim)).
+/// on, kdim = vdim = embed_dim, scale 1/sqrt(head_dim), none of the decoder
+/// features).
+///
+/// Setters only record values; [`build`](Self::build) checks them all, so
+/// a bad one (an odd rotary_dim, a negative soft-cap, ...) is an [`Error`]
+/// from `build`, never a panic. The builder owns everything it is given
+/// (the [`Rope`], ALiBi slopes): the library copies those into the layer,
+/// so nothing the layer uses is borrowed from the caller.
+///
+/// A Llama-style layer (grouped-query attention with rotary embeddings):
+///
+/// ```
+/// use attn::{BiasParts, Layer, Rope};
+/// let layer = Layer::builder(64)
+///     .num_heads(8)
+///     .num_kv_heads(2)
+///     .bias_parts(BiasParts::NONE)
+///     .rope(Rope::new().theta(500000.0))
+///     .build()?;
+/// assert_eq!(layer.config().rope.map(|r| r.1), Some(8));
+/// # Ok::<(), attn::Error>(())
+/// ```
 #[derive(Debug, Clone)]
 pub struct LayerBuilder {
+    /// The C config; its pointer fields stay NULL here and are set only on
+    /// the copy made by `build`.
     raw: sys::attn_config,
+    rope: Option<Rope>,
+    alibi_slopes: Option<Vec<f32>>,
 }
 
 fn saturating_i64(x: usize) -> i64 {
@@ -95,7 +161,11 @@ impl LayerBuilder {
         let mut raw = sys::attn_config::init_default()
             .expect("attn_config_init_sized refused attn-sys's attn_config");
         raw.embed_dim = saturating_i64(embed_dim);
-        LayerBuilder { raw }
+        LayerBuilder {
+            raw,
+            rope: None,
+            alibi_slopes: None,
+        }
     }
 
     /// Number of heads; must divide embed_dim.
@@ -141,11 +211,125 @@ impl LayerBuilder {
         self
     }
 
-    /// Creates the layer; its weights still have to be set.
+    /// Exactly these projections have a bias (Qwen2: [`BiasParts::QKV`]);
+    /// overrides [`bias`](Self::bias). [`BiasParts::NONE`] = no bias.
+    pub fn bias_parts(mut self, parts: BiasParts) -> Self {
+        self.raw.bias_parts = parts.bits();
+        self.raw.bias = (parts != BiasParts::NONE) as i32;
+        self
+    }
+
+    /// QK-norm of the queries and keys (default [`QkNorm::None`]); its
+    /// weights are [`Weight::QNorm`] and [`Weight::KNorm`].
+    pub fn qk_norm(mut self, mode: QkNorm) -> Self {
+        self.raw.qk_norm = mode.raw();
+        self
+    }
+
+    /// Epsilon of the QK-norm: finite and not negative, 0 = 1e-6 (the
+    /// default). Checked by [`build`](Self::build)
+    /// ([`Status::BAD_OPTION`]).
+    pub fn qk_norm_eps(mut self, eps: f64) -> Self {
+        self.raw.qk_norm_eps = eps;
+        self
+    }
+
+    /// Whether the QK-norm multiplies by `1 + w` instead of `w` (Gemma 3's
+    /// stored weights). Default false.
+    pub fn qk_norm_unit_offset(mut self, on: bool) -> Self {
+        self.raw.qk_norm_unit_offset = on as i32;
+        self
+    }
+
+    /// ALiBi form (default [`Alibi::None`]). Without
+    /// [`alibi_slopes`](Self::alibi_slopes) the heads take the standard
+    /// geometric slopes (Press et al., as BLOOM computes them).
+    pub fn alibi(mut self, form: Alibi) -> Self {
+        self.raw.alibi = form.raw();
+        self
+    }
+
+    /// The ALiBi slope of each head: exactly num_heads finite values
+    /// (checked by [`build`](Self::build): [`Status::BAD_SIZE`] for another
+    /// count, [`Status::NOT_FINITE`] for NaN or infinity). Copied here.
+    pub fn alibi_slopes(mut self, slopes: &[f32]) -> Self {
+        self.alibi_slopes = Some(slopes.to_vec());
+        self
+    }
+
+    /// Logit soft-capping: when > 0 every scaled score s becomes
+    /// `softcap * tanh(s / softcap)` before ALiBi, the mask and the softmax
+    /// (Gemma 2). 0 (default) = none; negative, infinite or NaN is
+    /// [`Status::BAD_OPTION`] from [`build`](Self::build).
+    pub fn softcap(mut self, softcap: f64) -> Self {
+        self.raw.softcap = softcap;
+        self
+    }
+
+    /// Rotary position embeddings (default none); see [`Rope`] for what
+    /// `build` checks.
+    pub fn rope(mut self, rope: Rope) -> Self {
+        self.rope = Some(rope);
+        self
+    }
+
+    /// Whether each head has a learned sink logit ([`Weight::Sinks`], zeros
+    /// until set) in the softmax's denominator (gpt-oss). A query that sees
+    /// no key then gives zeros, whatever [`EmptyRows`](crate::EmptyRows)
+    /// says. Default false.
+    pub fn sinks(mut self, on: bool) -> Self {
+        self.raw.sinks = on as i32;
+        self
+    }
+
+    /// head_dim when embed_dim and num_heads agree, else `None` (the
+    /// library then refuses the sizes).
+    fn head_dim(&self) -> Option<usize> {
+        let (e, h) = (self.raw.embed_dim, self.raw.num_heads);
+        if e > 0 && h > 0 && e % h == 0 {
+            usize::try_from(e / h).ok()
+        } else {
+            None
+        }
+    }
+
+    /// Creates the layer; its weights still have to be set (the QK-norm
+    /// weights start at ones, the sinks at zeros).
+    ///
+    /// Errors: the library's, with its message naming the field:
+    /// [`Status::BAD_SIZE`] (embed_dim not divisible by num_heads,
+    /// num_heads not by num_kv_heads, rotary_dim odd or above head_dim, and
+    /// from this crate: ALiBi slopes or a frequency table of the wrong
+    /// length), [`Status::BAD_OPTION`] (soft-cap, QK-norm epsilon, theta,
+    /// linear or attention factor out of range), [`Status::NOT_FINITE`] (a
+    /// slope or frequency not finite, a frequency negative).
     pub fn build(&self) -> Result<Layer> {
+        let mut raw = self.raw;
+        if let Some(s) = &self.alibi_slopes {
+            let h = usize::try_from(raw.num_heads).unwrap_or(usize::MAX);
+            if s.len() != h {
+                return Err(Error::new(
+                    Status::BAD_SIZE,
+                    format!(
+                        "alibi_slopes has {} values, expected num_heads = {}",
+                        s.len(),
+                        raw.num_heads
+                    ),
+                ));
+            }
+            raw.alibi_slopes = s.as_ptr();
+        }
+        let rope = match &self.rope {
+            Some(r) => Some(r.raw(self.head_dim())?),
+            None => None,
+        };
+        raw.rope = features::rope_ptr(&rope);
         let mut out = ptr::null_mut();
-        // SAFETY: raw was initialised by the library; out is valid.
-        check(unsafe { sys::attn_layer_create(&self.raw, &mut out) })?;
+        // SAFETY: raw was initialised by the library; the slopes (num_heads
+        // values, checked above) and the rope struct and its table (length
+        // checked by Rope::raw) outlive the call, which copies them; out is
+        // valid.
+        check(unsafe { sys::attn_layer_create(&raw, &mut out) })?;
         let ptr = NonNull::new(out).expect("attn_layer_create returned NULL");
         let mut cfg = sys::attn_config::init_default().map_err(Error::from_library)?;
         // SAFETY: the layer is alive; cfg has its struct_size set.
@@ -165,6 +349,23 @@ impl LayerBuilder {
             num_threads: cfg.num_threads as usize,
             scale: cfg.scale,
             num_kv_heads: cfg.num_kv_heads as usize,
+            bias_parts: BiasParts::from_bits(cfg.bias_parts),
+            qk_norm: QkNorm::from_raw(cfg.qk_norm),
+            qk_norm_eps: cfg.qk_norm_eps,
+            qk_norm_unit_offset: cfg.qk_norm_unit_offset != 0,
+            alibi: Alibi::from_raw(cfg.alibi),
+            softcap: cfg.softcap,
+            sinks: cfg.sinks != 0,
+            // SAFETY: a read-back points rope at the layer's own copy,
+            // valid while the layer lives (it is only read here).
+            rope: unsafe { cfg.rope.as_ref() }.map(|r| {
+                let dims = if r.rotary_dim > 0 {
+                    r.rotary_dim
+                } else {
+                    cfg.embed_dim / cfg.num_heads.max(1)
+                };
+                (RopePairing::from_raw(r.pairing), dims as usize)
+            }),
         };
         Ok(Layer { ptr, config })
     }
@@ -474,7 +675,15 @@ impl Layer {
             Some(m) => Some(m.raw(batch, c.num_heads, len_q, len_k)?),
             None => None,
         };
-        let opts = self.call_options(opts, batch, len_q, len_k)?;
+        let pos = match &opts {
+            Some(o) => o.raw_positions(batch, len_q, len_k, false)?,
+            None => None,
+        };
+        let mut opts = self.call_options(opts, batch, len_q, len_k)?;
+        if let Some(p) = &pos {
+            // Points at the local, which outlives the call below.
+            opts.positions = p;
+        }
         let m = raw_mask.as_ref().map_or(ptr::null(), |m| m as *const _);
         check(call(m, &opts, out.as_mut_ptr()))
     }

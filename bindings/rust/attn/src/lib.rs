@@ -33,6 +33,7 @@
 
 mod decode;
 mod error;
+mod features;
 mod layer;
 mod mask;
 mod options;
@@ -41,6 +42,7 @@ mod runtime;
 pub use attn_sys as sys;
 pub use decode::{KvCache, Memory};
 pub use error::{Error, Result, Status};
+pub use features::{Alibi, BiasParts, QkNorm, Rope, RopePairing};
 pub use layer::{Layer, LayerBuilder, LayerConfig, Naming, Weight};
 pub use mask::{BiasShape, Causal, DecodeMask, EmptyRows, Mask};
 pub use options::{Core, Options, Scratch, WeightsMode};

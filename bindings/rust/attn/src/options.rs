@@ -108,6 +108,9 @@ pub struct Options<'a> {
     scratch: Option<&'a mut Scratch>,
     runtime: Option<&'a Runtime>,
     core: Core,
+    start: Option<&'a [i64]>,
+    q_positions: Option<&'a [i64]>,
+    k_positions: Option<&'a [i64]>,
 }
 
 impl<'a> Options<'a> {
@@ -147,6 +150,86 @@ impl<'a> Options<'a> {
     pub fn core(mut self, core: Core) -> Options<'a> {
         self.core = core;
         self
+    }
+
+    /// Position of each batch row's first token, `[batch]` (default 0 for
+    /// every row), for a layer with rotary embeddings or ALiBi (other
+    /// layers ignore positions). In a forward call query i and key j of
+    /// row b are then at `start[b] + i` and `start[b] + j` (unless given
+    /// one by one); in a [`decode_step`](crate::Layer::decode_step) each
+    /// new token is at its position in the cache row plus `start[b]`, so
+    /// pass the same values at every step of a row that begins
+    /// mid-sequence. Cross steps and memories take no positions and
+    /// ignore these, as the library does (a layer with rotary embeddings
+    /// or ALiBi cannot have a memory).
+    ///
+    /// Borrowed for the call. The length is checked at the call
+    /// ([`Status::BAD_SIZE`]); a position below 0 or beyond
+    /// [`sys::ATTN_MAX_POSITION`] is [`Status::BAD_OPTION`].
+    pub fn start_positions(mut self, start: &'a [i64]) -> Options<'a> {
+        self.start = Some(start);
+        self
+    }
+
+    /// Position of each query, `[batch, len_q]` (Hugging Face's
+    /// `position_ids`, e.g. for left-padded rows), for forward calls of a
+    /// layer with rotary embeddings or ALiBi. When len_q = len_k and no
+    /// [`key_positions`](Self::key_positions) are given, the keys take the
+    /// same positions. Decoding steps take positions from their cache and
+    /// refuse these ([`Status::BAD_OPTION`]). Checked as
+    /// [`start_positions`](Self::start_positions).
+    pub fn query_positions(mut self, positions: &'a [i64]) -> Options<'a> {
+        self.q_positions = Some(positions);
+        self
+    }
+
+    /// Position of each key, `[batch, len_k]`, for forward calls of a layer
+    /// with rotary embeddings or ALiBi; as
+    /// [`query_positions`](Self::query_positions).
+    pub fn key_positions(mut self, positions: &'a [i64]) -> Options<'a> {
+        self.k_positions = Some(positions);
+        self
+    }
+
+    /// The C positions of a forward call (`step` false) or of a decoding
+    /// step (`step` true): lengths checked, `None` when no position was
+    /// given. The result points into the borrowed slices, valid for 'a.
+    pub(crate) fn raw_positions(
+        &self,
+        batch: usize,
+        len_q: usize,
+        len_k: usize,
+        step: bool,
+    ) -> Result<Option<sys::attn_positions>> {
+        if self.start.is_none() && self.q_positions.is_none() && self.k_positions.is_none() {
+            return Ok(None);
+        }
+        let mut p = sys::attn_positions::init_default().map_err(Error::from_library)?;
+        if let Some(s) = self.start {
+            crate::error::expect_len(s.len(), &[batch], "start positions", "[batch]")?;
+            p.start = s.as_ptr();
+        }
+        if step && (self.q_positions.is_some() || self.k_positions.is_some()) {
+            return Err(Error::new(
+                Status::BAD_OPTION,
+                "positions: a decoding step takes its tokens' positions from the cache; \
+                 only start positions may be given",
+            ));
+        }
+        if let Some(q) = self.q_positions {
+            crate::error::expect_len(
+                q.len(),
+                &[batch, len_q],
+                "query positions",
+                "[batch, len_q]",
+            )?;
+            p.q_positions = q.as_ptr();
+        }
+        if let Some(k) = self.k_positions {
+            crate::error::expect_len(k.len(), &[batch, len_k], "key positions", "[batch, len_k]")?;
+            p.k_positions = k.as_ptr();
+        }
+        Ok(Some(p))
     }
 
     /// Checks the weights output against the element count of its layout.

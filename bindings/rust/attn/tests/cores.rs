@@ -12,12 +12,23 @@ use common::{assert_close, rand_vec, random_layer, reference, RefMask};
 const E: usize = 16;
 const H: usize = 4;
 
-fn run(core: Core, threads: usize, b: usize, lq: usize, lk: usize, causal: bool) -> attn::Result<(Vec<f32>, Vec<f32>)> {
+fn run(
+    core: Core,
+    threads: usize,
+    b: usize,
+    lq: usize,
+    lk: usize,
+    causal: bool,
+) -> attn::Result<(Vec<f32>, Vec<f32>)> {
     let layer = random_layer(E, H, 12, 10, 11);
     let q = rand_vec(b * lq * E, 1);
     let k = rand_vec(b * lk * 12, 2);
     let v = rand_vec(b * lk * 10, 3);
-    let mask = Mask::new().causal(if causal { Causal::BottomRight } else { Causal::None });
+    let mask = Mask::new().causal(if causal {
+        Causal::BottomRight
+    } else {
+        Causal::None
+    });
     let rt = Runtime::new(2, attn::BlasPolicy::Hold)?;
     let mut out = vec![7.0; b * lq * E];
     let mut w = vec![7.0; b * H * lq * lk];
@@ -26,10 +37,26 @@ fn run(core: Core, threads: usize, b: usize, lq: usize, lk: usize, causal: bool)
         .threads(threads)
         .runtime(&rt)
         .core(core);
-    let result = layer.forward(b, lq, lk, &q, &k, &v, Some(&mask), Some(&mut opts), &mut out);
+    let result = layer.forward(
+        b,
+        lq,
+        lk,
+        &q,
+        &k,
+        &v,
+        Some(&mask),
+        Some(&mut opts),
+        &mut out,
+    );
     if let Err(e) = result {
-        assert!(out.iter().all(|&x| x == 7.0), "output changed by a failed call");
-        assert!(w.iter().all(|&x| x == 7.0), "weights changed by a failed call");
+        assert!(
+            out.iter().all(|&x| x == 7.0),
+            "output changed by a failed call"
+        );
+        assert!(
+            w.iter().all(|&x| x == 7.0),
+            "weights changed by a failed call"
+        );
         return Err(e);
     }
     let rm = RefMask {

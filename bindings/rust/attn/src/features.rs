@@ -1,0 +1,346 @@
+// SPDX-License-Identifier: MIT
+//! The decoder attention features of a layer: rotary position embeddings,
+//! per-projection biases, QK-norm and ALiBi. Soft-capping, sinks and
+//! grouped-query attention are plain numbers or switches of
+//! [`LayerBuilder`](crate::LayerBuilder).
+
+use crate::error::{Error, Result};
+use attn_sys as sys;
+use attn_sys::Versioned;
+use std::ptr;
+
+/// How the dimensions of a head are paired for rotation
+/// (`ATTN_ROPE_*`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RopePairing {
+    /// Dimension k rotates with dimension k + rotary_dim / 2, by the angle
+    /// of frequency k (Hugging Face's `rotate_half`: Llama, Qwen, Mistral,
+    /// GPT-NeoX). The default.
+    Halves,
+    /// Dimensions 2k and 2k + 1 rotate together, by the angle of frequency
+    /// k (GPT-J, GGUF files).
+    Adjacent,
+}
+
+impl Default for RopePairing {
+    fn default() -> RopePairing {
+        RopePairing::Halves
+    }
+}
+
+impl RopePairing {
+    fn raw(self) -> i32 {
+        match self {
+            RopePairing::Halves => sys::ATTN_ROPE_HALVES,
+            RopePairing::Adjacent => sys::ATTN_ROPE_ADJACENT,
+        }
+    }
+
+    pub(crate) fn from_raw(v: i32) -> RopePairing {
+        if v == sys::ATTN_ROPE_ADJACENT {
+            RopePairing::Adjacent
+        } else {
+            RopePairing::Halves
+        }
+    }
+}
+
+/// Rotary position embeddings (RoPE) of a layer, given to
+/// [`LayerBuilder::rope`](crate::LayerBuilder::rope).
+///
+/// After the Q and K projections (with their biases and QK-norm), the first
+/// `rotary_dim` dimensions of every query and key head at position p are
+/// rotated in pairs: pair k by the angle `p * inv_freq[k]`, with
+/// `inv_freq[k] = theta^(-2k / rotary_dim) / linear_factor` unless a table
+/// is given, and both rotated values multiplied by `attention_factor`.
+///
+/// The values are only checked when the layer is built: an odd
+/// `rotary_dim` or one above head_dim is an [`Error`] with
+/// [`Status::BAD_SIZE`](crate::Status::BAD_SIZE); a `theta`,
+/// `linear_factor` or `attention_factor` that is not positive and finite is
+/// [`Status::BAD_OPTION`](crate::Status::BAD_OPTION); a table of the wrong
+/// length is [`Status::BAD_SIZE`](crate::Status::BAD_SIZE), and one with a
+/// value that is negative or not finite
+/// [`Status::NOT_FINITE`](crate::Status::NOT_FINITE).
+///
+/// The settings are owned values: the library copies them (and the table)
+/// when the layer is built, so a `Rope` can be dropped or reused afterwards.
+///
+/// ```
+/// use attn::{Rope, RopePairing};
+/// // GPT-J: 64 of each head's dimensions rotate, in adjacent pairs.
+/// let rope = Rope::new().pairing(RopePairing::Adjacent).rotary_dim(64);
+/// assert_eq!(rope.get_rotary_dim(), Some(64));
+/// ```
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rope {
+    pairing: RopePairing,
+    rotary_dim: Option<usize>,
+    theta: f64,
+    linear_factor: f64,
+    inv_freq: Option<Vec<f32>>,
+    attention_factor: f64,
+}
+
+impl Default for Rope {
+    fn default() -> Rope {
+        Rope::new()
+    }
+}
+
+impl Rope {
+    /// The library's defaults: [`RopePairing::Halves`], every dimension of
+    /// the head rotated, theta 10000, no scaling, attention factor 1.
+    pub fn new() -> Rope {
+        Rope {
+            pairing: RopePairing::Halves,
+            rotary_dim: None,
+            theta: 10000.0,
+            linear_factor: 1.0,
+            inv_freq: None,
+            attention_factor: 1.0,
+        }
+    }
+
+    /// How a head's dimensions are paired.
+    pub fn pairing(mut self, pairing: RopePairing) -> Rope {
+        self.pairing = pairing;
+        self
+    }
+
+    /// Dimensions of each head that rotate: even and at most head_dim; the
+    /// rest of the head is kept as it is (partial rotary embeddings, as
+    /// Phi and GPT-NeoX's `rotary_pct`). Default: all of head_dim.
+    pub fn rotary_dim(mut self, dims: usize) -> Rope {
+        self.rotary_dim = Some(dims);
+        self
+    }
+
+    /// Base of the frequencies: positive and finite (default 10000).
+    /// Ignored when a frequency table is given.
+    pub fn theta(mut self, theta: f64) -> Rope {
+        self.theta = theta;
+        self
+    }
+
+    /// Linear position scaling ("position interpolation"): positions are
+    /// divided by `factor`, positive and finite (default 1). Ignored when a
+    /// frequency table is given.
+    pub fn linear_factor(mut self, factor: f64) -> Rope {
+        self.linear_factor = factor;
+        self
+    }
+
+    /// The `rotary_dim / 2` inverse frequencies (radians per position)
+    /// themselves, finite and not negative, in place of theta and
+    /// linear_factor: how frequency-changing scaling schemes (Llama 3's,
+    /// YaRN's) are given (attn.h, `attn_rope_config`). Copied here.
+    pub fn inv_freq(mut self, table: &[f32]) -> Rope {
+        self.inv_freq = Some(table.to_vec());
+        self
+    }
+
+    /// Factor on both rotated q and k (YaRN's attention scaling): positive
+    /// and finite (default 1).
+    pub fn attention_factor(mut self, factor: f64) -> Rope {
+        self.attention_factor = factor;
+        self
+    }
+
+    /// The pairing set.
+    pub fn get_pairing(&self) -> RopePairing {
+        self.pairing
+    }
+
+    /// The rotary dimensions set (`None`: all of head_dim).
+    pub fn get_rotary_dim(&self) -> Option<usize> {
+        self.rotary_dim
+    }
+
+    /// The C struct, pointing at this value's table: valid while `self` is
+    /// borrowed. Checks the table's length against `head_dim` when that is
+    /// known (`None`: the layer's sizes are wrong, and building fails on
+    /// them before the table would be read).
+    pub(crate) fn raw(&self, head_dim: Option<usize>) -> Result<sys::attn_rope_config> {
+        let mut r = sys::attn_rope_config::init_default().map_err(Error::from_library)?;
+        r.pairing = self.pairing.raw();
+        r.rotary_dim = self
+            .rotary_dim
+            .map_or(0, |d| i64::try_from(d).unwrap_or(i64::MAX));
+        r.theta = self.theta;
+        r.linear_factor = self.linear_factor;
+        r.attention_factor = self.attention_factor;
+        if let (Some(table), Some(hd)) = (&self.inv_freq, head_dim) {
+            let rd = self.rotary_dim.unwrap_or(hd);
+            // An odd or too large rotary_dim is the library's to refuse,
+            // with its own message; the table is not handed over then.
+            if rd % 2 == 0 && rd <= hd {
+                if table.len() != rd / 2 {
+                    return Err(Error::new(
+                        crate::Status::BAD_SIZE,
+                        format!(
+                            "rope inv_freq has {} values, expected rotary_dim / 2 = {}",
+                            table.len(),
+                            rd / 2
+                        ),
+                    ));
+                }
+                r.inv_freq = table.as_ptr();
+            }
+        }
+        Ok(r)
+    }
+}
+
+/// QK-norm: an RMSNorm of the queries and keys after their projection (and
+/// bias), before the rotation (`ATTN_QK_NORM_*`). Its weights are
+/// [`Weight::QNorm`](crate::Weight::QNorm) and
+/// [`Weight::KNorm`](crate::Weight::KNorm), ones until set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum QkNorm {
+    /// No norm (default).
+    None,
+    /// Each head's q and k over its head_dim values, with weights of
+    /// head_dim values shared by the heads (Qwen3, Gemma 3).
+    Head,
+    /// A token's whole projected q (weights `[E]`) and k (weights `[KV]`),
+    /// before the split into heads (OLMo 2).
+    All,
+}
+
+impl Default for QkNorm {
+    fn default() -> QkNorm {
+        QkNorm::None
+    }
+}
+
+impl QkNorm {
+    pub(crate) fn raw(self) -> i32 {
+        match self {
+            QkNorm::None => sys::ATTN_QK_NORM_NONE,
+            QkNorm::Head => sys::ATTN_QK_NORM_HEAD,
+            QkNorm::All => sys::ATTN_QK_NORM_ALL,
+        }
+    }
+
+    pub(crate) fn from_raw(v: i32) -> QkNorm {
+        match v {
+            sys::ATTN_QK_NORM_HEAD => QkNorm::Head,
+            sys::ATTN_QK_NORM_ALL => QkNorm::All,
+            _ => QkNorm::None,
+        }
+    }
+}
+
+/// ALiBi: a linear bias by position added to each head's scaled scores
+/// (after soft-capping), from the positions of query and key
+/// (`ATTN_ALIBI_*`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Alibi {
+    /// No ALiBi (default).
+    None,
+    /// `slope_h * (p_key - p_query)` (BLOOM, MPT), which equals
+    /// `-slope_h * |p_query - p_key|` for every key a causal query sees.
+    Causal,
+    /// `-slope_h * |p_query - p_key|` (bidirectional).
+    Symmetric,
+}
+
+impl Default for Alibi {
+    fn default() -> Alibi {
+        Alibi::None
+    }
+}
+
+impl Alibi {
+    pub(crate) fn raw(self) -> i32 {
+        match self {
+            Alibi::None => sys::ATTN_ALIBI_NONE,
+            Alibi::Causal => sys::ATTN_ALIBI_CAUSAL,
+            Alibi::Symmetric => sys::ATTN_ALIBI_SYMMETRIC,
+        }
+    }
+
+    pub(crate) fn from_raw(v: i32) -> Alibi {
+        match v {
+            sys::ATTN_ALIBI_CAUSAL => Alibi::Causal,
+            sys::ATTN_ALIBI_SYMMETRIC => Alibi::Symmetric,
+            _ => Alibi::None,
+        }
+    }
+}
+
+/// Which projections have a bias (`attn_config.bias_parts`), for
+/// [`LayerBuilder::bias_parts`](crate::LayerBuilder::bias_parts).
+///
+/// ```
+/// // Qwen2: q, k and v have biases, the output projection has none.
+/// let parts = attn::BiasParts::QKV;
+/// assert!(parts.v && !parts.o);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct BiasParts {
+    /// Query projection bias ([`Weight::QBias`](crate::Weight::QBias)).
+    pub q: bool,
+    /// Key projection bias ([`Weight::KBias`](crate::Weight::KBias)).
+    pub k: bool,
+    /// Value projection bias ([`Weight::VBias`](crate::Weight::VBias)).
+    pub v: bool,
+    /// Output projection bias ([`Weight::OutBias`](crate::Weight::OutBias)).
+    pub o: bool,
+}
+
+impl BiasParts {
+    /// No bias at all.
+    pub const NONE: BiasParts = BiasParts {
+        q: false,
+        k: false,
+        v: false,
+        o: false,
+    };
+    /// Every projection (torch's `bias=True`).
+    pub const ALL: BiasParts = BiasParts {
+        q: true,
+        k: true,
+        v: true,
+        o: true,
+    };
+    /// The q, k and v projections, not the output (Qwen2).
+    pub const QKV: BiasParts = BiasParts {
+        q: true,
+        k: true,
+        v: true,
+        o: false,
+    };
+
+    pub(crate) fn bits(self) -> i32 {
+        let mut b = 0;
+        if self.q {
+            b |= sys::ATTN_BIAS_Q;
+        }
+        if self.k {
+            b |= sys::ATTN_BIAS_K;
+        }
+        if self.v {
+            b |= sys::ATTN_BIAS_V;
+        }
+        if self.o {
+            b |= sys::ATTN_BIAS_O;
+        }
+        b
+    }
+
+    pub(crate) fn from_bits(b: i32) -> BiasParts {
+        BiasParts {
+            q: b & sys::ATTN_BIAS_Q != 0,
+            k: b & sys::ATTN_BIAS_K != 0,
+            v: b & sys::ATTN_BIAS_V != 0,
+            o: b & sys::ATTN_BIAS_O != 0,
+        }
+    }
+}
+
+/// The C rope pointer of a layer config: `raw` or NULL.
+pub(crate) fn rope_ptr(raw: &Option<sys::attn_rope_config>) -> *const sys::attn_rope_config {
+    raw.as_ref().map_or(ptr::null(), |r| r as *const _)
+}
