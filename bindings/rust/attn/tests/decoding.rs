@@ -4,7 +4,10 @@
 
 mod common;
 
-use attn::{Causal, DecodeMask, KvCache, Mask, Memory, Options, Scratch, Status, WeightsMode};
+use attn::{
+    Alibi, Causal, DecodeMask, KvCache, Layer, Mask, Memory, Options, Rope, RopePairing, Scratch,
+    Status, Weight, WeightsMode,
+};
 use common::{assert_close, assert_close_f32, rand_vec, random_layer, reference, RefMask};
 
 const E: usize = 16;
@@ -54,6 +57,98 @@ fn decode_steps_equal_a_causal_forward() {
         pos += n;
     }
     assert_eq!(cache.lengths().unwrap(), vec![6, 6]);
+}
+
+/// Decodes x [2, 6, E] in steps of 1, 2 and 3 tokens with rows starting at
+/// positions `start` and checks each step against a causal forward over
+/// the whole sequence at the same positions (itself checked against a
+/// reference in tests/features.rs). `plain` builds the same layer without
+/// rotary embeddings: given the same weights, its forward must differ, so
+/// the steps are seen to rotate (a step that rotated its query at the
+/// wrong position, or cached its key unrotated, would then differ from
+/// the forward: rotary embeddings and ALiBi depend on the distance
+/// between positions, not on `start` itself).
+fn steps_match_forward_with_positions(layer: &Layer, plain: attn::LayerBuilder, start: &[i64]) {
+    let e = layer.config().embed_dim;
+    let (b, l) = (2, 6);
+    let x = rand_vec(b * l * e, 31);
+    let mut full = vec![0.0; x.len()];
+    let m = Mask::new().causal(Causal::TopLeft);
+    let mut opts = Options::new().start_positions(start);
+    layer
+        .self_forward(b, l, &x, Some(&m), Some(&mut opts), &mut full)
+        .unwrap();
+
+    let mut unrotated = plain.build().unwrap();
+    for w in [
+        Weight::InProj,
+        Weight::InProjBias,
+        Weight::Out,
+        Weight::OutBias,
+        Weight::Sinks,
+    ] {
+        if let Ok(v) = layer.weight(w) {
+            unrotated.set_weight(w, &v).unwrap();
+        }
+    }
+    let mut y = vec![0.0; x.len()];
+    unrotated
+        .self_forward(b, l, &x, Some(&m), None, &mut y)
+        .unwrap();
+    let differs = full.iter().zip(&y).any(|(a, b)| (a - b).abs() > 1e-3);
+    assert!(differs, "the rotary embeddings do not change the output");
+
+    let mut cache = KvCache::new(layer, b, 8).unwrap();
+    let mut pos = 0;
+    for n in [1usize, 2, 3] {
+        let mut xs = Vec::new();
+        for row in 0..b {
+            xs.extend_from_slice(&x[(row * l + pos) * e..(row * l + pos + n) * e]);
+        }
+        let mut out = vec![0.0; b * n * e];
+        let mut opts = Options::new().start_positions(start);
+        layer
+            .decode_step(&mut cache, n, &xs, None, Some(&mut opts), &mut out)
+            .unwrap();
+        for row in 0..b {
+            let want = &full[(row * l + pos) * e..(row * l + pos + n) * e];
+            assert_close_f32("step", &out[row * n * e..(row + 1) * n * e], want);
+        }
+        pos += n;
+    }
+}
+
+#[test]
+fn decode_steps_with_rotary_embeddings_equal_a_forward_with_positions() {
+    let plain = Layer::builder(32).num_heads(4).num_kv_heads(2);
+    let mut layer = plain
+        .clone()
+        .rope(Rope::new().theta(500.0))
+        .build()
+        .unwrap();
+    layer.init_weights(5).unwrap();
+    steps_match_forward_with_positions(&layer, plain, &[0, 7]);
+
+    // Adjacent pairs over part of each head, with ALiBi, soft-capping and
+    // sinks, which also take their positions from the cache.
+    let plain = Layer::builder(32)
+        .num_heads(4)
+        .alibi(Alibi::Causal)
+        .softcap(0.7)
+        .sinks(true);
+    let mut layer = plain
+        .clone()
+        .rope(
+            Rope::new()
+                .pairing(RopePairing::Adjacent)
+                .rotary_dim(4)
+                .theta(100.0),
+        )
+        .build()
+        .unwrap();
+    layer.init_weights(6).unwrap();
+    layer.set_weight(Weight::Sinks, &rand_vec(4, 9)).unwrap();
+    steps_match_forward_with_positions(&layer, plain, &[3, 12]);
 }
 
 #[test]
