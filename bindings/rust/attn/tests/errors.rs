@@ -5,7 +5,8 @@
 mod common;
 
 use attn::{
-    BiasShape, Error, KvCache, Layer, Mask, Memory, Naming, Options, Status, Weight, WeightsMode,
+    Alibi, BiasShape, Error, KvCache, Layer, LayerBuilder, Mask, Memory, Naming, Options, QkNorm,
+    Rope, Status, Weight, WeightsMode,
 };
 use common::{data_dir, rand_vec, random_layer};
 
@@ -252,4 +253,210 @@ fn each_thread_gets_its_own_message() {
             h.join().unwrap();
         }
     });
+}
+
+/// `builder` must fail to build with `status` and a message containing
+/// `fragment`.
+fn expect_build_err(builder: LayerBuilder, status: Status, fragment: &str) {
+    let err = builder.build().expect_err("the layer should be refused");
+    assert_eq!(err.status(), status, "{}", err);
+    assert!(
+        err.message().contains(fragment),
+        "message {:?} lacks {:?}",
+        err.message(),
+        fragment
+    );
+}
+
+#[test]
+fn bad_feature_settings_are_refused_when_building() {
+    // E = 8, two heads: head_dim 4.
+    let b = || Layer::builder(E).num_heads(2);
+    let rope = |r: Rope| b().rope(r);
+    expect_build_err(
+        rope(Rope::new().rotary_dim(3)),
+        Status::BAD_SIZE,
+        "rotary_dim",
+    );
+    expect_build_err(
+        rope(Rope::new().rotary_dim(6)),
+        Status::BAD_SIZE,
+        "rotary_dim",
+    );
+    expect_build_err(
+        rope(Rope::new().theta(f64::NAN)),
+        Status::BAD_OPTION,
+        "theta",
+    );
+    expect_build_err(rope(Rope::new().theta(-2.0)), Status::BAD_OPTION, "theta");
+    expect_build_err(
+        rope(Rope::new().linear_factor(0.0)),
+        Status::BAD_OPTION,
+        "linear_factor",
+    );
+    expect_build_err(
+        rope(Rope::new().attention_factor(f64::INFINITY)),
+        Status::BAD_OPTION,
+        "attention_factor",
+    );
+    // The table must have rotary_dim / 2 = 2 finite, non-negative values.
+    expect_build_err(
+        rope(Rope::new().inv_freq(&[0.5])),
+        Status::BAD_SIZE,
+        "inv_freq has 1 values, expected rotary_dim / 2 = 2",
+    );
+    expect_build_err(
+        rope(Rope::new().rotary_dim(2).inv_freq(&[0.5, 0.1])),
+        Status::BAD_SIZE,
+        "expected rotary_dim / 2 = 1",
+    );
+    expect_build_err(
+        rope(Rope::new().inv_freq(&[f32::NAN, 0.1])),
+        Status::NOT_FINITE,
+        "inv_freq",
+    );
+    expect_build_err(
+        rope(Rope::new().inv_freq(&[-0.5, 0.1])),
+        Status::NOT_FINITE,
+        "inv_freq",
+    );
+    // A table with sizes the library refuses is never handed over.
+    expect_build_err(
+        rope(Rope::new().rotary_dim(5).inv_freq(&[0.5, 0.1])),
+        Status::BAD_SIZE,
+        "rotary_dim",
+    );
+    expect_build_err(
+        Layer::builder(9)
+            .num_heads(2)
+            .rope(Rope::new().inv_freq(&[0.5, 0.1])),
+        Status::BAD_SIZE,
+        "divisible",
+    );
+
+    for cap in [-1.0, f64::NAN, f64::INFINITY] {
+        expect_build_err(b().softcap(cap), Status::BAD_OPTION, "softcap");
+    }
+    expect_build_err(
+        b().alibi(Alibi::Causal).alibi_slopes(&[0.5, 0.25, 0.125]),
+        Status::BAD_SIZE,
+        "alibi_slopes has 3 values, expected num_heads = 2",
+    );
+    expect_build_err(
+        b().alibi(Alibi::Causal).alibi_slopes(&[0.5, f32::NAN]),
+        Status::NOT_FINITE,
+        "slope",
+    );
+    expect_build_err(
+        b().qk_norm(QkNorm::Head).qk_norm_eps(-1e-6),
+        Status::BAD_OPTION,
+        "qk_norm_eps",
+    );
+    expect_build_err(b().num_kv_heads(3), Status::BAD_SIZE, "num_kv_heads");
+}
+
+#[test]
+fn feature_weights_exist_only_with_their_feature() {
+    let mut plain = layer();
+    let err = plain.set_weight(Weight::Sinks, &[0.0, 0.0]).unwrap_err();
+    assert_eq!(err.status(), Status::WEIGHT_LAYOUT);
+    assert!(!err.message().is_empty());
+    assert_eq!(
+        plain.weight_count(Weight::QNorm).unwrap_err().status(),
+        Status::WEIGHT_LAYOUT
+    );
+
+    let mut l = Layer::builder(E)
+        .num_heads(2)
+        .qk_norm(QkNorm::Head)
+        .sinks(true)
+        .build()
+        .unwrap();
+    assert_eq!(
+        l.weight(Weight::QNorm).unwrap(),
+        vec![1.0; 4],
+        "ones until set"
+    );
+    assert_eq!(
+        l.weight(Weight::Sinks).unwrap(),
+        vec![0.0; 2],
+        "zeros until set"
+    );
+    let err = l.set_weight(Weight::QNorm, &[1.0; 8]).unwrap_err();
+    assert_eq!(err.status(), Status::WEIGHT_SIZE);
+    let err = l.set_weight(Weight::Sinks, &[0.0, f32::NAN]).unwrap_err();
+    assert_eq!(err.status(), Status::NOT_FINITE);
+    assert_eq!(l.weight(Weight::Sinks).unwrap(), vec![0.0; 2], "unchanged");
+}
+
+#[test]
+fn bad_positions_are_refused() {
+    let mut l = Layer::builder(E)
+        .num_heads(2)
+        .rope(Rope::new())
+        .build()
+        .unwrap();
+    l.init_weights(3).unwrap();
+    let (b, n) = (2, 3);
+    let x = rand_vec(b * n * E, 4);
+    let len = x.len();
+    let fwd = |opts: &mut Options<'_>, o: &mut [f32]| l.self_forward(b, n, &x, None, Some(opts), o);
+
+    expect_err(
+        Status::BAD_SIZE,
+        "start positions has 1 elements",
+        len,
+        |o| fwd(&mut Options::new().start_positions(&[0]), o),
+    );
+    expect_err(Status::BAD_OPTION, "start[1]", len, |o| {
+        fwd(&mut Options::new().start_positions(&[0, -1]), o)
+    });
+    let max = attn::sys::ATTN_MAX_POSITION;
+    expect_err(Status::BAD_OPTION, "start[0]", len, |o| {
+        fwd(&mut Options::new().start_positions(&[max - 1, 0]), o)
+    });
+    expect_err(
+        Status::BAD_SIZE,
+        "query positions has 5 elements",
+        len,
+        |o| fwd(&mut Options::new().query_positions(&[0; 5]), o),
+    );
+    expect_err(Status::BAD_OPTION, "q_positions[4]", len, |o| {
+        fwd(&mut Options::new().query_positions(&[0, 1, 2, 0, -7, 2]), o)
+    });
+    expect_err(Status::BAD_OPTION, "k_positions[0]", len, |o| {
+        fwd(
+            &mut Options::new().key_positions(&[max + 1, 1, 2, 0, 1, 2]),
+            o,
+        )
+    });
+    expect_err(Status::BAD_SIZE, "key positions has 7 elements", len, |o| {
+        fwd(&mut Options::new().key_positions(&[0; 7]), o)
+    });
+
+    // Decoding steps take positions from the cache.
+    let mut cache = KvCache::new(&l, b, 4).unwrap();
+    let x1 = rand_vec(b * E, 5);
+    let step_len = x1.len();
+    let mut step = |opts: &mut Options<'_>, o: &mut [f32]| {
+        l.decode_step(&mut cache, 1, &x1, None, Some(opts), o)
+    };
+    expect_err(Status::BAD_OPTION, "decoding step", step_len, |o| {
+        step(&mut Options::new().query_positions(&[0, 0]), o)
+    });
+    expect_err(Status::BAD_OPTION, "decoding step", step_len, |o| {
+        step(&mut Options::new().key_positions(&[0, 0]), o)
+    });
+    expect_err(Status::BAD_OPTION, "row 1", step_len, |o| {
+        step(&mut Options::new().start_positions(&[0, -3]), o)
+    });
+    expect_err(Status::BAD_SIZE, "start positions", step_len, |o| {
+        step(&mut Options::new().start_positions(&[0, 0, 0]), o)
+    });
+    assert_eq!(cache.lengths().unwrap(), vec![0, 0], "no step was taken");
+
+    // A memory has no positions: a rotary layer cannot have one.
+    let err = Memory::new(&l, 1, 4).unwrap_err();
+    assert_eq!(err.status(), Status::BAD_OPTION);
+    assert!(err.message().contains("positions"), "{}", err.message());
 }
