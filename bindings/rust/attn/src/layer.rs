@@ -569,6 +569,14 @@ impl Layer {
     /// attention weights (see [`Options`]) they are `[batch, H, len_q,
     /// len_k]` or `[batch, len_q, len_k]`. On any error `out` and the
     /// weights are unchanged.
+    ///
+    /// A layer with rotary embeddings or ALiBi takes its tokens' positions
+    /// from `opts` ([`Options::start_positions`],
+    /// [`Options::query_positions`], [`Options::key_positions`]; default 0,
+    /// 1, 2, ... in each row); their lengths are checked here
+    /// ([`Status::BAD_SIZE`]) and their values by the library
+    /// ([`Status::BAD_OPTION`]: negative or beyond
+    /// [`attn_sys::ATTN_MAX_POSITION`]).
     #[allow(clippy::too_many_arguments)]
     pub fn forward(
         &self,

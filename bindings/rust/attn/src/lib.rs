@@ -50,6 +50,12 @@ pub use runtime::{cpu_count, default_runtime_threads, trim_default_runtime, Blas
 
 use std::ffi::CStr;
 
+/// The examples of `bindings/rust/README.md`, compiled (and, unless marked
+/// `no_run`, run) as doc tests so that they stay correct.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+pub struct ReadmeExamples;
+
 /// Version of the libattn actually loaded ("0.1.0").
 pub fn library_version() -> &'static str {
     // SAFETY: static storage, NUL-terminated.
