@@ -151,6 +151,12 @@ pub struct LayerBuilder {
     alibi_slopes: Option<Vec<f32>>,
 }
 
+// SAFETY: the only non-Send/Sync parts are raw's pointer fields
+// (alibi_slopes, rope), which stay NULL in the builder: build() sets them on
+// a copy of its own, pointing at the builder's owned data, for one call.
+unsafe impl Send for LayerBuilder {}
+unsafe impl Sync for LayerBuilder {}
+
 fn saturating_i64(x: usize) -> i64 {
     i64::try_from(x).unwrap_or(i64::MAX)
 }

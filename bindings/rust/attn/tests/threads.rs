@@ -15,6 +15,10 @@ fn handles_are_send_and_sync() {
     assert_send_sync::<attn::KvCache<'static>>();
     assert_send_sync::<attn::Memory<'static>>();
     assert_send_sync::<attn::Error>();
+    // Settings and per-call options move between threads too.
+    assert_send_sync::<attn::LayerBuilder>();
+    assert_send_sync::<attn::Rope>();
+    assert_send_sync::<Options<'static>>();
 }
 
 #[test]
