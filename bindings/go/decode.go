@@ -121,6 +121,10 @@ func (c *KvCache) Reset() error {
 // out [batch, nNew, E] receives the output, each new token attending to
 // its row's earlier tokens and itself. Attention weights are [batch, H,
 // nNew, capacity] or [batch, nNew, capacity]. mask and opts may be nil.
+// With rotary embeddings or ALiBi each new token is at its place in its
+// row (plus opts.Positions.Start[b] when given: pass the same Start at
+// every step) and its key is cached rotated; opts.Positions.Query and Key
+// must be nil (StatusBadOption).
 func (l *Layer) DecodeStep(cache *KvCache, nNew int, x []float32, mask *DecodeMask,
 	opts *Options, out []float32) error {
 	e, h, b := l.cfg.EmbedDim, l.cfg.NumHeads, cache.batch
@@ -147,6 +151,7 @@ func (l *Layer) DecodeStep(cache *KvCache, nNew int, x []float32, mask *DecodeMa
 				perHead: []int{b, h, nNew, cache.capacity},
 				average: []int{b, nNew, cache.capacity},
 				shape:   "[batch, heads, n_new, capacity] or [batch, n_new, capacity]",
+				pos:     positionDims{batch: b, lenQ: nNew, lenK: nNew, step: true},
 			}
 			co, err := prepareOptions(opts, dims, func(o *C.attn_options) (int, error) {
 				var sz C.size_t
@@ -287,7 +292,8 @@ func (m *Memory) Set(lenK int, key, value []float32, keyLengths []int64, keyPadd
 // out [batch, n, E] receives what Forward would give with the key and
 // value of the memory's last Set. mask applies on top of the memory's own
 // lengths and padding, with len_q = n and len_k = mem.LenK(). Attention
-// weights are [batch, H, n, len_k] or [batch, n, len_k].
+// weights are [batch, H, n, len_k] or [batch, n, len_k]. A memory has no
+// positions: opts.Positions is not used.
 func (l *Layer) CrossStep(mem *Memory, n int, query []float32, mask *Mask, opts *Options, out []float32) error {
 	e, h, b := l.cfg.EmbedDim, l.cfg.NumHeads, mem.batch
 	if err := expectLen(len(query), "query", "[batch, n, embed_dim]", b, n, e); err != nil {
@@ -321,6 +327,11 @@ func (l *Layer) CrossStep(mem *Memory, n int, query []float32, mask *Mask, opts 
 			perHead: []int{b, h, n, lenK},
 			average: []int{b, n, lenK},
 			shape:   "[batch, heads, n, len_k] or [batch, n, len_k]",
+		}
+		if opts != nil && opts.Positions != nil {
+			o := *opts
+			o.Positions = nil // a memory has no positions
+			opts = &o
 		}
 		co, err := prepareOptions(opts, dims, func(o *C.attn_options) (int, error) {
 			var sz C.size_t

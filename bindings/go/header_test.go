@@ -38,30 +38,27 @@ var goConstants = map[string]int64{
 	"ATTN_WEIGHTS_PER_HEAD": int64(WeightsPerHead), "ATTN_WEIGHTS_AVERAGE": int64(WeightsAverage),
 	"ATTN_NAMES_TORCH": int64(NamesTorch), "ATTN_NAMES_HF": int64(NamesHF),
 	"ATTN_NAMES_HF_O_PROJ": int64(NamesHFOProj),
+	"ATTN_ROPE_HALVES":     int64(RopeHalves), "ATTN_ROPE_ADJACENT": int64(RopeAdjacent),
+	"ATTN_BIAS_Q": int64(BiasQ), "ATTN_BIAS_K": int64(BiasK), "ATTN_BIAS_V": int64(BiasV),
+	"ATTN_BIAS_O": int64(BiasO), "ATTN_BIAS_ALL": int64(BiasAll),
+	"ATTN_QK_NORM_NONE": int64(QKNormNone), "ATTN_QK_NORM_HEAD": int64(QKNormHead),
+	"ATTN_QK_NORM_ALL": int64(QKNormAll),
+	"ATTN_ALIBI_NONE":  int64(AlibiNone), "ATTN_ALIBI_CAUSAL": int64(AlibiCausal),
+	"ATTN_ALIBI_SYMMETRIC": int64(AlibiSymmetric),
+	"ATTN_W_Q_NORM":        int64(WeightQNorm), "ATTN_W_K_NORM": int64(WeightKNorm),
+	"ATTN_W_SINKS":      int64(WeightSinks),
+	"ATTN_MAX_POSITION": MaxPosition,
 }
 
 // Used only inside the package, through cgo: the struct sizes of the first
-// release (the library checks them), the version's parts, the thread limit
+// layouts (the library checks them), the version's parts, the thread limit
 // (the library checks it) and the weight file header limit.
 var cgoOnly = []string{
 	"ATTN_VERSION_MAJOR", "ATTN_VERSION_MINOR", "ATTN_VERSION_PATCH", "ATTN_VERSION_STRING",
 	"ATTN_MAX_THREADS", "ATTN_SAFETENSORS_MAX_HEADER", "ATTN_RUNTIME_CONFIG_SIZE_0_1",
 	"ATTN_CONFIG_SIZE_0_1", "ATTN_MASK_SIZE_0_1", "ATTN_OPTIONS_SIZE_0_1",
 	"ATTN_CACHE_CONFIG_SIZE_0_1", "ATTN_DECODE_MASK_SIZE_0_1", "ATTN_MEMORY_CONFIG_SIZE_0_1",
-}
-
-// The decoder attention features (rotary positions, ALiBi, soft-capping,
-// sinks, QK-norm, per-projection biases) are not wrapped by the Go package
-// yet: their constants are listed here so that the check still catches
-// anything else the header gains. The package's calls leave those features
-// off, which is their default.
-var notWrappedYet = []string{
-	"ATTN_ROPE_HALVES", "ATTN_ROPE_ADJACENT", "ATTN_ROPE_CONFIG_SIZE_0_2",
-	"ATTN_BIAS_Q", "ATTN_BIAS_K", "ATTN_BIAS_V", "ATTN_BIAS_O", "ATTN_BIAS_ALL",
-	"ATTN_QK_NORM_NONE", "ATTN_QK_NORM_HEAD", "ATTN_QK_NORM_ALL",
-	"ATTN_ALIBI_NONE", "ATTN_ALIBI_CAUSAL", "ATTN_ALIBI_SYMMETRIC",
-	"ATTN_W_Q_NORM", "ATTN_W_K_NORM", "ATTN_W_SINKS",
-	"ATTN_POSITIONS_SIZE_0_2", "ATTN_MAX_POSITION",
+	"ATTN_ROPE_CONFIG_SIZE_0_2", "ATTN_POSITIONS_SIZE_0_2",
 }
 
 // The header this package was compiled against, found as cgo found it.
@@ -85,7 +82,7 @@ func TestConstantsMatchTheHeader(t *testing.T) {
 	}
 	// Every #define of the header is exposed or deliberately kept inside.
 	known := map[string]bool{"ATTN_ATTN_H": true, "ATTN_API": true}
-	for _, n := range append(cgoOnly, notWrappedYet...) {
+	for _, n := range cgoOnly {
 		known[n] = true
 	}
 	for _, line := range strings.Split(headerText(t), "\n") {

@@ -19,6 +19,18 @@ static size_t attn_go_offset(int i) {
     offsetof(attn_cache_config, window),   offsetof(attn_memory_config, capacity),
     offsetof(attn_runtime_config, blas_policy),
     offsetof(attn_options, core),          offsetof(attn_options, reserved),
+    offsetof(attn_options, positions),
+    offsetof(attn_config, bias_parts),     offsetof(attn_config, qk_norm),
+    offsetof(attn_config, qk_norm_eps),    offsetof(attn_config, qk_norm_unit_offset),
+    offsetof(attn_config, alibi),          offsetof(attn_config, alibi_slopes),
+    offsetof(attn_config, softcap),        offsetof(attn_config, rope),
+    offsetof(attn_config, sinks),
+    offsetof(attn_rope_config, pairing),   offsetof(attn_rope_config, reserved),
+    offsetof(attn_rope_config, rotary_dim), offsetof(attn_rope_config, theta),
+    offsetof(attn_rope_config, linear_factor), offsetof(attn_rope_config, inv_freq),
+    offsetof(attn_rope_config, attention_factor),
+    offsetof(attn_positions, start),       offsetof(attn_positions, q_positions),
+    offsetof(attn_positions, k_positions),
   };
   return offsets[i];
 }
@@ -65,6 +77,16 @@ func headerConstants() map[string]int64 {
 		"ATTN_CACHE_CONFIG_SIZE_0_1":  C.ATTN_CACHE_CONFIG_SIZE_0_1,
 		"ATTN_DECODE_MASK_SIZE_0_1":   C.ATTN_DECODE_MASK_SIZE_0_1,
 		"ATTN_MEMORY_CONFIG_SIZE_0_1": C.ATTN_MEMORY_CONFIG_SIZE_0_1,
+		"ATTN_ROPE_HALVES":            C.ATTN_ROPE_HALVES, "ATTN_ROPE_ADJACENT": C.ATTN_ROPE_ADJACENT,
+		"ATTN_ROPE_CONFIG_SIZE_0_2": C.ATTN_ROPE_CONFIG_SIZE_0_2,
+		"ATTN_BIAS_Q":               C.ATTN_BIAS_Q, "ATTN_BIAS_K": C.ATTN_BIAS_K, "ATTN_BIAS_V": C.ATTN_BIAS_V,
+		"ATTN_BIAS_O": C.ATTN_BIAS_O, "ATTN_BIAS_ALL": C.ATTN_BIAS_ALL,
+		"ATTN_QK_NORM_NONE": C.ATTN_QK_NORM_NONE, "ATTN_QK_NORM_HEAD": C.ATTN_QK_NORM_HEAD,
+		"ATTN_QK_NORM_ALL": C.ATTN_QK_NORM_ALL,
+		"ATTN_ALIBI_NONE":  C.ATTN_ALIBI_NONE, "ATTN_ALIBI_CAUSAL": C.ATTN_ALIBI_CAUSAL,
+		"ATTN_ALIBI_SYMMETRIC": C.ATTN_ALIBI_SYMMETRIC,
+		"ATTN_W_Q_NORM":        C.ATTN_W_Q_NORM, "ATTN_W_K_NORM": C.ATTN_W_K_NORM, "ATTN_W_SINKS": C.ATTN_W_SINKS,
+		"ATTN_POSITIONS_SIZE_0_2": C.ATTN_POSITIONS_SIZE_0_2, "ATTN_MAX_POSITION": C.ATTN_MAX_POSITION,
 	}
 }
 
@@ -81,6 +103,8 @@ func cgoOffsets() (goOff, cOff []uintptr) {
 	var cc C.attn_cache_config
 	var mc C.attn_memory_config
 	var rc C.attn_runtime_config
+	var rp C.attn_rope_config
+	var ps C.attn_positions
 	goOff = []uintptr{
 		unsafe.Offsetof(m.key_lengths), unsafe.Offsetof(m.key_padding),
 		unsafe.Offsetof(m.bias), unsafe.Offsetof(m.window),
@@ -91,6 +115,18 @@ func cgoOffsets() (goOff, cOff []uintptr) {
 		unsafe.Offsetof(cc.window), unsafe.Offsetof(mc.capacity),
 		unsafe.Offsetof(rc.blas_policy),
 		unsafe.Offsetof(o.core), unsafe.Offsetof(o.reserved),
+		unsafe.Offsetof(o.positions),
+		unsafe.Offsetof(c.bias_parts), unsafe.Offsetof(c.qk_norm),
+		unsafe.Offsetof(c.qk_norm_eps), unsafe.Offsetof(c.qk_norm_unit_offset),
+		unsafe.Offsetof(c.alibi), unsafe.Offsetof(c.alibi_slopes),
+		unsafe.Offsetof(c.softcap), unsafe.Offsetof(c.rope),
+		unsafe.Offsetof(c.sinks),
+		unsafe.Offsetof(rp.pairing), unsafe.Offsetof(rp.reserved),
+		unsafe.Offsetof(rp.rotary_dim), unsafe.Offsetof(rp.theta),
+		unsafe.Offsetof(rp.linear_factor), unsafe.Offsetof(rp.inv_freq),
+		unsafe.Offsetof(rp.attention_factor),
+		unsafe.Offsetof(ps.start), unsafe.Offsetof(ps.q_positions),
+		unsafe.Offsetof(ps.k_positions),
 	}
 	for i := range goOff {
 		cOff = append(cOff, uintptr(C.attn_go_offset(C.int(i))))
@@ -109,5 +145,7 @@ func cgoSizes() map[string][2]uintptr {
 		"attn_cache_config":   {unsafe.Sizeof(C.attn_cache_config{}), C.sizeof_attn_cache_config},
 		"attn_memory_config":  {unsafe.Sizeof(C.attn_memory_config{}), C.sizeof_attn_memory_config},
 		"attn_runtime_config": {unsafe.Sizeof(C.attn_runtime_config{}), C.sizeof_attn_runtime_config},
+		"attn_rope_config":    {unsafe.Sizeof(C.attn_rope_config{}), C.sizeof_attn_rope_config},
+		"attn_positions":      {unsafe.Sizeof(C.attn_positions{}), C.sizeof_attn_positions},
 	}
 }

@@ -32,6 +32,16 @@ const (
 	WeightQBias      Weight = C.ATTN_B_Q       // query part of in_proj_bias [E]
 	WeightKBias      Weight = C.ATTN_B_K       // key part of in_proj_bias [KV]
 	WeightVBias      Weight = C.ATTN_B_V       // value part of in_proj_bias [KV]
+	// WeightQNorm is the QK-norm weight of the queries (q_norm.weight):
+	// [head_dim] with QKNormHead, [E] with QKNormAll; only when the layer
+	// has a QK-norm (StatusWeightLayout otherwise). Ones until set.
+	WeightQNorm Weight = C.ATTN_W_Q_NORM
+	// WeightKNorm is the QK-norm weight of the keys (k_norm.weight):
+	// [head_dim] with QKNormHead, [KV] with QKNormAll. Ones until set.
+	WeightKNorm Weight = C.ATTN_W_K_NORM
+	// WeightSinks is the sink logits [num_heads], only when the layer has
+	// sinks (Config.Sinks). Zeros until set.
+	WeightSinks Weight = C.ATTN_W_SINKS
 )
 
 // Naming is a scheme of tensor names for saving weight files.
@@ -43,9 +53,13 @@ const (
 	NamesHFOProj Naming = C.ATTN_NAMES_HF_O_PROJ // Hugging Face, o_proj
 )
 
-// Config configures a layer like torch.nn.MultiheadAttention's arguments.
-// A zero field keeps the library's default (one head, kdim = vdim =
-// EmbedDim, bias on, every thread, scale 1/sqrt(head_dim)).
+// Config configures a layer like torch.nn.MultiheadAttention's arguments,
+// plus the features of decoder layers. A zero field keeps the library's
+// default (one head, kdim = vdim = EmbedDim, bias on, every thread, scale
+// 1/sqrt(head_dim), none of the decoder features). NewLayer copies
+// everything the Config refers to (Rope, AlibiSlopes): the caller keeps
+// them and may change them afterwards. An invalid setting makes NewLayer
+// return an *Error whose message names the field.
 type Config struct {
 	EmbedDim   int
 	NumHeads   int
@@ -54,7 +68,36 @@ type Config struct {
 	NoBias     bool
 	NumThreads int
 	Scale      float64
+	// NumKVHeads is the number of key/value heads (grouped-query
+	// attention); it must divide NumHeads. 0 = NumHeads.
 	NumKVHeads int
+
+	// BiasParts, when not zero, is exactly the set of projections that
+	// have a bias, whatever NoBias says (e.g. BiasQ|BiasK|BiasV). 0 = as
+	// NoBias says (all four or none). Unknown bits are StatusBadOption.
+	BiasParts BiasParts
+	// QKNorm is the RMSNorm of q and k (QKNormNone by default), with
+	// epsilon QKNormEps (0 = 1e-6; negative or not finite is
+	// StatusBadOption); QKNormUnitOffset multiplies by 1 + w instead of w.
+	QKNorm           QKNorm
+	QKNormEps        float64
+	QKNormUnitOffset bool
+	// Alibi adds a linear bias by position to the scores (AlibiNone by
+	// default). AlibiSlopes, when not nil, are the NumHeads slopes
+	// (finite; a wrong length is StatusBadSize, slopes without Alibi
+	// StatusBadOption); nil = the standard geometric slopes.
+	Alibi       Alibi
+	AlibiSlopes []float32
+	// Softcap, when > 0, turns every scaled score s into Softcap *
+	// tanh(s / Softcap) before ALiBi, the mask and the softmax. 0 = none;
+	// negative or not finite is StatusBadOption.
+	Softcap float64
+	// Rope, when not nil, rotates q and k by their positions (see Rope).
+	Rope *Rope
+	// Sinks gives each head a learned sink logit (WeightSinks) that joins
+	// the softmax's denominator without a value; a query that sees no key
+	// then gets zeros.
+	Sinks bool
 }
 
 // Layer is a multi-head attention layer. Once its weights are set, any
@@ -100,6 +143,13 @@ func NewLayer(cfg Config) (*Layer, error) {
 	if cfg.NumKVHeads != 0 {
 		c.num_kv_heads = C.int64_t(cfg.NumKVHeads)
 	}
+	// The library copies what the config points at while it creates the
+	// layer: that C memory is freed as soon as it returns.
+	var mem cmem
+	defer mem.free()
+	if err := setFeatures(&c, &cfg, &mem); err != nil {
+		return nil, err
+	}
 	var p *C.attn_layer
 	if err := call(func() C.attn_status { return C.attn_layer_create(&c, &p) }); err != nil {
 		return nil, err
@@ -113,12 +163,16 @@ func NewLayer(cfg Config) (*Layer, error) {
 		VDim: int(c.vdim), NoBias: c.bias == 0, NumThreads: int(c.num_threads),
 		Scale: float64(c.scale), NumKVHeads: int(c.num_kv_heads),
 	}}
+	readFeatures(&c, &l.cfg)
 	runtime.SetFinalizer(l, (*Layer).Close)
 	return l, nil
 }
 
-// Config is the layer's effective configuration (defaults resolved).
-func (l *Layer) Config() Config { return l.cfg }
+// Config is the layer's effective configuration (defaults resolved:
+// BiasParts is the set of biases the layer has, Rope's fields and
+// AlibiSlopes are the values in use). It is a copy: changing it changes
+// nothing in the layer.
+func (l *Layer) Config() Config { return l.cfg.clone() }
 
 // Close frees the layer after the calls running on it. Idempotent; later
 // calls return ErrClosed.
@@ -300,6 +354,7 @@ func (l *Layer) weightDims(batch, lenQ, lenK int) weightDims {
 		perHead: []int{batch, l.cfg.NumHeads, lenQ, lenK},
 		average: []int{batch, lenQ, lenK},
 		shape:   "[batch, heads, len_q, len_k] or [batch, len_q, len_k]",
+		pos:     positionDims{batch: batch, lenQ: lenQ, lenK: lenK},
 	}
 }
 

@@ -65,6 +65,12 @@ type Options struct {
 	Runtime *Runtime
 	// Core the call's attention runs on (zero value: CoreAuto).
 	Core Core
+	// Positions of the call's tokens for a layer with rotary embeddings
+	// or ALiBi (nil = 0, 1, 2, ... in each row; see Positions). Their
+	// lengths are checked (StatusBadSize); they are copied into C memory
+	// for the call. Memory.Set and CrossStep take no positions: they are
+	// not passed there.
+	Positions *Positions
 }
 
 // Scratch is C memory reused from call to call, so that calls allocate
@@ -118,6 +124,7 @@ type callOptions struct {
 type weightDims struct {
 	perHead, average []int
 	shape            string
+	pos              positionDims // what Positions are checked against
 }
 
 // prepareOptions checks o against the call and builds the C options;
@@ -174,6 +181,13 @@ func (co *callOptions) fill(o *Options, dims weightDims,
 	}
 	co.c.num_threads = C.int32_t(o.Threads)
 	co.c.core = C.int32_t(o.Core)
+	if o.Positions != nil {
+		p, err := o.Positions.toC(&co.mem, dims.pos)
+		if err != nil {
+			return err
+		}
+		co.c.positions = p
+	}
 	if rt := o.Runtime; rt != nil {
 		rt.mu.RLock()
 		co.unlock = append(co.unlock, rt.mu.RUnlock)
