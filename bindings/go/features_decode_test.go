@@ -9,7 +9,13 @@ import (
 
 // Decoding with the positional features: steps through the KV cache take
 // each token's position from its place in the row (plus Positions.Start)
-// and must give what one causal forward at those positions gives.
+// and must give what one causal forward at those positions gives (a step
+// that put a token or a cached key elsewhere fails it). A Start shifts
+// every position of a row alike, which rotary embeddings and ALiBi cannot
+// see (they depend on differences of positions): what the Start cases
+// check is that it is accepted and kept consistent between forward and
+// steps; the explicit positions of TestRotaryEmbeddingsMatchTheReference
+// check positions themselves.
 func TestDecodeStepsWithFeaturesEqualAForwardWithPositions(t *testing.T) {
 	const e, h = 16, 4
 	for _, c := range []struct {

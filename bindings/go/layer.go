@@ -260,7 +260,9 @@ func cString(what, s string) (*C.char, error) {
 }
 
 // LoadSafetensors loads every weight from a safetensors file, tensors
-// named prefix + torch's or Hugging Face's names. On error the layer is
+// named prefix + torch's or Hugging Face's names. The file must hold
+// exactly the layer's tensors: each bias it has (BiasParts), q_norm.weight
+// and k_norm.weight with a QKNorm, sinks with Sinks. On error the layer is
 // unchanged.
 func (l *Layer) LoadSafetensors(path, prefix string) error {
 	cpath, err := cString("path", path)
