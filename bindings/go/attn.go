@@ -13,9 +13,10 @@
 //
 // cgo's pointer rules: slices passed as call arguments are handed to C as
 // they are; what the C API takes inside structs (mask key lengths, padding
-// and bias, the attention-weights output, scratch) is copied into C memory
-// for the call, so no Go pointer is ever stored where C can keep it. Tests
-// run with GODEBUG=cgocheck=2.
+// and bias, the attention-weights output, scratch, Positions, and for
+// NewLayer the Rope with its InvFreq table and the AlibiSlopes) is copied
+// into C memory for the call, so no Go pointer is ever stored where C can
+// keep it. Tests run with GODEBUG=cgocheck=2.
 //
 // Handles (Layer, KvCache, Memory, Runtime, Scratch) own C memory: Close
 // them (Close is idempotent); a finalizer frees a handle that was forgotten.
