@@ -37,14 +37,16 @@ def _rows(value, batch, name, scalar=True):
     a = to_numpy(value)
     if a.dtype.kind not in "iu":
         raise TypeError("%s must hold integers, not %s" % (name, a.dtype))
+    # Before any conversion, which would wrap a large unsigned value.
+    if a.dtype.kind == "u" and a.size and (
+            a.max() > np.uint64(np.iinfo(_I64).max)):  # compared as uint64
+        raise OverflowError("%s does not fit the library's 64-bit integers"
+                            % name)
     if a.ndim == 0 and scalar:
         a = np.full(batch, a, dtype=_I64)
     if a.shape != (batch,):
         raise ValueError("%s must have shape (%d,) (one per batch row), not %s"
                          % (name, batch, tuple(a.shape)))
-    if a.dtype.kind == "u" and a.size and a.max() > np.iinfo(_I64).max:
-        raise OverflowError("%s does not fit the library's 64-bit integers"
-                            % name)
     return np.ascontiguousarray(a, dtype=_I64)
 
 
@@ -63,7 +65,7 @@ def _flags(value, shape, name):
     return np.ascontiguousarray(a != 0).view(np.uint8)
 
 
-class KVCache:
+class KVCache(_lib.OwnsCObject):
     """A self-attention key/value cache (attn_kv_cache) for one layer: for
     each of ``batch`` rows, the projected keys and values of up to
     ``capacity`` tokens, their padding flags and the row's length.
@@ -89,6 +91,8 @@ class KVCache:
     collected. A closed cache raises ValueError. One call at a time uses a
     cache: calls from several threads on one cache wait for each other.
     """
+
+    _copy_hint = "; make another with KVCache(layer, batch, capacity)"
 
     def __init__(self, layer: Any, batch: int, capacity: int, *,
                  window: int = 0) -> None:
@@ -204,7 +208,7 @@ class KVCache:
             check(C.attn_kv_cache_reset(self._live_handle()))
 
 
-class Memory:
+class Memory(_lib.OwnsCObject):
     """A cross-attention memory (attn_memory) for one layer: the keys and
     values of an encoder output, projected once with the layer's K/V
     weights, with per-row lengths and padding.
@@ -219,6 +223,9 @@ class Memory:
     collected. A closed memory raises ValueError. Any number of threads may
     run cross steps on one memory at once; set() waits for them.
     """
+
+    _copy_hint = ("; make another with Memory(layer, batch, capacity) and "
+                  "set() it")
 
     def __init__(self, layer: Any, batch: int, capacity: int) -> None:
         from ._layer import MultiheadAttention, _int, _ReadWriteLock

@@ -88,7 +88,7 @@ def _empty_rows_code(value):
             "empty_rows must be 'zero' or 'nan', not %r" % (value,)) from None
 
 
-class MultiheadAttention:
+class MultiheadAttention(_lib.OwnsCObject):
     """Multi-head attention computed by libattn, with the constructor, call
     signature and weight layout of ``torch.nn.MultiheadAttention``.
 
@@ -135,6 +135,9 @@ class MultiheadAttention:
     library runs without the GIL). Weight changes wait for running calls
     and block new ones until done.
     """
+
+    _copy_hint = ("; make another with the same arguments and "
+                  "load_state_dict(layer.state_dict())")
 
     def __init__(self, embed_dim: int, num_heads: int, bias: bool = True,
                  kdim: Optional[int] = None, vdim: Optional[int] = None,

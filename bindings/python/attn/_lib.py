@@ -122,6 +122,28 @@ class AttnError(RuntimeError):
         self.status_name = status_name
 
 
+class OwnsCObject:
+    """Base of the classes whose objects own one C object (a layer, a cache,
+    a memory). A copy would share it, and closing either would leave the
+    other pointing at freed memory, so copying and pickling are refused with
+    a TypeError that says what to do instead (``_copy_hint``)."""
+
+    _copy_hint = ""
+
+    def _refuse_copy(self):
+        return TypeError("a %s owns a C object and cannot be copied or "
+                         "pickled%s" % (type(self).__name__, self._copy_hint))
+
+    def __copy__(self):
+        raise self._refuse_copy()
+
+    def __deepcopy__(self, memo):
+        raise self._refuse_copy()
+
+    def __reduce_ex__(self, protocol):
+        raise self._refuse_copy()
+
+
 # --------------------------------------------------------------------------
 # Struct mirrors. Field order and types follow attn.h exactly; the library
 # only ever appends fields, so these stay valid for later minor versions.

@@ -7,9 +7,11 @@ could share a mistake with the step, against a float64 numpy reference
 written here from the formulas. Tolerance: the suite's 1e-5 absolute /
 1e-4 relative."""
 
+import copy
 import gc
 import inspect
 import os
+import pickle
 import re
 import threading
 import typing
@@ -581,6 +583,33 @@ def test_close_and_with_blocks():
     cache.close()  # twice is fine
     mem.close()
     assert "closed" in repr(cache) and "closed" in repr(mem)
+
+
+def test_copies_and_pickles_are_refused():
+    # A copy would share the C object: closing one would leave the other
+    # pointing at freed memory.
+    layer = _layer(59)
+    cache = attn.KVCache(layer, 1, 4)
+    mem = attn.Memory(layer, 1, 4)
+    for obj, hint in ((layer, "load_state_dict"), (cache, "KVCache\\("),
+                      (mem, "Memory\\(")):
+        for copier in (copy.copy, copy.deepcopy, pickle.dumps):
+            with pytest.raises(TypeError, match="cannot be copied.*" + hint):
+                copier(obj)
+    x = _x(60, 1, 2, E)
+    out, _ = layer.decode_step(x, cache)  # all still usable
+    want, _ = layer(x, x, x, is_causal=True)
+    _close(out, want)
+
+
+def test_unsigned_lengths_too_large_are_refused():
+    layer = _layer(61)
+    cache = attn.KVCache(layer, 2, 4)
+    layer.decode_step(_x(62, 2, 2, E), cache)
+    for bad in (np.uint64(2**63), np.array([1, 2**63], dtype=np.uint64)):
+        with pytest.raises(OverflowError, match="lengths"):
+            cache.truncate(bad)
+    assert list(cache.lengths()) == [2, 2]
 
 
 def test_objects_are_freed_and_keep_their_layer_alive():
