@@ -171,7 +171,11 @@ impl Rope {
         r.linear_factor = self.linear_factor;
         r.attention_factor = self.attention_factor;
         if let (Some(table), Some(hd)) = (&self.inv_freq, head_dim) {
-            let rd = self.rotary_dim.unwrap_or(hd);
+            // rotary_dim 0, like none, is the whole head (attn.h).
+            let rd = match self.rotary_dim {
+                Some(d) if d != 0 => d,
+                _ => hd,
+            };
             // An odd or too large rotary_dim is the library's to refuse,
             // with its own message; the table is not handed over then.
             if rd % 2 == 0 && rd <= hd {

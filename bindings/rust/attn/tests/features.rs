@@ -408,17 +408,18 @@ fn rope_frequency_table() {
         inv_freq: table.iter().map(|&f| f as f64).collect(),
         factor: 1.0,
     });
-    let builder = Layer::builder(E)
-        .num_heads(H)
-        .num_kv_heads(KVH)
-        // theta is ignored when a table is given.
-        .rope(
-            Rope::new()
-                .pairing(RopePairing::Adjacent)
-                .theta(3.0)
-                .inv_freq(&table),
-        );
-    check_self(builder, &s, &plain, Some(&[1, 30]), 4);
+    // rotary_dim unset and 0 both mean the whole head.
+    for rotary_dim in [None, Some(0)] {
+        let mut rope = Rope::new()
+            .pairing(RopePairing::Adjacent)
+            .theta(3.0) // ignored when a table is given
+            .inv_freq(&table);
+        if let Some(d) = rotary_dim {
+            rope = rope.rotary_dim(d);
+        }
+        let builder = Layer::builder(E).num_heads(H).num_kv_heads(KVH).rope(rope);
+        check_self(builder, &s, &plain, Some(&[1, 30]), 4);
+    }
 }
 
 #[test]
