@@ -142,23 +142,9 @@ func featureReference(t *testing.T, l *Layer, cfg Config, c featCall) []float64 
 	if parts&BiasO != 0 {
 		bo = get(WeightOutBias)
 	}
-	proj := func(x []float32, rows int, w, b []float64, out int) []float64 {
-		in := len(w) / out
-		y := make([]float64, rows*out)
-		for r := 0; r < rows; r++ {
-			for o := 0; o < out; o++ {
-				s := b[o]
-				for i := 0; i < in; i++ {
-					s += float64(x[r*in+i]) * w[o*in+i]
-				}
-				y[r*out+o] = s
-			}
-		}
-		return y
-	}
-	qp := proj(c.q, c.batch*c.lq, get(WeightQ), bq, e)
-	kp := proj(c.k, c.batch*c.lk, get(WeightK), bk, kv)
-	vp := proj(c.v, c.batch*c.lk, get(WeightV), bv, kv)
+	qp := projRef(to64(c.q), c.batch*c.lq, get(WeightQ), bq, e)
+	kp := projRef(to64(c.k), c.batch*c.lk, get(WeightK), bk, kv)
+	vp := projRef(to64(c.v), c.batch*c.lk, get(WeightV), bv, kv)
 
 	// QK-norm: RMSNorm over groups of `group` values of each row.
 	if cfg.QKNorm != QKNormNone {
@@ -306,23 +292,7 @@ func featureReference(t *testing.T, l *Layer, cfg Config, c featCall) []float64 
 			}
 		}
 	}
-	return proj32(att, c.batch*c.lq, get(WeightOut), bo, e)
-}
-
-// proj32 is x W^T + b for float64 x.
-func proj32(x []float64, rows int, w, b []float64, out int) []float64 {
-	in := len(w) / out
-	y := make([]float64, rows*out)
-	for r := 0; r < rows; r++ {
-		for o := 0; o < out; o++ {
-			s := b[o]
-			for i := 0; i < in; i++ {
-				s += x[r*in+i] * w[o*in+i]
-			}
-			y[r*out+o] = s
-		}
-	}
-	return y
+	return projRef(att, c.batch*c.lq, get(WeightOut), bo, e)
 }
 
 // maxDiff is the largest absolute difference of two outputs.

@@ -63,6 +63,22 @@ func assertClose(t *testing.T, what string, got []float32, want []float64) {
 	}
 }
 
+// projRef is x W^T + b in float64: x [rows, in], W [out, in].
+func projRef(x []float64, rows int, w, b []float64, out int) []float64 {
+	in := len(w) / out
+	y := make([]float64, rows*out)
+	for r := 0; r < rows; r++ {
+		for o := 0; o < out; o++ {
+			s := b[o]
+			for i := 0; i < in; i++ {
+				s += x[r*in+i] * w[o*in+i]
+			}
+			y[r*out+o] = s
+		}
+	}
+	return y
+}
+
 func to64(x []float32) []float64 {
 	y := make([]float64, len(x))
 	for i, v := range x {
@@ -267,22 +283,9 @@ func reference(t *testing.T, l *Layer, batch, lq, lk int, q, k, v []float32, m r
 	if !c.NoBias {
 		bq, bk, bv, bo = get(WeightQBias), get(WeightKBias), get(WeightVBias), get(WeightOutBias)
 	}
-	proj := func(x []float32, rows, in int, w, b []float64, out int) []float64 {
-		y := make([]float64, rows*out)
-		for r := 0; r < rows; r++ {
-			for o := 0; o < out; o++ {
-				s := b[o]
-				for i := 0; i < in; i++ {
-					s += float64(x[r*in+i]) * w[o*in+i]
-				}
-				y[r*out+o] = s
-			}
-		}
-		return y
-	}
-	qp := proj(q, batch*lq, e, get(WeightQ), bq, e)
-	kp := proj(k, batch*lk, c.KDim, get(WeightK), bk, kv)
-	vp := proj(v, batch*lk, c.VDim, get(WeightV), bv, kv)
+	qp := projRef(to64(q), batch*lq, get(WeightQ), bq, e)
+	kp := projRef(to64(k), batch*lk, get(WeightK), bk, kv)
+	vp := projRef(to64(v), batch*lk, get(WeightV), bv, kv)
 	att := make([]float64, batch*lq*e)
 	probs := make([]float64, batch*h*lq*lk)
 	for b := 0; b < batch; b++ {
@@ -335,18 +338,7 @@ func reference(t *testing.T, l *Layer, batch, lq, lk int, q, k, v []float32, m r
 			}
 		}
 	}
-	wo := get(WeightOut)
-	out := make([]float64, batch*lq*e)
-	for r := 0; r < batch*lq; r++ {
-		for o := 0; o < e; o++ {
-			s := bo[o]
-			for i := 0; i < e; i++ {
-				s += att[r*e+i] * wo[o*e+i]
-			}
-			out[r*e+o] = s
-		}
-	}
-	return out, probs
+	return projRef(att, batch*lq, get(WeightOut), bo, e), probs
 }
 
 func averageHeads(p []float64, batch, h, lq, lk int) []float64 {
