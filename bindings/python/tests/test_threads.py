@@ -83,29 +83,36 @@ def test_library_threads_inside_python_threads():
 def test_forward_releases_the_gil():
     # While one thread is inside a long forward call, this thread keeps
     # running Python code: it could hardly tick at all if the call held
-    # the GIL (at most once per switch interval, around the call).
+    # the GIL (at most once per switch interval, around the call). A busy
+    # host can starve this thread for a while too, so the experiment is
+    # repeated: one call that this thread ticked through often enough
+    # shows the GIL was released, which a call holding it never allows.
     import time
     layer = attn.MultiheadAttention(64, 4, seed=15, num_threads=1)
     x = np.random.default_rng(16).standard_normal((4, 700, 64)).astype(
         np.float32)
-    span = []
-    ticks = []
+    seen = []
+    for _ in range(5):
+        span = []
+        ticks = []
 
-    def long_call():
-        for _ in range(2):
-            t0 = time.perf_counter()
-            layer(x, x, x, need_weights=False)
-            span.append((t0, time.perf_counter()))
+        def long_call():
+            for _ in range(2):
+                t0 = time.perf_counter()
+                layer(x, x, x, need_weights=False)
+                span.append((t0, time.perf_counter()))
 
-    th = threading.Thread(target=long_call)
-    th.start()
-    while th.is_alive():
-        ticks.append(time.perf_counter())
-        time.sleep(0.0005)
-    th.join()
-    t0, t1 = max(span, key=lambda s: s[1] - s[0])
-    during = sum(t0 < t < t1 for t in ticks)
-    assert during >= 10, (during, t1 - t0)
+        th = threading.Thread(target=long_call)
+        th.start()
+        while th.is_alive():
+            ticks.append(time.perf_counter())
+            time.sleep(0.0005)
+        th.join()
+        t0, t1 = max(span, key=lambda s: s[1] - s[0])
+        seen.append((sum(t0 < t < t1 for t in ticks), round(t1 - t0, 4)))
+        if seen[-1][0] >= 10:
+            return
+    raise AssertionError("ticks during the call, call seconds: %r" % seen)
 
 
 def test_weight_changes_wait_for_running_calls():
