@@ -25,10 +25,19 @@ _F32 = np.dtype(np.float32)
 _I64 = np.dtype(np.int64)
 
 
-def _mismatch(what):
-    return _lib.AttnError(
-        _lib.ERR_MISMATCH, "this %s was made for another layer" % what,
-        _lib.status_string(_lib.ERR_MISMATCH))
+def _check_owner(layer, obj, cls, name):
+    """Refuses a closed layer, an obj that is not a live cls, or one made
+    for another layer (AttnError ERR_MISMATCH), before C is called."""
+    layer._live_handle()
+    if not isinstance(obj, cls):
+        raise TypeError("%s must be an attn.%s, not %r"
+                        % (name, cls.__name__, obj))
+    if obj.layer is not layer:
+        raise _lib.AttnError(
+            _lib.ERR_MISMATCH,
+            "this %s was made for another layer" % cls.__name__,
+            _lib.status_string(_lib.ERR_MISMATCH))
+    obj._live_handle()
 
 
 def _rows(value, batch, name, scalar=True):
@@ -129,11 +138,6 @@ class KVCache(_lib.OwnsCObject):
         """The MultiheadAttention this cache was made for."""
         return self._layer
 
-    @property
-    def closed(self) -> bool:
-        """True once close() has freed the cache."""
-        return self._handle is None
-
     def close(self) -> None:
         """Frees the C cache now (otherwise when the object is collected).
         Waits for a call using it; later calls raise ValueError. Closing
@@ -143,22 +147,10 @@ class KVCache(_lib.OwnsCObject):
                 self._finalizer()
                 self._handle = None
 
-    def __enter__(self) -> "KVCache":
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
     def __repr__(self) -> str:
         state = "closed" if self._handle is None else "%d bytes" % self.nbytes
         return "KVCache(batch=%d, capacity=%d, window=%d, %s)" % (
             self.batch, self.capacity, self.window, state)
-
-    def _live_handle(self):
-        h = self._handle
-        if h is None:
-            raise ValueError("this KVCache is closed")
-        return h
 
     def _read_lengths(self):
         lengths = np.empty(self.batch, dtype=_I64)
@@ -266,11 +258,6 @@ class Memory(_lib.OwnsCObject):
         None before the first."""
         return self._len_k
 
-    @property
-    def closed(self) -> bool:
-        """True once close() has freed the memory."""
-        return self._handle is None
-
     def close(self) -> None:
         """Frees the C memory now (otherwise when the object is collected).
         Waits for running cross steps; later calls raise ValueError.
@@ -280,22 +267,10 @@ class Memory(_lib.OwnsCObject):
                 self._finalizer()
                 self._handle = None
 
-    def __enter__(self) -> "Memory":
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
     def __repr__(self) -> str:
         state = "closed" if self._handle is None else "%d bytes" % self.nbytes
         return "Memory(batch=%d, capacity=%d, len_k=%r, %s)" % (
             self.batch, self.capacity, self._len_k, state)
-
-    def _live_handle(self):
-        h = self._handle
-        if h is None:
-            raise ValueError("this Memory is closed")
-        return h
 
     def set(self, key: Any, value: Any,
             key_padding_mask: Optional[Any] = None, *,
@@ -402,12 +377,7 @@ def decode_step(layer, x, cache, new_lengths, new_padding, need_weights,
                 ) -> Tuple[np.ndarray, Optional[np.ndarray]]:
     from ._layer import _empty_rows_code, _int
 
-    layer._live_handle()
-    if not isinstance(cache, KVCache):
-        raise TypeError("cache must be an attn.KVCache, not %r" % (cache,))
-    if cache.layer is not layer:
-        raise _mismatch("KVCache")
-    cache._live_handle()
+    _check_owner(layer, cache, KVCache, "cache")
     core_code = _lib.core_code(core)
     B = cache.batch
     a = _step_input(layer, x, B, "x")
@@ -447,12 +417,7 @@ def cross_step(layer, query, memory, key_padding_mask, attn_mask, is_causal,
                core) -> Tuple[np.ndarray, Optional[np.ndarray]]:
     from ._layer import _empty_rows_code, _int
 
-    layer._live_handle()
-    if not isinstance(memory, Memory):
-        raise TypeError("memory must be an attn.Memory, not %r" % (memory,))
-    if memory.layer is not layer:
-        raise _mismatch("Memory")
-    memory._live_handle()
+    _check_owner(layer, memory, Memory, "memory")
     core_code = _lib.core_code(core)
     B = memory.batch
     q = _step_input(layer, query, B, "query")

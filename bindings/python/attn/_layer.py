@@ -214,18 +214,6 @@ class MultiheadAttention(_lib.OwnsCObject):
             self._finalizer()
             self._handle = None
 
-    def __enter__(self) -> "MultiheadAttention":
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def _live_handle(self):
-        h = self._handle
-        if h is None:
-            raise ValueError("this MultiheadAttention layer is closed")
-        return h
-
     def __repr__(self) -> str:
         extra = ""
         if not self._qkv_same_embed_dim:
@@ -651,7 +639,6 @@ class MultiheadAttention(_lib.OwnsCObject):
         elif not self.batch_first:
             out = out.transpose(1, 0, 2)
         return out, weights
-
 
     # ------------------------------------------------ incremental decoding
 

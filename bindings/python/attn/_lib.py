@@ -124,11 +124,31 @@ class AttnError(RuntimeError):
 
 class OwnsCObject:
     """Base of the classes whose objects own one C object (a layer, a cache,
-    a memory). A copy would share it, and closing either would leave the
-    other pointing at freed memory, so copying and pickling are refused with
-    a TypeError that says what to do instead (``_copy_hint``)."""
+    a memory) in ``_handle``, None once their close() has freed it; they
+    work as ``with`` blocks that close them. A copy would share the C
+    object, and closing either would leave the other pointing at freed
+    memory, so copying and pickling are refused with a TypeError that says
+    what to do instead (``_copy_hint``)."""
 
+    _handle = None
     _copy_hint = ""
+
+    @property
+    def closed(self) -> bool:
+        """True once close() has freed the C object."""
+        return self._handle is None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _live_handle(self):
+        h = self._handle
+        if h is None:
+            raise ValueError("this %s is closed" % type(self).__name__)
+        return h
 
     def _refuse_copy(self):
         return TypeError("a %s owns a C object and cannot be copied or "
