@@ -152,7 +152,8 @@ def build(key_padding_mask, attn_mask, is_causal, empty_rows, batch, heads,
     if attn_mask is not None:
         m = _to_numpy(attn_mask)
         if _is_bool_like(m):
-            if m.ndim == 2 and m.shape == (len_q, len_k) and _is_torch_causal(m):
+            if (m.ndim == 2 and m.shape == (len_q, len_k)
+                    and _is_torch_causal(m)):
                 mask.causal = _lib.CAUSAL_TOP_LEFT
             else:
                 m4 = _as_4d(m, batch, heads, len_q, len_k, unbatched)

@@ -51,7 +51,6 @@ def _reference(spec, t, x, pos, window=0):
     """The block's output for x [B, L, E] at positions pos [B, L], causal,
     in float64 torch, from the formulas."""
     torch = require_torch()
-    d = torch.float64
     W = {k: torch.from_numpy(v.astype(np.float64)) for k, v in t.items()}
     E, H, Hkv = spec["E"], spec["H"], spec.get("Hkv", spec["H"])
     hd = E // H
