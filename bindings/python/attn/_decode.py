@@ -25,6 +25,27 @@ _F32 = np.dtype(np.float32)
 _I64 = np.dtype(np.int64)
 
 
+def _create(obj, layer, cfg, size, create, destroy):
+    """Makes obj own a new C object of layer (a cache or a memory, created
+    from cfg by size and create, freed by destroy when obj is closed or
+    collected): sets obj._handle, _finalizer, _layer and nbytes."""
+    from ._layer import MultiheadAttention
+
+    if not isinstance(layer, MultiheadAttention):
+        raise TypeError("layer must be an attn.MultiheadAttention, not %r"
+                        % (layer,))
+    handle = ctypes.c_void_p()
+    nbytes = ctypes.c_size_t()
+    with layer._lock.reading():
+        lh = layer._live_handle()
+        check(size(lh, ctypes.byref(cfg), ctypes.byref(nbytes)))
+        check(create(lh, ctypes.byref(cfg), ctypes.byref(handle)))
+    obj._handle = handle.value
+    obj._finalizer = weakref.finalize(obj, destroy, obj._handle)
+    obj._layer = layer
+    obj.nbytes = int(nbytes.value)
+
+
 def _check_owner(layer, obj, cls, name):
     """Refuses a closed layer, an obj that is not a live cls, or one made
     for another layer (AttnError ERR_MISMATCH), before C is called."""
@@ -105,33 +126,18 @@ class KVCache(_lib.OwnsCObject):
 
     def __init__(self, layer: Any, batch: int, capacity: int, *,
                  window: int = 0) -> None:
-        from ._layer import MultiheadAttention, _int
+        from ._layer import _int
 
-        self._handle = None
-        if not isinstance(layer, MultiheadAttention):
-            raise TypeError("layer must be an attn.MultiheadAttention, not %r"
-                            % (layer,))
         cfg = _lib.new_cache_config()
         cfg.batch = _int(batch, "batch")
         cfg.capacity = _int(capacity, "capacity")
         cfg.window = _int(window, "window")
-        handle = ctypes.c_void_p()
-        nbytes = ctypes.c_size_t()
-        with layer._lock.reading():
-            lh = layer._live_handle()
-            check(C.attn_kv_cache_size(lh, ctypes.byref(cfg),
-                                       ctypes.byref(nbytes)))
-            check(C.attn_kv_cache_create(lh, ctypes.byref(cfg),
-                                         ctypes.byref(handle)))
-        self._handle = handle.value
-        self._finalizer = weakref.finalize(
-            self, C.attn_kv_cache_destroy, self._handle)
+        _create(self, layer, cfg, C.attn_kv_cache_size,
+                C.attn_kv_cache_create, C.attn_kv_cache_destroy)
         self._lock = threading.Lock()
-        self._layer = layer
         self.batch = int(cfg.batch)
         self.capacity = int(cfg.capacity)
         self.window = int(cfg.window)
-        self.nbytes = int(nbytes.value)
 
     @property
     def layer(self) -> Any:
@@ -220,32 +226,17 @@ class Memory(_lib.OwnsCObject):
                   "set() it")
 
     def __init__(self, layer: Any, batch: int, capacity: int) -> None:
-        from ._layer import MultiheadAttention, _int, _ReadWriteLock
+        from ._layer import _int, _ReadWriteLock
 
-        self._handle = None
-        if not isinstance(layer, MultiheadAttention):
-            raise TypeError("layer must be an attn.MultiheadAttention, not %r"
-                            % (layer,))
         cfg = _lib.new_memory_config()
         cfg.batch = _int(batch, "batch")
         cfg.capacity = _int(capacity, "capacity")
-        handle = ctypes.c_void_p()
-        nbytes = ctypes.c_size_t()
-        with layer._lock.reading():
-            lh = layer._live_handle()
-            check(C.attn_memory_size(lh, ctypes.byref(cfg),
-                                     ctypes.byref(nbytes)))
-            check(C.attn_memory_create(lh, ctypes.byref(cfg),
-                                       ctypes.byref(handle)))
-        self._handle = handle.value
-        self._finalizer = weakref.finalize(
-            self, C.attn_memory_destroy, self._handle)
+        _create(self, layer, cfg, C.attn_memory_size, C.attn_memory_create,
+                C.attn_memory_destroy)
         self._lock = _ReadWriteLock()
-        self._layer = layer
         self._len_k = None
         self.batch = int(cfg.batch)
         self.capacity = int(cfg.capacity)
-        self.nbytes = int(nbytes.value)
 
     @property
     def layer(self) -> Any:
