@@ -11,7 +11,10 @@ use std::ptr;
 
 /// How the dimensions of a head are paired for rotation
 /// (`ATTN_ROPE_*`).
+///
+/// The library may add pairings: match with a wildcard arm.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum RopePairing {
     /// Dimension k rotates with dimension k + rotary_dim / 2, by the angle
     /// of frequency k (Hugging Face's `rotate_half`: Llama, Qwen, Mistral,
@@ -200,7 +203,10 @@ impl Rope {
 /// bias), before the rotation (`ATTN_QK_NORM_*`). Its weights are
 /// [`Weight::QNorm`](crate::Weight::QNorm) and
 /// [`Weight::KNorm`](crate::Weight::KNorm), ones until set.
+///
+/// The library may add modes: match with a wildcard arm.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum QkNorm {
     /// No norm (default).
     None,
@@ -239,7 +245,10 @@ impl QkNorm {
 /// ALiBi: a linear bias by position added to each head's scaled scores
 /// (after soft-capping), from the positions of query and key
 /// (`ATTN_ALIBI_*`).
+///
+/// The library may add forms: match with a wildcard arm.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum Alibi {
     /// No ALiBi (default).
     None,
@@ -277,12 +286,23 @@ impl Alibi {
 /// Which projections have a bias (`attn_config.bias_parts`), for
 /// [`LayerBuilder::bias_parts`](crate::LayerBuilder::bias_parts).
 ///
+/// Start from a constant and change parts with the `with_*` methods; read
+/// the fields. The library may give more projections a bias choice, so
+/// this struct may gain fields: it cannot be written as a struct literal
+/// outside this crate.
+///
 /// ```
+/// use attn::BiasParts;
 /// // Qwen2: q, k and v have biases, the output projection has none.
-/// let parts = attn::BiasParts::QKV;
+/// let parts = BiasParts::QKV;
 /// assert!(parts.v && !parts.o);
+/// // Any other set, built from a constant.
+/// let qv = BiasParts::NONE.with_q(true).with_v(true);
+/// assert!(qv.q && !qv.k && qv.v && !qv.o);
+/// assert_eq!(BiasParts::ALL.with_o(false), BiasParts::QKV);
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[non_exhaustive]
 pub struct BiasParts {
     /// Query projection bias ([`Weight::QBias`](crate::Weight::QBias)).
     pub q: bool,
@@ -317,6 +337,26 @@ impl BiasParts {
         o: false,
     };
 
+    /// These parts, with or without the query projection's bias.
+    pub const fn with_q(self, on: bool) -> BiasParts {
+        BiasParts { q: on, ..self }
+    }
+
+    /// These parts, with or without the key projection's bias.
+    pub const fn with_k(self, on: bool) -> BiasParts {
+        BiasParts { k: on, ..self }
+    }
+
+    /// These parts, with or without the value projection's bias.
+    pub const fn with_v(self, on: bool) -> BiasParts {
+        BiasParts { v: on, ..self }
+    }
+
+    /// These parts, with or without the output projection's bias.
+    pub const fn with_o(self, on: bool) -> BiasParts {
+        BiasParts { o: on, ..self }
+    }
+
     pub(crate) fn bits(self) -> i32 {
         let mut b = 0;
         if self.q {
@@ -347,4 +387,31 @@ impl BiasParts {
 /// The C rope pointer of a layer config: `raw` or NULL.
 pub(crate) fn rope_ptr(raw: &Option<sys::attn_rope_config>) -> *const sys::attn_rope_config {
     raw.as_ref().map_or(ptr::null(), |r| r as *const _)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn with_methods_build_every_set_of_parts() {
+        assert_eq!(BiasParts::default(), BiasParts::NONE);
+        assert_eq!(
+            BiasParts::NONE
+                .with_q(true)
+                .with_k(true)
+                .with_v(true)
+                .with_o(true),
+            BiasParts::ALL
+        );
+        assert_eq!(BiasParts::ALL.with_o(false), BiasParts::QKV);
+        for bits in 0..=sys::ATTN_BIAS_ALL {
+            let b = BiasParts::NONE
+                .with_q(bits & sys::ATTN_BIAS_Q != 0)
+                .with_k(bits & sys::ATTN_BIAS_K != 0)
+                .with_v(bits & sys::ATTN_BIAS_V != 0)
+                .with_o(bits & sys::ATTN_BIAS_O != 0);
+            assert_eq!(b, BiasParts::from_bits(bits));
+        }
+    }
 }

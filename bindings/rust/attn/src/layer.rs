@@ -14,7 +14,10 @@ use std::ptr::{self, NonNull};
 /// A layer's weights, in torch.nn.MultiheadAttention's layout: matrices
 /// `[out_features, in_features]` row-major, applied as `y = x W^T + b`.
 /// KV = num_kv_heads * head_dim (= E without grouped-query attention).
+///
+/// The library may add weight kinds: match with a wildcard arm.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum Weight {
     /// Packed `in_proj_weight [E + 2 KV, E]` (only when kdim = vdim = E).
     InProj,
@@ -70,7 +73,10 @@ impl Weight {
 }
 
 /// Tensor names used when saving a weight file (`ATTN_NAMES_*`).
+///
+/// The library may add namings: match with a wildcard arm.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Naming {
     /// torch's state_dict names (`in_proj_weight`, `out_proj.weight`, ...).
     Torch,
@@ -81,8 +87,13 @@ pub enum Naming {
 }
 
 /// A layer's effective configuration (defaults resolved), as the library
-/// reports it after building.
+/// reports it after building ([`Layer::config`]).
+///
+/// Read its fields; it is never built by hand. The library may report more
+/// settings, so this struct may gain fields: it cannot be written as a
+/// struct literal or destructured without `..` outside this crate.
 #[derive(Debug, Clone, Copy, PartialEq)]
+#[non_exhaustive]
 pub struct LayerConfig {
     /// Model width E.
     pub embed_dim: usize,

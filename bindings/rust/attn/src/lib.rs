@@ -28,6 +28,12 @@
 //! on a [`Runtime`] (the library's default one unless
 //! [`Options::runtime`] names another).
 //!
+//! Across versions: libattn's enums and structs only grow, so this crate's
+//! enums and the structs the library reports ([`LayerConfig`],
+//! [`BiasParts`]) are `#[non_exhaustive]`. Match them with a wildcard arm,
+//! build values through builders, constructors and constants, and read
+//! fields.
+//!
 //! Linking: the `attn-sys` crate finds libattn with `pkg-config` (module
 //! `attn`) or in `ATTN_LIB_DIR`; see its build script.
 

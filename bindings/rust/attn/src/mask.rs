@@ -7,7 +7,10 @@ use attn_sys::Versioned;
 use std::ptr;
 
 /// Causal mode (`ATTN_CAUSAL_*`).
+///
+/// The library may add causal modes: match with a wildcard arm.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Causal {
     /// No causal mask.
     None,
@@ -19,7 +22,10 @@ pub enum Causal {
 }
 
 /// What a query that sees no key gives (`ATTN_EMPTY_ROW_*`).
+///
+/// The library may add ways to fill such rows: match with a wildcard arm.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum EmptyRows {
     /// Zero attention output and weights (default).
     Zero,
@@ -38,7 +44,10 @@ impl EmptyRows {
 
 /// How an additive bias is laid out; all but [`BiasShape::Strided`] must
 /// have exactly the elements of their shape.
+///
+/// More layouts may be added: match with a wildcard arm.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum BiasShape {
     /// `[Lq, Lk]`, the same for every batch row and head.
     Shared,

@@ -9,7 +9,10 @@ use attn_sys::Versioned;
 use std::ptr;
 
 /// Layout of the attention weights a call writes (`ATTN_WEIGHTS_*`).
+///
+/// The library may add layouts: match with a wildcard arm.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum WeightsMode {
     /// Per head: `[B, H, Lq, Lk]`.
     PerHead,
@@ -20,7 +23,10 @@ pub enum WeightsMode {
 /// The attention core a call runs on (`ATTN_CORE_*`, `attn_options.core`).
 /// The cores agree within float rounding, not bit for bit; each alone gives
 /// the same bits on any thread count.
+///
+/// The library may add cores: match with a wildcard arm.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Core {
     /// The library chooses (default): the packed core where the CPU has it,
     /// the call has 8 query rows or more and the layer no score features;

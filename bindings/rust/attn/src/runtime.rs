@@ -7,7 +7,10 @@ use attn_sys::Versioned;
 use std::ptr::{self, NonNull};
 
 /// How a runtime meets the BLAS's own threads (`ATTN_BLAS_*`).
+///
+/// The library may add policies: match with a wildcard arm.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum BlasPolicy {
     /// Hold OpenBLAS at one thread while a call runs (the default): the
     /// library threads the projections itself. OpenBLAS's thread count is

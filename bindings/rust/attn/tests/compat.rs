@@ -1,0 +1,135 @@
+// SPDX-License-Identifier: MIT
+//! What a program using this crate writes so that it keeps compiling when
+//! libattn grows: wildcard arms on the enums, parts built from constants,
+//! configs read by field. Built with `-D warnings` in CI, so an enum that
+//! lost `#[non_exhaustive]` would fail here: its wildcard arm would be an
+//! unreachable pattern.
+
+use attn::{
+    Alibi, BiasParts, BiasShape, BlasPolicy, Causal, Core, EmptyRows, Layer, LayerConfig, Naming,
+    QkNorm, Rope, RopePairing, Weight, WeightsMode,
+};
+
+fn weight_name(w: Weight) -> &'static str {
+    match w {
+        Weight::InProj => "in_proj_weight",
+        Weight::InProjBias => "in_proj_bias",
+        Weight::Q => "q_proj_weight",
+        Weight::K => "k_proj_weight",
+        Weight::V => "v_proj_weight",
+        Weight::Out => "out_proj.weight",
+        Weight::OutBias => "out_proj.bias",
+        Weight::QBias => "q bias",
+        Weight::KBias => "k bias",
+        Weight::VBias => "v bias",
+        Weight::QNorm => "q_norm.weight",
+        Weight::KNorm => "k_norm.weight",
+        Weight::Sinks => "sinks",
+        _ => "a newer weight",
+    }
+}
+
+#[test]
+fn enums_are_matched_with_a_wildcard_arm() {
+    assert_eq!(weight_name(Weight::Sinks), "sinks");
+    let naming = match Naming::HuggingFace {
+        Naming::Torch => "torch",
+        Naming::HuggingFace => "out_proj",
+        Naming::HuggingFaceOProj => "o_proj",
+        _ => "newer",
+    };
+    let pairing = match RopePairing::default() {
+        RopePairing::Halves => 0,
+        RopePairing::Adjacent => 1,
+        _ => -1,
+    };
+    let norm = match QkNorm::All {
+        QkNorm::None | QkNorm::Head => 0,
+        QkNorm::All => 2,
+        _ => -1,
+    };
+    let alibi = match Alibi::Symmetric {
+        Alibi::None | Alibi::Causal => 0,
+        Alibi::Symmetric => 2,
+        _ => -1,
+    };
+    let causal = match Causal::BottomRight {
+        Causal::None | Causal::TopLeft => false,
+        Causal::BottomRight => true,
+        _ => false,
+    };
+    let empty = match EmptyRows::Nan {
+        EmptyRows::Zero => false,
+        EmptyRows::Nan => true,
+        _ => false,
+    };
+    let shape = BiasShape::Strided {
+        batch: 0,
+        head: 0,
+        query: 3,
+    };
+    let query_stride = match shape {
+        BiasShape::Shared | BiasShape::PerBatch | BiasShape::PerHead => 0,
+        BiasShape::Strided { query, .. } => query,
+        _ => 0,
+    };
+    let per_head = match WeightsMode::PerHead {
+        WeightsMode::PerHead => true,
+        WeightsMode::Average => false,
+        _ => false,
+    };
+    let core = match Core::default() {
+        Core::Auto => "auto",
+        Core::Blas => "blas",
+        Core::Packed => "packed",
+        _ => "newer",
+    };
+    let hold = match BlasPolicy::Hold {
+        BlasPolicy::Hold => true,
+        BlasPolicy::Leave => false,
+        _ => false,
+    };
+    assert!(causal && empty && per_head && hold);
+    assert_eq!(naming, "out_proj");
+    assert_eq!((pairing, norm, alibi, query_stride), (0, 2, 2, 3));
+    assert_eq!(core, "auto");
+}
+
+#[test]
+fn bias_parts_are_built_from_constants_and_read_back() {
+    let parts = BiasParts::NONE.with_q(true).with_v(true);
+    let layer = Layer::builder(8)
+        .num_heads(2)
+        .bias_parts(parts)
+        .build()
+        .unwrap();
+    let c = layer.config();
+    assert_eq!(c.bias_parts, parts);
+    assert!(c.bias_parts.q && !c.bias_parts.k && c.bias_parts.v && !c.bias_parts.o);
+    assert!(layer.weight_count(Weight::KBias).is_err());
+
+    // Fields stay writable on a value one already has.
+    let mut p = BiasParts::ALL;
+    p.o = false;
+    assert_eq!(p, BiasParts::QKV);
+}
+
+#[test]
+fn the_config_is_read_by_field_and_destructured_with_rest() {
+    let layer = Layer::builder(16)
+        .num_heads(4)
+        .num_kv_heads(2)
+        .rope(Rope::new().rotary_dim(2))
+        .build()
+        .unwrap();
+    let LayerConfig {
+        embed_dim,
+        num_heads,
+        num_kv_heads,
+        rope,
+        ..
+    } = *layer.config();
+    assert_eq!((embed_dim, num_heads, num_kv_heads), (16, 4, 2));
+    assert_eq!(rope, Some((RopePairing::Halves, 2)));
+    assert_eq!(*layer.config(), *layer.config());
+}
