@@ -12,7 +12,9 @@ use std::ptr;
 /// How the dimensions of a head are paired for rotation
 /// (`ATTN_ROPE_*`).
 ///
-/// The library may add pairings: match with a wildcard arm.
+/// The library may add pairings: match with a wildcard arm. A pairing this
+/// crate has no variant for, as a newer libattn reports it, is
+/// [`Unknown`](Self::Unknown).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum RopePairing {
@@ -23,6 +25,12 @@ pub enum RopePairing {
     /// Dimensions 2k and 2k + 1 rotate together, by the angle of frequency
     /// k (GPT-J, GGUF files).
     Adjacent,
+    /// A value of `ATTN_ROPE_*` that this crate has no variant for (from a
+    /// newer libattn). Never reported for a value another variant stands
+    /// for; given to [`Rope::pairing`] it is passed to the library as it
+    /// is, which refuses a value it does not know
+    /// ([`Status::BAD_OPTION`](crate::Status::BAD_OPTION)).
+    Unknown(i32),
 }
 
 impl Default for RopePairing {
@@ -36,14 +44,17 @@ impl RopePairing {
         match self {
             RopePairing::Halves => sys::ATTN_ROPE_HALVES,
             RopePairing::Adjacent => sys::ATTN_ROPE_ADJACENT,
+            RopePairing::Unknown(v) => v,
         }
     }
 
+    /// The pairing of a library value; [`Unknown`](Self::Unknown) for one
+    /// this crate does not know.
     pub(crate) fn from_raw(v: i32) -> RopePairing {
-        if v == sys::ATTN_ROPE_ADJACENT {
-            RopePairing::Adjacent
-        } else {
-            RopePairing::Halves
+        match v {
+            sys::ATTN_ROPE_HALVES => RopePairing::Halves,
+            sys::ATTN_ROPE_ADJACENT => RopePairing::Adjacent,
+            _ => RopePairing::Unknown(v),
         }
     }
 }
@@ -204,7 +215,9 @@ impl Rope {
 /// [`Weight::QNorm`](crate::Weight::QNorm) and
 /// [`Weight::KNorm`](crate::Weight::KNorm), ones until set.
 ///
-/// The library may add modes: match with a wildcard arm.
+/// The library may add modes: match with a wildcard arm. A mode this crate
+/// has no variant for, as a newer libattn reports it, is
+/// [`Unknown`](Self::Unknown).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum QkNorm {
@@ -216,6 +229,12 @@ pub enum QkNorm {
     /// A token's whole projected q (weights `[E]`) and k (weights `[KV]`),
     /// before the split into heads (OLMo 2).
     All,
+    /// A value of `ATTN_QK_NORM_*` that this crate has no variant for (from
+    /// a newer libattn). Never reported for a value another variant stands
+    /// for; given to [`LayerBuilder::qk_norm`](crate::LayerBuilder::qk_norm)
+    /// it is passed to the library as it is, which refuses a value it does
+    /// not know ([`Status::BAD_OPTION`](crate::Status::BAD_OPTION)).
+    Unknown(i32),
 }
 
 impl Default for QkNorm {
@@ -230,14 +249,18 @@ impl QkNorm {
             QkNorm::None => sys::ATTN_QK_NORM_NONE,
             QkNorm::Head => sys::ATTN_QK_NORM_HEAD,
             QkNorm::All => sys::ATTN_QK_NORM_ALL,
+            QkNorm::Unknown(v) => v,
         }
     }
 
+    /// The mode of a library value; [`Unknown`](Self::Unknown) for one this
+    /// crate does not know.
     pub(crate) fn from_raw(v: i32) -> QkNorm {
         match v {
+            sys::ATTN_QK_NORM_NONE => QkNorm::None,
             sys::ATTN_QK_NORM_HEAD => QkNorm::Head,
             sys::ATTN_QK_NORM_ALL => QkNorm::All,
-            _ => QkNorm::None,
+            _ => QkNorm::Unknown(v),
         }
     }
 }
@@ -246,7 +269,9 @@ impl QkNorm {
 /// (after soft-capping), from the positions of query and key
 /// (`ATTN_ALIBI_*`).
 ///
-/// The library may add forms: match with a wildcard arm.
+/// The library may add forms: match with a wildcard arm. A form this crate
+/// has no variant for, as a newer libattn reports it, is
+/// [`Unknown`](Self::Unknown).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum Alibi {
@@ -257,6 +282,12 @@ pub enum Alibi {
     Causal,
     /// `-slope_h * |p_query - p_key|` (bidirectional).
     Symmetric,
+    /// A value of `ATTN_ALIBI_*` that this crate has no variant for (from a
+    /// newer libattn). Never reported for a value another variant stands
+    /// for; given to [`LayerBuilder::alibi`](crate::LayerBuilder::alibi) it
+    /// is passed to the library as it is, which refuses a value it does not
+    /// know ([`Status::BAD_OPTION`](crate::Status::BAD_OPTION)).
+    Unknown(i32),
 }
 
 impl Default for Alibi {
@@ -271,14 +302,18 @@ impl Alibi {
             Alibi::None => sys::ATTN_ALIBI_NONE,
             Alibi::Causal => sys::ATTN_ALIBI_CAUSAL,
             Alibi::Symmetric => sys::ATTN_ALIBI_SYMMETRIC,
+            Alibi::Unknown(v) => v,
         }
     }
 
+    /// The form of a library value; [`Unknown`](Self::Unknown) for one
+    /// this crate does not know.
     pub(crate) fn from_raw(v: i32) -> Alibi {
         match v {
+            sys::ATTN_ALIBI_NONE => Alibi::None,
             sys::ATTN_ALIBI_CAUSAL => Alibi::Causal,
             sys::ATTN_ALIBI_SYMMETRIC => Alibi::Symmetric,
-            _ => Alibi::None,
+            _ => Alibi::Unknown(v),
         }
     }
 }
@@ -312,7 +347,13 @@ pub struct BiasParts {
     pub v: bool,
     /// Output projection bias ([`Weight::OutBias`](crate::Weight::OutBias)).
     pub o: bool,
+    /// `ATTN_BIAS_*` bits this crate has no field for, as a newer libattn
+    /// reports them; 0 otherwise. See [`other_bits`](Self::other_bits).
+    other: i32,
 }
+
+/// The `ATTN_BIAS_*` bits that `BiasParts` has fields for.
+const KNOWN_BITS: i32 = sys::ATTN_BIAS_Q | sys::ATTN_BIAS_K | sys::ATTN_BIAS_V | sys::ATTN_BIAS_O;
 
 impl BiasParts {
     /// No bias at all.
@@ -321,6 +362,7 @@ impl BiasParts {
         k: false,
         v: false,
         o: false,
+        other: 0,
     };
     /// Every projection (torch's `bias=True`).
     pub const ALL: BiasParts = BiasParts {
@@ -328,6 +370,7 @@ impl BiasParts {
         k: true,
         v: true,
         o: true,
+        other: 0,
     };
     /// The q, k and v projections, not the output (Qwen2).
     pub const QKV: BiasParts = BiasParts {
@@ -335,6 +378,7 @@ impl BiasParts {
         k: true,
         v: true,
         o: false,
+        other: 0,
     };
 
     /// These parts, with or without the query projection's bias.
@@ -357,8 +401,17 @@ impl BiasParts {
         BiasParts { o: on, ..self }
     }
 
+    /// Bits of `attn_config.bias_parts` that a newer libattn reported and
+    /// this crate has no field for (0 for every value built here). They are
+    /// kept, so such parts compare unequal to the constants and go back to
+    /// the library unchanged when given to
+    /// [`LayerBuilder::bias_parts`](crate::LayerBuilder::bias_parts).
+    pub const fn other_bits(self) -> i32 {
+        self.other
+    }
+
     pub(crate) fn bits(self) -> i32 {
-        let mut b = 0;
+        let mut b = self.other;
         if self.q {
             b |= sys::ATTN_BIAS_Q;
         }
@@ -374,12 +427,15 @@ impl BiasParts {
         b
     }
 
+    /// The parts of library bits; bits this crate does not know are kept in
+    /// `other`.
     pub(crate) fn from_bits(b: i32) -> BiasParts {
         BiasParts {
             q: b & sys::ATTN_BIAS_Q != 0,
             k: b & sys::ATTN_BIAS_K != 0,
             v: b & sys::ATTN_BIAS_V != 0,
             o: b & sys::ATTN_BIAS_O != 0,
+            other: b & !KNOWN_BITS,
         }
     }
 }
@@ -392,6 +448,63 @@ pub(crate) fn rope_ptr(raw: &Option<sys::attn_rope_config>) -> *const sys::attn_
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Values around and far from the known ones, as a newer (or broken)
+    /// libattn might report them.
+    const ODD_VALUES: [i32; 6] = [-1, 3, 4, 99, i32::MIN, i32::MAX];
+
+    #[test]
+    fn known_values_map_to_their_variants() {
+        assert_eq!(
+            RopePairing::from_raw(sys::ATTN_ROPE_HALVES),
+            RopePairing::Halves
+        );
+        assert_eq!(
+            RopePairing::from_raw(sys::ATTN_ROPE_ADJACENT),
+            RopePairing::Adjacent
+        );
+        assert_eq!(QkNorm::from_raw(sys::ATTN_QK_NORM_NONE), QkNorm::None);
+        assert_eq!(QkNorm::from_raw(sys::ATTN_QK_NORM_HEAD), QkNorm::Head);
+        assert_eq!(QkNorm::from_raw(sys::ATTN_QK_NORM_ALL), QkNorm::All);
+        assert_eq!(Alibi::from_raw(sys::ATTN_ALIBI_NONE), Alibi::None);
+        assert_eq!(Alibi::from_raw(sys::ATTN_ALIBI_CAUSAL), Alibi::Causal);
+        assert_eq!(Alibi::from_raw(sys::ATTN_ALIBI_SYMMETRIC), Alibi::Symmetric);
+    }
+
+    #[test]
+    fn unknown_values_are_kept_and_go_back_unchanged() {
+        for v in ODD_VALUES {
+            let p = RopePairing::from_raw(v);
+            assert_eq!(p, RopePairing::Unknown(v));
+            assert_eq!(p.raw(), v);
+            let n = QkNorm::from_raw(v);
+            assert_eq!(n, QkNorm::Unknown(v));
+            assert_eq!(n.raw(), v);
+            let a = Alibi::from_raw(v);
+            assert_eq!(a, Alibi::Unknown(v));
+            assert_eq!(a.raw(), v);
+        }
+    }
+
+    #[test]
+    fn unknown_bias_bits_are_kept_apart_from_the_fields() {
+        let b = BiasParts::from_bits(sys::ATTN_BIAS_Q | sys::ATTN_BIAS_V | 16 | 64);
+        assert!(b.q && !b.k && b.v && !b.o);
+        assert_eq!(b.other_bits(), 16 | 64);
+        assert_ne!(b, BiasParts::NONE.with_q(true).with_v(true));
+        assert_eq!(b.bits(), sys::ATTN_BIAS_Q | sys::ATTN_BIAS_V | 16 | 64);
+
+        let all = BiasParts::from_bits(-1);
+        assert!(all.q && all.k && all.v && all.o);
+        assert_eq!(all.other_bits(), !KNOWN_BITS);
+        assert_eq!(all.bits(), -1);
+
+        for bits in 0..=sys::ATTN_BIAS_ALL {
+            let b = BiasParts::from_bits(bits);
+            assert_eq!(b.other_bits(), 0);
+            assert_eq!(b.bits(), bits);
+        }
+    }
 
     #[test]
     fn with_methods_build_every_set_of_parts() {

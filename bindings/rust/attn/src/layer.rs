@@ -91,7 +91,10 @@ pub enum Naming {
 ///
 /// Read its fields; it is never built by hand. The library may report more
 /// settings, so this struct may gain fields: it cannot be written as a
-/// struct literal or destructured without `..` outside this crate.
+/// struct literal or destructured without `..` outside this crate. Values
+/// of a newer libattn that this crate does not know are kept, not
+/// replaced: [`QkNorm::Unknown`], [`Alibi::Unknown`],
+/// [`RopePairing::Unknown`], [`BiasParts::other_bits`].
 #[derive(Debug, Clone, Copy, PartialEq)]
 #[non_exhaustive]
 pub struct LayerConfig {
@@ -128,6 +131,44 @@ pub struct LayerConfig {
     /// Pairing and number of rotated dimensions of each head, with rotary
     /// embeddings.
     pub rope: Option<(RopePairing, usize)>,
+}
+
+impl LayerConfig {
+    /// The configuration the library reported in `cfg`. Never fails: a
+    /// mode, form or pairing this crate does not know becomes its enum's
+    /// `Unknown` variant, unknown bias bits are kept in the
+    /// [`BiasParts`], and sizes are taken as they are.
+    ///
+    /// # Safety
+    /// `cfg.rope` must be NULL or point at a valid `attn_rope_config`.
+    pub(crate) unsafe fn from_raw(cfg: &sys::attn_config) -> LayerConfig {
+        LayerConfig {
+            embed_dim: cfg.embed_dim as usize,
+            num_heads: cfg.num_heads as usize,
+            kdim: cfg.kdim as usize,
+            vdim: cfg.vdim as usize,
+            bias: cfg.bias != 0,
+            num_threads: cfg.num_threads as usize,
+            scale: cfg.scale,
+            num_kv_heads: cfg.num_kv_heads as usize,
+            bias_parts: BiasParts::from_bits(cfg.bias_parts),
+            qk_norm: QkNorm::from_raw(cfg.qk_norm),
+            qk_norm_eps: cfg.qk_norm_eps,
+            qk_norm_unit_offset: cfg.qk_norm_unit_offset != 0,
+            alibi: Alibi::from_raw(cfg.alibi),
+            softcap: cfg.softcap,
+            sinks: cfg.sinks != 0,
+            // SAFETY: the caller's promise.
+            rope: cfg.rope.as_ref().map(|r| {
+                let dims = if r.rotary_dim > 0 {
+                    r.rotary_dim
+                } else {
+                    cfg.embed_dim / cfg.num_heads.max(1)
+                };
+                (RopePairing::from_raw(r.pairing), dims as usize)
+            }),
+        }
+    }
 }
 
 /// Builds a [`Layer`]. Starts from the library's defaults (one head, bias
@@ -357,33 +398,9 @@ impl LayerBuilder {
             unsafe { sys::attn_layer_destroy(ptr.as_ptr()) };
             return Err(err);
         }
-        let config = LayerConfig {
-            embed_dim: cfg.embed_dim as usize,
-            num_heads: cfg.num_heads as usize,
-            kdim: cfg.kdim as usize,
-            vdim: cfg.vdim as usize,
-            bias: cfg.bias != 0,
-            num_threads: cfg.num_threads as usize,
-            scale: cfg.scale,
-            num_kv_heads: cfg.num_kv_heads as usize,
-            bias_parts: BiasParts::from_bits(cfg.bias_parts),
-            qk_norm: QkNorm::from_raw(cfg.qk_norm),
-            qk_norm_eps: cfg.qk_norm_eps,
-            qk_norm_unit_offset: cfg.qk_norm_unit_offset != 0,
-            alibi: Alibi::from_raw(cfg.alibi),
-            softcap: cfg.softcap,
-            sinks: cfg.sinks != 0,
-            // SAFETY: a read-back points rope at the layer's own copy,
-            // valid while the layer lives (it is only read here).
-            rope: unsafe { cfg.rope.as_ref() }.map(|r| {
-                let dims = if r.rotary_dim > 0 {
-                    r.rotary_dim
-                } else {
-                    cfg.embed_dim / cfg.num_heads.max(1)
-                };
-                (RopePairing::from_raw(r.pairing), dims as usize)
-            }),
-        };
+        // SAFETY: a read-back points rope at the layer's own copy, valid
+        // while the layer lives (it is only read during the conversion).
+        let config = unsafe { LayerConfig::from_raw(&cfg) };
         Ok(Layer { ptr, config })
     }
 }
@@ -733,5 +750,61 @@ impl Layer {
         options::prepare(opts, |raw| {
             self.raw_forward_scratch(batch, len_q, len_k, raw)
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A config as a newer libattn could report it: a QK-norm mode, an
+    /// ALiBi form, a rope pairing and bias bits this crate does not know.
+    #[test]
+    fn config_from_a_newer_library_keeps_unknown_values() {
+        let mut rope = sys::attn_rope_config::init_default().unwrap();
+        rope.pairing = 2;
+        rope.rotary_dim = 0;
+        let mut cfg = sys::attn_config::init_default().unwrap();
+        cfg.embed_dim = 64;
+        cfg.num_heads = 4;
+        cfg.kdim = 64;
+        cfg.vdim = 64;
+        cfg.num_kv_heads = 2;
+        cfg.bias = 1;
+        cfg.bias_parts = sys::ATTN_BIAS_K | 32;
+        cfg.qk_norm = 3;
+        cfg.alibi = i32::MIN;
+        cfg.rope = &rope;
+        // SAFETY: rope is a valid local that outlives the call.
+        let c = unsafe { LayerConfig::from_raw(&cfg) };
+        assert_eq!((c.embed_dim, c.num_heads, c.num_kv_heads), (64, 4, 2));
+        assert_eq!(c.qk_norm, QkNorm::Unknown(3));
+        assert_eq!(c.alibi, Alibi::Unknown(i32::MIN));
+        assert_eq!(c.rope, Some((RopePairing::Unknown(2), 16)));
+        assert!(c.bias && !c.bias_parts.q && c.bias_parts.k);
+        assert_eq!(c.bias_parts.other_bits(), 32);
+
+        // The builder hands every one of them back unchanged.
+        let b = LayerBuilder::new(64)
+            .qk_norm(c.qk_norm)
+            .alibi(c.alibi)
+            .bias_parts(c.bias_parts);
+        assert_eq!(b.raw.qk_norm, 3);
+        assert_eq!(b.raw.alibi, i32::MIN);
+        assert_eq!(b.raw.bias_parts, sys::ATTN_BIAS_K | 32);
+    }
+
+    /// What this crate's own values read back as: no `Unknown` anywhere.
+    #[test]
+    fn config_of_known_values_has_no_unknown() {
+        let mut cfg = sys::attn_config::init_default().unwrap();
+        cfg.embed_dim = 8;
+        cfg.bias_parts = sys::ATTN_BIAS_ALL;
+        // SAFETY: rope is NULL.
+        let c = unsafe { LayerConfig::from_raw(&cfg) };
+        assert_eq!(c.bias_parts, BiasParts::ALL);
+        assert_eq!(c.qk_norm, QkNorm::None);
+        assert_eq!(c.alibi, Alibi::None);
+        assert_eq!(c.rope, None);
     }
 }

@@ -32,7 +32,10 @@
 //! enums and the structs the library reports ([`LayerConfig`],
 //! [`BiasParts`]) are `#[non_exhaustive]`. Match them with a wildcard arm,
 //! build values through builders, constructors and constants, and read
-//! fields.
+//! fields. A value a newer libattn reports that this crate does not know is
+//! kept, never a panic: an `Unknown` variant ([`QkNorm::Unknown`],
+//! [`Alibi::Unknown`], [`RopePairing::Unknown`]) or
+//! [`BiasParts::other_bits`].
 //!
 //! Linking: the `attn-sys` crate finds libattn with `pkg-config` (module
 //! `attn`) or in `ATTN_LIB_DIR`; see its build script.
