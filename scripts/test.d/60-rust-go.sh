@@ -7,8 +7,9 @@
 #   build/rust-go/prefix, found through its attn.pc (PKG_CONFIG_PATH);
 #   Rust: cargo test of attn-sys (declarations against the header) and attn
 #     (torch fixture of tests/data, reference, misuse, threads), warnings
-#     as errors, the translate example, attn-sys found through ATTN_LIB_DIR
-#     in the build tree as well, a static libattn (ATTN_STATIC=1), and a
+#     as errors, rustdoc with warnings (broken links) as errors, the
+#     translate example, attn-sys found through ATTN_LIB_DIR in the build
+#     tree as well, a static libattn (ATTN_STATIC=1), and a
 #     crate outside the tree using attn;
 #   Go: gofmt, go vet, go test -race under GODEBUG=cgocheck=2, the example,
 #     and a module outside the tree using the package through a replace.
@@ -53,6 +54,9 @@ pkg-config --modversion attn
 # --------------------------------------------------------------------------
 step "Rust: cargo test (found through pkg-config)"
 (cd bindings/rust && RUSTFLAGS="-D warnings" cargo test --offline --workspace)
+
+step "Rust: rustdoc, warnings (broken links) as errors"
+(cd bindings/rust && RUSTDOCFLAGS="-D warnings" cargo doc --offline --no-deps --workspace)
 
 step "Rust: the translate example"
 (cd bindings/rust && RUSTFLAGS="-D warnings" cargo run --offline --example translate) \

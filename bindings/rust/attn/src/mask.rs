@@ -108,7 +108,7 @@ impl<'a> Mask<'a> {
         self
     }
 
-    /// `[B]` valid keys per batch row: keys j >= lengths[b] are hidden.
+    /// `[B]` valid keys per batch row: keys `j >= lengths[b]` are hidden.
     pub fn key_lengths(mut self, lengths: &'a [i64]) -> Mask<'a> {
         self.key_lengths = Some(lengths);
         self
