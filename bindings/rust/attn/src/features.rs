@@ -9,6 +9,31 @@ use attn_sys as sys;
 use attn_sys::Versioned;
 use std::ptr;
 
+/// The C value of a variant this crate does not name, as a newer libattn
+/// reports it: the payload of [`RopePairing::Unknown`], [`QkNorm::Unknown`]
+/// and [`Alibi::Unknown`].
+///
+/// Only this crate makes one, and only for a value that none of the enum's
+/// other variants stands for: so an `Unknown` is never another name of a
+/// known variant (`QkNorm::Unknown` never means [`QkNorm::Head`]), and two
+/// values compare equal exactly when they mean the same to the library.
+/// Read the number with [`raw`](Self::raw).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct UnknownValue(i32);
+
+impl UnknownValue {
+    /// Only for values that no variant of the enum names (`from_raw`).
+    pub(crate) const fn new(v: i32) -> UnknownValue {
+        UnknownValue(v)
+    }
+
+    /// The C value (of `ATTN_ROPE_*`, `ATTN_QK_NORM_*` or `ATTN_ALIBI_*`)
+    /// the library reported.
+    pub const fn raw(self) -> i32 {
+        self.0
+    }
+}
+
 /// How the dimensions of a head are paired for rotation
 /// (`ATTN_ROPE_*`).
 ///
@@ -25,12 +50,12 @@ pub enum RopePairing {
     /// Dimensions 2k and 2k + 1 rotate together, by the angle of frequency
     /// k (GPT-J, GGUF files).
     Adjacent,
-    /// A value of `ATTN_ROPE_*` that this crate has no variant for (from a
-    /// newer libattn). Never reported for a value another variant stands
-    /// for; given to [`Rope::pairing`] it is passed to the library as it
-    /// is, which refuses a value it does not know
+    /// A value of `ATTN_ROPE_*` that this crate has no variant for, as a
+    /// newer libattn reports it. Only this crate makes one (see
+    /// [`UnknownValue`]); given back to [`Rope::pairing`] it is passed to
+    /// the library as it is, which refuses a value it does not know
     /// ([`Status::BAD_OPTION`](crate::Status::BAD_OPTION)).
-    Unknown(i32),
+    Unknown(UnknownValue),
 }
 
 impl Default for RopePairing {
@@ -44,7 +69,7 @@ impl RopePairing {
         match self {
             RopePairing::Halves => sys::ATTN_ROPE_HALVES,
             RopePairing::Adjacent => sys::ATTN_ROPE_ADJACENT,
-            RopePairing::Unknown(v) => v,
+            RopePairing::Unknown(v) => v.raw(),
         }
     }
 
@@ -54,7 +79,7 @@ impl RopePairing {
         match v {
             sys::ATTN_ROPE_HALVES => RopePairing::Halves,
             sys::ATTN_ROPE_ADJACENT => RopePairing::Adjacent,
-            _ => RopePairing::Unknown(v),
+            _ => RopePairing::Unknown(UnknownValue::new(v)),
         }
     }
 }
@@ -229,12 +254,13 @@ pub enum QkNorm {
     /// A token's whole projected q (weights `[E]`) and k (weights `[KV]`),
     /// before the split into heads (OLMo 2).
     All,
-    /// A value of `ATTN_QK_NORM_*` that this crate has no variant for (from
-    /// a newer libattn). Never reported for a value another variant stands
-    /// for; given to [`LayerBuilder::qk_norm`](crate::LayerBuilder::qk_norm)
-    /// it is passed to the library as it is, which refuses a value it does
-    /// not know ([`Status::BAD_OPTION`](crate::Status::BAD_OPTION)).
-    Unknown(i32),
+    /// A value of `ATTN_QK_NORM_*` that this crate has no variant for, as a
+    /// newer libattn reports it. Only this crate makes one (see
+    /// [`UnknownValue`]); given back to
+    /// [`LayerBuilder::qk_norm`](crate::LayerBuilder::qk_norm) it is passed
+    /// to the library as it is, which refuses a value it does not know
+    /// ([`Status::BAD_OPTION`](crate::Status::BAD_OPTION)).
+    Unknown(UnknownValue),
 }
 
 impl Default for QkNorm {
@@ -249,7 +275,7 @@ impl QkNorm {
             QkNorm::None => sys::ATTN_QK_NORM_NONE,
             QkNorm::Head => sys::ATTN_QK_NORM_HEAD,
             QkNorm::All => sys::ATTN_QK_NORM_ALL,
-            QkNorm::Unknown(v) => v,
+            QkNorm::Unknown(v) => v.raw(),
         }
     }
 
@@ -260,7 +286,7 @@ impl QkNorm {
             sys::ATTN_QK_NORM_NONE => QkNorm::None,
             sys::ATTN_QK_NORM_HEAD => QkNorm::Head,
             sys::ATTN_QK_NORM_ALL => QkNorm::All,
-            _ => QkNorm::Unknown(v),
+            _ => QkNorm::Unknown(UnknownValue::new(v)),
         }
     }
 }
@@ -282,12 +308,13 @@ pub enum Alibi {
     Causal,
     /// `-slope_h * |p_query - p_key|` (bidirectional).
     Symmetric,
-    /// A value of `ATTN_ALIBI_*` that this crate has no variant for (from a
-    /// newer libattn). Never reported for a value another variant stands
-    /// for; given to [`LayerBuilder::alibi`](crate::LayerBuilder::alibi) it
-    /// is passed to the library as it is, which refuses a value it does not
-    /// know ([`Status::BAD_OPTION`](crate::Status::BAD_OPTION)).
-    Unknown(i32),
+    /// A value of `ATTN_ALIBI_*` that this crate has no variant for, as a
+    /// newer libattn reports it. Only this crate makes one (see
+    /// [`UnknownValue`]); given back to
+    /// [`LayerBuilder::alibi`](crate::LayerBuilder::alibi) it is passed to
+    /// the library as it is, which refuses a value it does not know
+    /// ([`Status::BAD_OPTION`](crate::Status::BAD_OPTION)).
+    Unknown(UnknownValue),
 }
 
 impl Default for Alibi {
@@ -302,7 +329,7 @@ impl Alibi {
             Alibi::None => sys::ATTN_ALIBI_NONE,
             Alibi::Causal => sys::ATTN_ALIBI_CAUSAL,
             Alibi::Symmetric => sys::ATTN_ALIBI_SYMMETRIC,
-            Alibi::Unknown(v) => v,
+            Alibi::Unknown(v) => v.raw(),
         }
     }
 
@@ -313,7 +340,7 @@ impl Alibi {
             sys::ATTN_ALIBI_NONE => Alibi::None,
             sys::ATTN_ALIBI_CAUSAL => Alibi::Causal,
             sys::ATTN_ALIBI_SYMMETRIC => Alibi::Symmetric,
-            _ => Alibi::Unknown(v),
+            _ => Alibi::Unknown(UnknownValue::new(v)),
         }
     }
 }
@@ -475,13 +502,13 @@ mod tests {
     fn unknown_values_are_kept_and_go_back_unchanged() {
         for v in ODD_VALUES {
             let p = RopePairing::from_raw(v);
-            assert_eq!(p, RopePairing::Unknown(v));
+            assert_eq!(p, RopePairing::Unknown(UnknownValue::new(v)));
             assert_eq!(p.raw(), v);
             let n = QkNorm::from_raw(v);
-            assert_eq!(n, QkNorm::Unknown(v));
+            assert_eq!(n, QkNorm::Unknown(UnknownValue::new(v)));
             assert_eq!(n.raw(), v);
             let a = Alibi::from_raw(v);
-            assert_eq!(a, Alibi::Unknown(v));
+            assert_eq!(a, Alibi::Unknown(UnknownValue::new(v)));
             assert_eq!(a.raw(), v);
         }
     }

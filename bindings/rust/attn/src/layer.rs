@@ -756,6 +756,7 @@ impl Layer {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::features::UnknownValue;
 
     /// A config as a newer libattn could report it: a QK-norm mode, an
     /// ALiBi form, a rope pairing and bias bits this crate does not know.
@@ -778,9 +779,12 @@ mod tests {
         // SAFETY: rope is a valid local that outlives the call.
         let c = unsafe { LayerConfig::from_raw(&cfg) };
         assert_eq!((c.embed_dim, c.num_heads, c.num_kv_heads), (64, 4, 2));
-        assert_eq!(c.qk_norm, QkNorm::Unknown(3));
-        assert_eq!(c.alibi, Alibi::Unknown(i32::MIN));
-        assert_eq!(c.rope, Some((RopePairing::Unknown(2), 16)));
+        assert_eq!(c.qk_norm, QkNorm::Unknown(UnknownValue::new(3)));
+        assert_eq!(c.alibi, Alibi::Unknown(UnknownValue::new(i32::MIN)));
+        assert_eq!(
+            c.rope,
+            Some((RopePairing::Unknown(UnknownValue::new(2)), 16))
+        );
         assert!(c.bias && !c.bias_parts.q && c.bias_parts.k);
         assert_eq!(c.bias_parts.other_bits(), 32);
 
@@ -806,5 +810,36 @@ mod tests {
         assert_eq!(c.qk_norm, QkNorm::None);
         assert_eq!(c.alibi, Alibi::None);
         assert_eq!(c.rope, None);
+    }
+
+    /// An `Unknown` value read back from a newer libattn and given to a
+    /// builder reaches the library unchanged: this one does not know it
+    /// and refuses it with its own message, and nothing panics.
+    #[test]
+    fn unknown_values_given_to_a_builder_are_the_library_s_to_refuse() {
+        let b = || LayerBuilder::new(8).num_heads(2);
+        let cases = [
+            (
+                b().qk_norm(QkNorm::Unknown(UnknownValue::new(99))),
+                "qk_norm",
+            ),
+            (b().alibi(Alibi::Unknown(UnknownValue::new(-5))), "alibi"),
+            (
+                b().rope(Rope::new().pairing(RopePairing::Unknown(UnknownValue::new(7)))),
+                "pairing",
+            ),
+        ];
+        for (builder, fragment) in cases {
+            let err = builder
+                .build()
+                .expect_err("an unknown value should be refused");
+            assert_eq!(err.status(), Status::BAD_OPTION, "{}", err);
+            assert!(
+                err.message().contains(fragment),
+                "message {:?} lacks {:?}",
+                err.message(),
+                fragment
+            );
+        }
     }
 }
