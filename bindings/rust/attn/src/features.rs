@@ -65,7 +65,10 @@ impl Default for RopePairing {
 }
 
 impl RopePairing {
-    fn raw(self) -> i32 {
+    /// The C value, `ATTN_ROPE_*` (an [`Unknown`](Self::Unknown)'s own
+    /// number). Use this rather than `as i32`, which does not compile for an
+    /// enum with data.
+    pub const fn raw(self) -> i32 {
         match self {
             RopePairing::Halves => sys::ATTN_ROPE_HALVES,
             RopePairing::Adjacent => sys::ATTN_ROPE_ADJACENT,
@@ -270,7 +273,10 @@ impl Default for QkNorm {
 }
 
 impl QkNorm {
-    pub(crate) fn raw(self) -> i32 {
+    /// The C value, `ATTN_QK_NORM_*` (an [`Unknown`](Self::Unknown)'s own
+    /// number). Use this rather than `as i32`, which does not compile for an
+    /// enum with data.
+    pub const fn raw(self) -> i32 {
         match self {
             QkNorm::None => sys::ATTN_QK_NORM_NONE,
             QkNorm::Head => sys::ATTN_QK_NORM_HEAD,
@@ -324,7 +330,10 @@ impl Default for Alibi {
 }
 
 impl Alibi {
-    pub(crate) fn raw(self) -> i32 {
+    /// The C value, `ATTN_ALIBI_*` (an [`Unknown`](Self::Unknown)'s own
+    /// number). Use this rather than `as i32`, which does not compile for an
+    /// enum with data.
+    pub const fn raw(self) -> i32 {
         match self {
             Alibi::None => sys::ATTN_ALIBI_NONE,
             Alibi::Causal => sys::ATTN_ALIBI_CAUSAL,

@@ -53,7 +53,10 @@ pub enum Weight {
 }
 
 impl Weight {
-    fn id(self) -> sys::attn_weight_id {
+    /// The C value, `ATTN_W_*` / `ATTN_B_*` (`attn_weight_id`). Use this
+    /// rather than `as i32`, which stops compiling if an enum gains a
+    /// variant with data.
+    pub const fn raw(self) -> sys::attn_weight_id {
         match self {
             Weight::InProj => sys::ATTN_W_IN_PROJ,
             Weight::InProjBias => sys::ATTN_B_IN_PROJ,
@@ -84,6 +87,18 @@ pub enum Naming {
     HuggingFace,
     /// Hugging Face names with `o_proj` (Llama, Mistral).
     HuggingFaceOProj,
+}
+
+impl Naming {
+    /// The C value, `ATTN_NAMES_*`. Use this rather than `as i32`, which
+    /// stops compiling if an enum gains a variant with data.
+    pub const fn raw(self) -> i32 {
+        match self {
+            Naming::Torch => sys::ATTN_NAMES_TORCH,
+            Naming::HuggingFace => sys::ATTN_NAMES_HF,
+            Naming::HuggingFaceOProj => sys::ATTN_NAMES_HF_O_PROJ,
+        }
+    }
 }
 
 /// A layer's effective configuration (defaults resolved), as the library
@@ -476,7 +491,7 @@ impl Layer {
     pub fn weight_count(&self, w: Weight) -> Result<usize> {
         let mut n = 0i64;
         // SAFETY: the layer is alive; n is valid.
-        check(unsafe { sys::attn_layer_weight_count(self.as_ptr(), w.id(), &mut n) })?;
+        check(unsafe { sys::attn_layer_weight_count(self.as_ptr(), w.raw(), &mut n) })?;
         Ok(n as usize)
     }
 
@@ -485,14 +500,14 @@ impl Layer {
     pub fn set_weight(&mut self, w: Weight, data: &[f32]) -> Result<()> {
         let n = to_i64(data.len(), "weight length")?;
         // SAFETY: data holds n floats; &mut self excludes concurrent calls.
-        check(unsafe { sys::attn_layer_set_weight(self.as_ptr(), w.id(), data.as_ptr(), n) })
+        check(unsafe { sys::attn_layer_set_weight(self.as_ptr(), w.raw(), data.as_ptr(), n) })
     }
 
     /// Copies weight `w` into `out` (exactly its count; zeros if never set).
     pub fn weight_into(&self, w: Weight, out: &mut [f32]) -> Result<()> {
         let n = to_i64(out.len(), "weight length")?;
         // SAFETY: out holds n floats.
-        check(unsafe { sys::attn_layer_get_weight(self.as_ptr(), w.id(), out.as_mut_ptr(), n) })
+        check(unsafe { sys::attn_layer_get_weight(self.as_ptr(), w.raw(), out.as_mut_ptr(), n) })
     }
 
     /// Weight `w` as a new vector.
@@ -546,14 +561,14 @@ impl Layer {
     ) -> Result<()> {
         let path = path_c_string(path.as_ref())?;
         let prefix = c_string(prefix, "prefix")?;
-        let naming = match naming {
-            Naming::Torch => sys::ATTN_NAMES_TORCH,
-            Naming::HuggingFace => sys::ATTN_NAMES_HF,
-            Naming::HuggingFaceOProj => sys::ATTN_NAMES_HF_O_PROJ,
-        };
         // SAFETY: both strings are NUL-terminated and outlive the call.
         check(unsafe {
-            sys::attn_layer_save_safetensors(self.as_ptr(), path.as_ptr(), prefix.as_ptr(), naming)
+            sys::attn_layer_save_safetensors(
+                self.as_ptr(),
+                path.as_ptr(),
+                prefix.as_ptr(),
+                naming.raw(),
+            )
         })
     }
 

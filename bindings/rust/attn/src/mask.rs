@@ -21,6 +21,18 @@ pub enum Causal {
     BottomRight,
 }
 
+impl Causal {
+    /// The C value, `ATTN_CAUSAL_*`. Use this rather than `as i32`, which
+    /// stops compiling if an enum gains a variant with data.
+    pub const fn raw(self) -> i32 {
+        match self {
+            Causal::None => sys::ATTN_CAUSAL_NONE,
+            Causal::TopLeft => sys::ATTN_CAUSAL_TOP_LEFT,
+            Causal::BottomRight => sys::ATTN_CAUSAL_BOTTOM_RIGHT,
+        }
+    }
+}
+
 /// What a query that sees no key gives (`ATTN_EMPTY_ROW_*`).
 ///
 /// The library may add ways to fill such rows: match with a wildcard arm.
@@ -34,7 +46,9 @@ pub enum EmptyRows {
 }
 
 impl EmptyRows {
-    pub(crate) fn raw(self) -> i32 {
+    /// The C value, `ATTN_EMPTY_ROW_*`. Use this rather than `as i32`,
+    /// which stops compiling if an enum gains a variant with data.
+    pub const fn raw(self) -> i32 {
         match self {
             EmptyRows::Zero => sys::ATTN_EMPTY_ROW_ZERO,
             EmptyRows::Nan => sys::ATTN_EMPTY_ROW_NAN,
@@ -149,11 +163,7 @@ impl<'a> Mask<'a> {
         len_k: usize,
     ) -> Result<sys::attn_mask> {
         let mut m = sys::attn_mask::init_default().map_err(Error::from_library)?;
-        m.causal = match self.causal {
-            Causal::None => sys::ATTN_CAUSAL_NONE,
-            Causal::TopLeft => sys::ATTN_CAUSAL_TOP_LEFT,
-            Causal::BottomRight => sys::ATTN_CAUSAL_BOTTOM_RIGHT,
-        };
+        m.causal = self.causal.raw();
         m.empty_rows = self.empty_rows.raw();
         if let Some(l) = self.key_lengths {
             expect_len(l.len(), &[batch], "key_lengths", "[batch]")?;

@@ -20,6 +20,17 @@ pub enum WeightsMode {
     Average,
 }
 
+impl WeightsMode {
+    /// The C value, `ATTN_WEIGHTS_*`. Use this rather than `as i32`, which
+    /// stops compiling if an enum gains a variant with data.
+    pub const fn raw(self) -> i32 {
+        match self {
+            WeightsMode::PerHead => sys::ATTN_WEIGHTS_PER_HEAD,
+            WeightsMode::Average => sys::ATTN_WEIGHTS_AVERAGE,
+        }
+    }
+}
+
 /// The attention core a call runs on (`ATTN_CORE_*`, `attn_options.core`).
 /// The cores agree within float rounding, not bit for bit; each alone gives
 /// the same bits on any thread count.
@@ -54,7 +65,9 @@ impl Core {
         unsafe { sys::attn_core_available(self.raw()) != 0 }
     }
 
-    fn raw(self) -> i32 {
+    /// The C value, `ATTN_CORE_*`. Use this rather than `as i32`, which
+    /// stops compiling if an enum gains a variant with data.
+    pub const fn raw(self) -> i32 {
         match self {
             Core::Auto => sys::ATTN_CORE_AUTO,
             Core::Blas => sys::ATTN_CORE_BLAS,
@@ -261,10 +274,7 @@ impl<'a> Options<'a> {
         let mut o = sys::attn_options::init_default().map_err(Error::from_library)?;
         if let Some((w, mode)) = &mut self.weights {
             o.attn_weights = w.as_mut_ptr();
-            o.weights_mode = match mode {
-                WeightsMode::PerHead => sys::ATTN_WEIGHTS_PER_HEAD,
-                WeightsMode::Average => sys::ATTN_WEIGHTS_AVERAGE,
-            };
+            o.weights_mode = mode.raw();
         }
         o.num_threads = i32::try_from(self.num_threads).map_err(|_| {
             Error::new(

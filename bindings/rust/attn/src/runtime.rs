@@ -20,6 +20,17 @@ pub enum BlasPolicy {
     Leave,
 }
 
+impl BlasPolicy {
+    /// The C value, `ATTN_BLAS_*`. Use this rather than `as i32`, which
+    /// stops compiling if an enum gains a variant with data.
+    pub const fn raw(self) -> i32 {
+        match self {
+            BlasPolicy::Hold => sys::ATTN_BLAS_HOLD,
+            BlasPolicy::Leave => sys::ATTN_BLAS_LEAVE,
+        }
+    }
+}
+
 /// An execution context: a pool of worker threads, started once and asleep
 /// between calls, and a [`BlasPolicy`]. Pass it to calls with
 /// [`Options::runtime`](crate::Options::runtime); calls without one use the
@@ -48,10 +59,7 @@ impl Runtime {
                 format!("{} threads is too many", threads),
             )
         })?;
-        cfg.blas_policy = match blas {
-            BlasPolicy::Hold => sys::ATTN_BLAS_HOLD,
-            BlasPolicy::Leave => sys::ATTN_BLAS_LEAVE,
-        };
+        cfg.blas_policy = blas.raw();
         let mut out = ptr::null_mut();
         // SAFETY: cfg is initialised by the library; out is a valid pointer.
         check(unsafe { sys::attn_runtime_create(&cfg, &mut out) })?;

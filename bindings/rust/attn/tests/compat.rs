@@ -137,3 +137,52 @@ fn the_config_is_read_by_field_and_destructured_with_rest() {
     assert_eq!(rope, Some((RopePairing::Halves, 2)));
     assert_eq!(*layer.config(), *layer.config());
 }
+
+/// `raw()` is how a program gets an enum's C value (`as i32` does not
+/// compile for the enums with an `Unknown` variant, and would stop
+/// compiling for any enum that gained a variant with data).
+#[test]
+fn raw_gives_the_c_value_of_every_enum() {
+    use attn::sys;
+    let weights = [
+        (Weight::InProj, sys::ATTN_W_IN_PROJ),
+        (Weight::InProjBias, sys::ATTN_B_IN_PROJ),
+        (Weight::Q, sys::ATTN_W_Q),
+        (Weight::K, sys::ATTN_W_K),
+        (Weight::V, sys::ATTN_W_V),
+        (Weight::Out, sys::ATTN_W_OUT),
+        (Weight::OutBias, sys::ATTN_B_OUT),
+        (Weight::QBias, sys::ATTN_B_Q),
+        (Weight::KBias, sys::ATTN_B_K),
+        (Weight::VBias, sys::ATTN_B_V),
+        (Weight::QNorm, sys::ATTN_W_Q_NORM),
+        (Weight::KNorm, sys::ATTN_W_K_NORM),
+        (Weight::Sinks, sys::ATTN_W_SINKS),
+    ];
+    for (w, c) in weights {
+        assert_eq!(w.raw(), c, "{:?}", w);
+    }
+    assert_eq!(Naming::Torch.raw(), sys::ATTN_NAMES_TORCH);
+    assert_eq!(Naming::HuggingFace.raw(), sys::ATTN_NAMES_HF);
+    assert_eq!(Naming::HuggingFaceOProj.raw(), sys::ATTN_NAMES_HF_O_PROJ);
+    assert_eq!(Causal::None.raw(), sys::ATTN_CAUSAL_NONE);
+    assert_eq!(Causal::TopLeft.raw(), sys::ATTN_CAUSAL_TOP_LEFT);
+    assert_eq!(Causal::BottomRight.raw(), sys::ATTN_CAUSAL_BOTTOM_RIGHT);
+    assert_eq!(EmptyRows::Zero.raw(), sys::ATTN_EMPTY_ROW_ZERO);
+    assert_eq!(EmptyRows::Nan.raw(), sys::ATTN_EMPTY_ROW_NAN);
+    assert_eq!(WeightsMode::PerHead.raw(), sys::ATTN_WEIGHTS_PER_HEAD);
+    assert_eq!(WeightsMode::Average.raw(), sys::ATTN_WEIGHTS_AVERAGE);
+    assert_eq!(Core::Auto.raw(), sys::ATTN_CORE_AUTO);
+    assert_eq!(Core::Blas.raw(), sys::ATTN_CORE_BLAS);
+    assert_eq!(Core::Packed.raw(), sys::ATTN_CORE_PACKED);
+    assert_eq!(BlasPolicy::Hold.raw(), sys::ATTN_BLAS_HOLD);
+    assert_eq!(BlasPolicy::Leave.raw(), sys::ATTN_BLAS_LEAVE);
+    assert_eq!(RopePairing::Halves.raw(), sys::ATTN_ROPE_HALVES);
+    assert_eq!(RopePairing::Adjacent.raw(), sys::ATTN_ROPE_ADJACENT);
+    assert_eq!(QkNorm::None.raw(), sys::ATTN_QK_NORM_NONE);
+    assert_eq!(QkNorm::Head.raw(), sys::ATTN_QK_NORM_HEAD);
+    assert_eq!(QkNorm::All.raw(), sys::ATTN_QK_NORM_ALL);
+    assert_eq!(Alibi::None.raw(), sys::ATTN_ALIBI_NONE);
+    assert_eq!(Alibi::Causal.raw(), sys::ATTN_ALIBI_CAUSAL);
+    assert_eq!(Alibi::Symmetric.raw(), sys::ATTN_ALIBI_SYMMETRIC);
+}
