@@ -238,6 +238,80 @@ impl Rope {
     }
 }
 
+/// A layer's rotary embeddings as the library reports them after building
+/// ([`LayerConfig::rope`](crate::LayerConfig::rope)): the settings of the
+/// [`Rope`] it was built with, defaults resolved.
+///
+/// Read its fields; it is never built by hand. The library may report more
+/// rope settings, so this struct may gain fields: it cannot be written as a
+/// struct literal or destructured without `..` outside this crate.
+///
+/// ```
+/// use attn::{Layer, Rope, RopePairing};
+/// let layer = Layer::builder(64)
+///     .num_heads(4)
+///     .rope(Rope::new().pairing(RopePairing::Adjacent).theta(500000.0))
+///     .build()?;
+/// let rope = layer.config().rope.as_ref().expect("the layer has rope");
+/// assert_eq!(rope.pairing, RopePairing::Adjacent);
+/// assert_eq!(rope.rotary_dim, 16); // all of head_dim
+/// assert_eq!(rope.theta, 500000.0);
+/// assert_eq!(rope.inv_freq, None);
+/// # Ok::<(), attn::Error>(())
+/// ```
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct RopeConfig {
+    /// How a head's dimensions are paired.
+    pub pairing: RopePairing,
+    /// Dimensions of each head that rotate (all of head_dim unless
+    /// [`Rope::rotary_dim`] said fewer).
+    pub rotary_dim: usize,
+    /// Base of the frequencies (not used when `inv_freq` is given).
+    pub theta: f64,
+    /// Linear position scaling (not used when `inv_freq` is given).
+    pub linear_factor: f64,
+    /// Factor on both rotated q and k.
+    pub attention_factor: f64,
+    /// The `rotary_dim / 2` inverse frequencies given with
+    /// [`Rope::inv_freq`], copied from the layer; `None` when the
+    /// frequencies come from `theta` and `linear_factor`.
+    pub inv_freq: Option<Vec<f32>>,
+}
+
+impl RopeConfig {
+    /// The settings the library reported in `r`, for a layer whose heads
+    /// have `head_dim` dimensions (the rotary_dim that 0 stands for).
+    ///
+    /// # Safety
+    /// `r.inv_freq` must be NULL or point at `rotary_dim / 2` floats.
+    pub(crate) unsafe fn from_raw(r: &sys::attn_rope_config, head_dim: i64) -> RopeConfig {
+        // Every field read here is in the struct's first layout
+        // (ATTN_ROPE_CONFIG_SIZE_0_2), which any library fills; a field
+        // added later must be read only when r.struct_size covers it.
+        let dims = if r.rotary_dim > 0 {
+            r.rotary_dim
+        } else {
+            head_dim
+        };
+        let dims = usize::try_from(dims).unwrap_or(0);
+        let inv_freq = if r.inv_freq.is_null() {
+            None
+        } else {
+            // SAFETY: the caller's promise.
+            Some(std::slice::from_raw_parts(r.inv_freq, dims / 2).to_vec())
+        };
+        RopeConfig {
+            pairing: RopePairing::from_raw(r.pairing),
+            rotary_dim: dims,
+            theta: r.theta,
+            linear_factor: r.linear_factor,
+            attention_factor: r.attention_factor,
+            inv_freq,
+        }
+    }
+}
+
 /// QK-norm: an RMSNorm of the queries and keys after their projection (and
 /// bias), before the rotation (`ATTN_QK_NORM_*`). Its weights are
 /// [`Weight::QNorm`](crate::Weight::QNorm) and

@@ -2,7 +2,7 @@
 //! Layers: configuration, weights, weight files and the forward pass.
 
 use crate::error::{check, expect_len, to_i64, Error, Result, Status};
-use crate::features::{self, Alibi, BiasParts, QkNorm, Rope, RopePairing};
+use crate::features::{self, Alibi, BiasParts, QkNorm, Rope, RopeConfig};
 use crate::mask::Mask;
 use crate::options::{self, Options};
 use attn_sys as sys;
@@ -109,8 +109,12 @@ impl Naming {
 /// struct literal or destructured without `..` outside this crate. Values
 /// of a newer libattn that this crate does not know are kept, not
 /// replaced: [`QkNorm::Unknown`], [`Alibi::Unknown`],
-/// [`RopePairing::Unknown`], [`BiasParts::other_bits`].
-#[derive(Debug, Clone, Copy, PartialEq)]
+/// [`RopePairing::Unknown`](crate::RopePairing::Unknown),
+/// [`BiasParts::other_bits`].
+///
+/// It is `Clone` but not `Copy`, so that it may later hold owned data (it
+/// already does: a rope frequency table).
+#[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
 pub struct LayerConfig {
     /// Model width E.
@@ -143,9 +147,9 @@ pub struct LayerConfig {
     pub softcap: f64,
     /// Whether each head has a sink logit.
     pub sinks: bool,
-    /// Pairing and number of rotated dimensions of each head, with rotary
-    /// embeddings.
-    pub rope: Option<(RopePairing, usize)>,
+    /// The rotary embeddings' settings (pairing, rotated dimensions of each
+    /// head, frequencies), `None` without rotary embeddings.
+    pub rope: Option<RopeConfig>,
 }
 
 impl LayerConfig {
@@ -155,7 +159,9 @@ impl LayerConfig {
     /// [`BiasParts`], and sizes are taken as they are.
     ///
     /// # Safety
-    /// `cfg.rope` must be NULL or point at a valid `attn_rope_config`.
+    /// `cfg.rope` must be NULL or point at a valid `attn_rope_config`, whose
+    /// `inv_freq` is NULL or points at `rotary_dim / 2` floats (as a
+    /// read-back of a live layer does).
     pub(crate) unsafe fn from_raw(cfg: &sys::attn_config) -> LayerConfig {
         LayerConfig {
             embed_dim: cfg.embed_dim as usize,
@@ -174,14 +180,10 @@ impl LayerConfig {
             softcap: cfg.softcap,
             sinks: cfg.sinks != 0,
             // SAFETY: the caller's promise.
-            rope: cfg.rope.as_ref().map(|r| {
-                let dims = if r.rotary_dim > 0 {
-                    r.rotary_dim
-                } else {
-                    cfg.embed_dim / cfg.num_heads.max(1)
-                };
-                (RopePairing::from_raw(r.pairing), dims as usize)
-            }),
+            rope: cfg
+                .rope
+                .as_ref()
+                .map(|r| RopeConfig::from_raw(r, cfg.embed_dim / cfg.num_heads.max(1))),
         }
     }
 }
@@ -206,7 +208,7 @@ impl LayerConfig {
 ///     .bias_parts(BiasParts::NONE)
 ///     .rope(Rope::new().theta(500000.0))
 ///     .build()?;
-/// assert_eq!(layer.config().rope.map(|r| r.1), Some(8));
+/// assert_eq!(layer.config().rope.as_ref().map(|r| r.rotary_dim), Some(8));
 /// # Ok::<(), attn::Error>(())
 /// ```
 #[derive(Debug, Clone)]
@@ -771,7 +773,7 @@ impl Layer {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::features::UnknownValue;
+    use crate::features::{RopePairing, UnknownValue};
 
     /// A config as a newer libattn could report it: a QK-norm mode, an
     /// ALiBi form, a rope pairing and bias bits this crate does not know.
@@ -796,10 +798,9 @@ mod tests {
         assert_eq!((c.embed_dim, c.num_heads, c.num_kv_heads), (64, 4, 2));
         assert_eq!(c.qk_norm, QkNorm::Unknown(UnknownValue::new(3)));
         assert_eq!(c.alibi, Alibi::Unknown(UnknownValue::new(i32::MIN)));
-        assert_eq!(
-            c.rope,
-            Some((RopePairing::Unknown(UnknownValue::new(2)), 16))
-        );
+        let r = c.rope.as_ref().unwrap();
+        assert_eq!(r.pairing, RopePairing::Unknown(UnknownValue::new(2)));
+        assert_eq!((r.rotary_dim, r.inv_freq.as_ref()), (16, None));
         assert!(c.bias && !c.bias_parts.q && c.bias_parts.k);
         assert_eq!(c.bias_parts.other_bits(), 32);
 

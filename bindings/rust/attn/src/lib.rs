@@ -51,7 +51,7 @@ mod runtime;
 pub use attn_sys as sys;
 pub use decode::{KvCache, Memory};
 pub use error::{Error, Result, Status};
-pub use features::{Alibi, BiasParts, QkNorm, Rope, RopePairing, UnknownValue};
+pub use features::{Alibi, BiasParts, QkNorm, Rope, RopeConfig, RopePairing, UnknownValue};
 pub use layer::{Layer, LayerBuilder, LayerConfig, Naming, Weight};
 pub use mask::{BiasShape, Causal, DecodeMask, EmptyRows, Mask};
 pub use options::{Core, Options, Scratch, WeightsMode};

@@ -7,7 +7,7 @@
 
 use attn::{
     Alibi, BiasParts, BiasShape, BlasPolicy, Causal, Core, EmptyRows, Layer, LayerConfig, Naming,
-    QkNorm, Rope, RopePairing, Weight, WeightsMode,
+    QkNorm, Rope, RopeConfig, RopePairing, Weight, WeightsMode,
 };
 
 fn weight_name(w: Weight) -> &'static str {
@@ -132,10 +132,14 @@ fn the_config_is_read_by_field_and_destructured_with_rest() {
         num_kv_heads,
         rope,
         ..
-    } = *layer.config();
-    assert_eq!((embed_dim, num_heads, num_kv_heads), (16, 4, 2));
-    assert_eq!(rope, Some((RopePairing::Halves, 2)));
-    assert_eq!(*layer.config(), *layer.config());
+    } = layer.config();
+    assert_eq!((*embed_dim, *num_heads, *num_kv_heads), (16, 4, 2));
+    let RopeConfig {
+        pairing,
+        rotary_dim,
+        ..
+    } = rope.as_ref().expect("rope");
+    assert_eq!((*pairing, *rotary_dim), (RopePairing::Halves, 2));
 }
 
 /// `raw()` is how a program gets an enum's C value (`as i32` does not

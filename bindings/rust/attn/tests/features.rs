@@ -580,7 +580,8 @@ fn every_feature_at_once_with_qkv_biases() {
     assert_eq!(c.alibi, Alibi::Causal);
     assert_eq!(c.softcap, 0.5);
     assert_eq!(c.num_kv_heads, KVH);
-    assert_eq!(c.rope, Some((RopePairing::Halves, 6)));
+    let r = c.rope.as_ref().expect("rope");
+    assert_eq!((r.pairing, r.rotary_dim), (RopePairing::Halves, 6));
 }
 
 #[test]
@@ -598,5 +599,40 @@ fn config_reads_back_defaults() {
         .rope(Rope::new().pairing(RopePairing::Adjacent))
         .build()
         .unwrap();
-    assert_eq!(layer.config().rope, Some((RopePairing::Adjacent, E / H)));
+    let r = layer.config().rope.as_ref().expect("rope");
+    assert_eq!((r.pairing, r.rotary_dim), (RopePairing::Adjacent, E / H));
+    assert_eq!(
+        (r.theta, r.linear_factor, r.attention_factor),
+        (10000.0, 1.0, 1.0)
+    );
+    assert_eq!(r.inv_freq, None);
+}
+
+/// Every setting of a `Rope` comes back in the layer's config, the
+/// frequency table included (copied from the layer's own).
+#[test]
+fn config_reads_back_every_rope_setting() {
+    let table = [0.5f32, 0.125];
+    let layer = Layer::builder(E)
+        .num_heads(H)
+        .rope(
+            Rope::new()
+                .rotary_dim(4)
+                .theta(500.0)
+                .linear_factor(2.0)
+                .attention_factor(1.25)
+                .inv_freq(&table),
+        )
+        .build()
+        .unwrap();
+    let r = layer.config().rope.clone().expect("rope");
+    assert_eq!((r.pairing, r.rotary_dim), (RopePairing::Halves, 4));
+    assert_eq!(
+        (r.theta, r.linear_factor, r.attention_factor),
+        (500.0, 2.0, 1.25)
+    );
+    assert_eq!(r.inv_freq.as_deref(), Some(&table[..]));
+    // The copy outlives the layer.
+    drop(layer);
+    assert_eq!(r.inv_freq, Some(table.to_vec()));
 }

@@ -267,7 +267,7 @@ pub fn reference(
     v: &[f32],
     mask: &RefMask,
 ) -> (Vec<f64>, Vec<f64>) {
-    let c = *layer.config();
+    let c = layer.config();
     let (e, h) = (c.embed_dim, c.num_heads);
     let d = e / h;
     let kvh = c.num_kv_heads;
