@@ -59,7 +59,18 @@ impl EmptyRows {
 /// How an additive bias is laid out; all but [`BiasShape::Strided`] must
 /// have exactly the elements of their shape.
 ///
-/// More layouts may be added: match with a wildcard arm.
+/// More layouts may be added: match with a wildcard arm. A strided layout
+/// is made with [`BiasShape::strided`] and read with a pattern that ends in
+/// `..` (the variant may gain strides).
+///
+/// ```
+/// use attn::BiasShape;
+/// // One [H, Lq, Lk] block shared by every batch row (Lq = 3, Lk = 5).
+/// let shape = BiasShape::strided(0, 3 * 5, 5);
+/// if let BiasShape::Strided { head, query, .. } = shape {
+///     assert_eq!((head, query), (15, 5));
+/// }
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum BiasShape {
@@ -70,12 +81,25 @@ pub enum BiasShape {
     /// `[B, H, Lq, Lk]`.
     PerHead,
     /// Element `[b, h, i, j]` at `b*batch + h*head + i*query + j`; a zero
-    /// stride broadcasts. The slice must reach the last element used.
+    /// stride broadcasts. The slice must reach the last element used. Made
+    /// with [`BiasShape::strided`].
+    #[non_exhaustive]
     Strided {
+        /// Elements from one batch row to the next.
         batch: usize,
+        /// Elements from one head to the next.
         head: usize,
+        /// Elements from one query to the next.
         query: usize,
     },
+}
+
+impl BiasShape {
+    /// [`BiasShape::Strided`]: element `[b, h, i, j]` at
+    /// `b*batch + h*head + i*query + j` (a zero stride broadcasts).
+    pub const fn strided(batch: usize, head: usize, query: usize) -> BiasShape {
+        BiasShape::Strided { batch, head, query }
+    }
 }
 
 /// A mask for [`Layer::forward`](crate::Layer::forward) and

@@ -66,11 +66,7 @@ fn enums_are_matched_with_a_wildcard_arm() {
         EmptyRows::Nan => true,
         _ => false,
     };
-    let shape = BiasShape::Strided {
-        batch: 0,
-        head: 0,
-        query: 3,
-    };
+    let shape = BiasShape::strided(0, 0, 3);
     let query_stride = match shape {
         BiasShape::Shared | BiasShape::PerBatch | BiasShape::PerHead => 0,
         BiasShape::Strided { query, .. } => query,

@@ -97,11 +97,7 @@ fn wrong_lengths_are_caught_before_the_call() {
             o,
         )
     });
-    let strided = BiasShape::Strided {
-        batch: 9,
-        head: 0,
-        query: 3,
-    };
+    let strided = BiasShape::strided(9, 0, 3);
     expect_err(Status::BAD_SIZE, "reach element", n, |o| {
         l.self_forward(2, 3, &x, Some(&Mask::new().bias(&bias, strided)), None, o)
     });

@@ -142,11 +142,7 @@ fn bias_broadcasts() {
         bias: Some(Rc::new(move |_, h, i, j| p4[(h * lq + i) * lk + j] as f64)),
         ..Default::default()
     };
-    let shape = BiasShape::Strided {
-        batch: 0,
-        head: lq * lk,
-        query: lk,
-    };
+    let shape = BiasShape::strided(0, lq * lk, lk);
     check(
         "bias strided",
         b,
