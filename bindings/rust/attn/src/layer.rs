@@ -216,6 +216,9 @@ pub struct LayerBuilder {
     /// The C config; its pointer fields stay NULL here and are set only on
     /// the copy made by `build`.
     raw: sys::attn_config,
+    /// Set by [`bias_parts`](Self::bias_parts); applied by `build`, so that
+    /// it wins over [`bias`](Self::bias) whatever the order of the calls.
+    bias_parts: Option<BiasParts>,
     rope: Option<Rope>,
     alibi_slopes: Option<Vec<f32>>,
 }
@@ -238,6 +241,7 @@ impl LayerBuilder {
         raw.embed_dim = saturating_i64(embed_dim);
         LayerBuilder {
             raw,
+            bias_parts: None,
             rope: None,
             alibi_slopes: None,
         }
@@ -261,7 +265,8 @@ impl LayerBuilder {
         self
     }
 
-    /// Whether the projections have biases (torch's bias=True).
+    /// Whether the projections have biases (torch's bias=True). Ignored
+    /// when [`bias_parts`](Self::bias_parts) is given, before or after.
     pub fn bias(mut self, on: bool) -> Self {
         self.raw.bias = on as i32;
         self
@@ -287,10 +292,10 @@ impl LayerBuilder {
     }
 
     /// Exactly these projections have a bias (Qwen2: [`BiasParts::QKV`]);
-    /// overrides [`bias`](Self::bias). [`BiasParts::NONE`] = no bias.
+    /// [`BiasParts::NONE`] = no bias. Overrides [`bias`](Self::bias),
+    /// whichever of the two is called first.
     pub fn bias_parts(mut self, parts: BiasParts) -> Self {
-        self.raw.bias_parts = parts.bits();
-        self.raw.bias = (parts != BiasParts::NONE) as i32;
+        self.bias_parts = Some(parts);
         self
     }
 
@@ -357,6 +362,18 @@ impl LayerBuilder {
         self
     }
 
+    /// The C config to create the layer from, pointer fields still NULL:
+    /// `raw` with the bias parts applied. The library reads bias_parts 0 as
+    /// "as `bias` says", so no parts at all also turn `bias` off.
+    fn resolved_raw(&self) -> sys::attn_config {
+        let mut raw = self.raw;
+        if let Some(parts) = self.bias_parts {
+            raw.bias_parts = parts.bits();
+            raw.bias = (raw.bias_parts != 0) as i32;
+        }
+        raw
+    }
+
     /// head_dim when embed_dim and num_heads agree, else `None` (the
     /// library then refuses the sizes).
     fn head_dim(&self) -> Option<usize> {
@@ -379,7 +396,7 @@ impl LayerBuilder {
     /// linear or attention factor out of range), [`Status::NOT_FINITE`] (a
     /// slope or frequency not finite, a frequency negative).
     pub fn build(&self) -> Result<Layer> {
-        let mut raw = self.raw;
+        let mut raw = self.resolved_raw();
         if let Some(s) = &self.alibi_slopes {
             let h = usize::try_from(raw.num_heads).unwrap_or(usize::MAX);
             if s.len() != h {
@@ -809,9 +826,10 @@ mod tests {
             .qk_norm(c.qk_norm)
             .alibi(c.alibi)
             .bias_parts(c.bias_parts);
-        assert_eq!(b.raw.qk_norm, 3);
-        assert_eq!(b.raw.alibi, i32::MIN);
-        assert_eq!(b.raw.bias_parts, sys::ATTN_BIAS_K | 32);
+        let raw = b.resolved_raw();
+        assert_eq!(raw.qk_norm, 3);
+        assert_eq!(raw.alibi, i32::MIN);
+        assert_eq!((raw.bias_parts, raw.bias), (sys::ATTN_BIAS_K | 32, 1));
     }
 
     /// What this crate's own values read back as: no `Unknown` anywhere.
@@ -856,6 +874,32 @@ mod tests {
                 err.message(),
                 fragment
             );
+        }
+    }
+
+    /// What the builder hands the library for bias and bias_parts, in
+    /// either order of the calls: explicit parts always win.
+    #[test]
+    fn bias_parts_win_over_bias_in_either_order() {
+        let b = || LayerBuilder::new(8);
+        for (builder, parts, bias) in [
+            (b(), 0, 1),
+            (b().bias(false), 0, 0),
+            (b().bias_parts(BiasParts::NONE).bias(true), 0, 0),
+            (b().bias(true).bias_parts(BiasParts::NONE), 0, 0),
+            (
+                b().bias_parts(BiasParts::QKV).bias(false),
+                sys::ATTN_BIAS_Q | sys::ATTN_BIAS_K | sys::ATTN_BIAS_V,
+                1,
+            ),
+            (
+                b().bias(false).bias_parts(BiasParts::QKV),
+                sys::ATTN_BIAS_Q | sys::ATTN_BIAS_K | sys::ATTN_BIAS_V,
+                1,
+            ),
+        ] {
+            let raw = builder.resolved_raw();
+            assert_eq!((raw.bias_parts, raw.bias), (parts, bias), "{:?}", builder);
         }
     }
 }

@@ -636,3 +636,32 @@ fn config_reads_back_every_rope_setting() {
     drop(layer);
     assert_eq!(r.inv_freq, Some(table.to_vec()));
 }
+
+/// An explicit `bias_parts` wins over `bias` whichever is called first,
+/// `BiasParts::NONE` included (the library reads no parts as "as bias
+/// says", which the builder must not let `bias(true)` turn into all four).
+#[test]
+fn bias_parts_override_bias_in_either_order() {
+    let b = || Layer::builder(E).num_heads(H);
+    let cases = [
+        (b().bias_parts(BiasParts::NONE).bias(true), BiasParts::NONE),
+        (b().bias(true).bias_parts(BiasParts::NONE), BiasParts::NONE),
+        (b().bias_parts(BiasParts::QKV).bias(false), BiasParts::QKV),
+        (b().bias(false).bias_parts(BiasParts::QKV), BiasParts::QKV),
+        (
+            b().bias_parts(BiasParts::NONE.with_o(true)).bias(true),
+            BiasParts::NONE.with_o(true),
+        ),
+    ];
+    for (builder, parts) in cases {
+        let layer = builder.build().unwrap();
+        let c = layer.config();
+        assert_eq!(c.bias_parts, parts, "{:?}", builder);
+        assert_eq!(c.bias, parts != BiasParts::NONE);
+        assert_eq!(layer.weight_count(Weight::QBias).is_ok(), parts.q);
+        assert_eq!(layer.weight_count(Weight::OutBias).is_ok(), parts.o);
+    }
+    // Without bias_parts, bias decides for all four.
+    let c = b().bias(false).build().unwrap().config().clone();
+    assert_eq!((c.bias, c.bias_parts), (false, BiasParts::NONE));
+}
