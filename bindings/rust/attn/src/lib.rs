@@ -65,6 +65,11 @@ use std::ffi::CStr;
 #[doc = include_str!("../../README.md")]
 pub struct ReadmeExamples;
 
+/// Doc tests that must not compile: what the crate's promises across
+/// versions forbid a program to write.
+#[cfg(doctest)]
+mod compile_fail;
+
 /// Version of the libattn actually loaded ("0.1.0").
 pub fn library_version() -> &'static str {
     // SAFETY: static storage, NUL-terminated.
