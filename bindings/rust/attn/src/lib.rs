@@ -30,12 +30,14 @@
 //!
 //! Across versions: libattn's enums and structs only grow, so this crate's
 //! enums and the structs the library reports ([`LayerConfig`],
-//! [`BiasParts`]) are `#[non_exhaustive]`. Match them with a wildcard arm,
-//! build values through builders, constructors and constants, and read
-//! fields. A value a newer libattn reports that this crate does not know is
-//! kept, never a panic: an `Unknown` variant ([`QkNorm::Unknown`],
-//! [`Alibi::Unknown`], [`RopePairing::Unknown`]) or
-//! [`BiasParts::other_bits`].
+//! [`RopeConfig`], [`BiasParts`]) are `#[non_exhaustive]`. Match them with a
+//! wildcard arm, build values through builders, constructors and constants
+//! ([`BiasShape::strided`]), and read fields. A value a newer libattn
+//! reports that this crate does not know is kept, never a panic: an
+//! `Unknown` variant ([`QkNorm::Unknown`], [`Alibi::Unknown`],
+//! [`RopePairing::Unknown`]) holding an [`UnknownValue`] that only this
+//! crate makes, or [`BiasParts::other_bits`]. An enum's C value is its
+//! `raw()` (e.g. [`Causal::raw`]).
 //!
 //! Linking: the `attn-sys` crate finds libattn with `pkg-config` (module
 //! `attn`) or in `ATTN_LIB_DIR`; see its build script.
