@@ -11,6 +11,7 @@ than a reason to skip the parity tests.
 """
 
 import json
+import math
 import os
 import struct
 import sys
@@ -111,6 +112,102 @@ def read_safetensors(path):
             data[base + start:base + end],
             dtype=dtypes[entry["dtype"]]).reshape(entry["shape"])
     return out
+
+
+def _inv_freq(spec, hd):
+    rot = spec.get("rot", hd)
+    if "inv_freq" in spec:
+        return np.asarray(spec["inv_freq"], dtype=np.float64)
+    return spec.get("theta", 10000.0) ** (-np.arange(0, rot, 2) / rot)
+
+
+def decoder_reference(spec, t, x, pos, window=0):
+    """A decoder block's attention output for x [B, L, E] at positions
+    pos [B, L], causal, in float64 torch, written from the models'
+    published formulas (not from the library). t: Hugging Face's tensor
+    names ("q_proj.weight", ..., "o_proj.weight", optional biases,
+    "q_norm.weight", "k_norm.weight", "sinks") to numpy arrays. spec: E, H,
+    Hkv (default H), and optionally rope (rotate_half pairing of dimension
+    k with k + rot/2, or pairing="adjacent"), theta (default 10000), rot
+    (rotated dimensions, default head_dim), inv_freq (the frequency table,
+    replacing theta), attention_factor, qk_norm, scale, softcap, alibi,
+    sinks; window > 0 adds a sliding window to the causal mask."""
+    torch = require_torch()
+    W = {k: torch.from_numpy(v.astype(np.float64)) for k, v in t.items()}
+    E, H, Hkv = spec["E"], spec["H"], spec.get("Hkv", spec["H"])
+    hd = E // H
+    B, L, _ = x.shape
+    xs = torch.from_numpy(x.astype(np.float64))
+
+    def proj(name):
+        y = xs @ W[name + "_proj.weight"].T
+        if name + "_proj.bias" in W:
+            y = y + W[name + "_proj.bias"]
+        return y
+
+    q = proj("q").view(B, L, H, hd).transpose(1, 2)
+    k = proj("k").view(B, L, Hkv, hd).transpose(1, 2)
+    v = proj("v").view(B, L, Hkv, hd).transpose(1, 2)
+    if spec.get("qk_norm"):  # Qwen3: RMSNorm of each head, before RoPE
+        def rms(a, w):
+            return a * torch.rsqrt(a.pow(2).mean(-1, keepdim=True) + 1e-6) * w
+        q = rms(q, W["q_norm.weight"])
+        k = rms(k, W["k_norm.weight"])
+    if spec.get("rope"):
+        inv = torch.from_numpy(_inv_freq(spec, hd))
+        rot = 2 * inv.numel()
+        ang = torch.from_numpy(pos.astype(np.float64))[..., None] * inv
+        f = spec.get("attention_factor", 1.0)
+        cos, sin = (torch.cos(ang) * f)[:, None], (torch.sin(ang) * f)[:, None]
+
+        def rope(a):
+            r, rest = a[..., :rot], a[..., rot:]
+            if spec.get("pairing") == "adjacent":  # GPT-J: (2i, 2i + 1)
+                a1, a2 = r[..., 0::2], r[..., 1::2]
+                o = torch.stack((a1 * cos - a2 * sin, a2 * cos + a1 * sin), -1)
+                r = o.flatten(-2)
+            else:  # rotate_half
+                c2, s2 = torch.cat((cos, cos), -1), torch.cat((sin, sin), -1)
+                half = torch.cat((-r[..., rot // 2:], r[..., :rot // 2]), -1)
+                r = r * c2 + half * s2
+            return torch.cat((r, rest), -1)
+        q, k = rope(q), rope(k)
+    k = k.repeat_interleave(H // Hkv, dim=1)
+    v = v.repeat_interleave(H // Hkv, dim=1)
+    scale = spec.get("scale", 1.0 / math.sqrt(hd))
+    s = q @ k.transpose(-1, -2) * scale
+    if spec.get("softcap"):  # Gemma 2
+        s = spec["softcap"] * torch.tanh(s / spec["softcap"])
+    if spec.get("alibi"):  # BLOOM: slope * key position, per head
+        slopes = torch.from_numpy(_bloom_slopes(H))
+        s = s + slopes[None, :, None, None] * torch.from_numpy(
+            pos.astype(np.float64))[:, None, None, :]
+    i = torch.arange(L)[:, None]
+    j = torch.arange(L)[None, :]
+    hidden = j > i
+    if window:
+        hidden = hidden | (i - j >= window)
+    s = s.masked_fill(hidden, float("-inf"))
+    if spec.get("sinks"):  # gpt-oss: one more logit per head, then dropped
+        sink = W["sinks"].view(1, H, 1, 1).expand(B, H, L, 1)
+        p = torch.softmax(torch.cat((s, sink), -1), -1)[..., :-1]
+    else:
+        p = torch.softmax(s, -1)
+    o = (p @ v).transpose(1, 2).reshape(B, L, E) @ W["o_proj.weight"].T
+    if "o_proj.bias" in W:
+        o = o + W["o_proj.bias"]
+    return o.numpy()
+
+
+def _bloom_slopes(H):
+    """BLOOM's build_alibi_tensor slopes."""
+    n = 2 ** math.floor(math.log2(H))
+    base = 2 ** (-(2 ** -(math.log2(n) - 3)))
+    slopes = [base ** (i + 1) for i in range(n)]
+    if n != H:
+        extra = 2 ** (-(2 ** -(math.log2(2 * n) - 3)))
+        slopes += [extra ** (2 * i + 1) for i in range(H - n)]
+    return np.asarray(slopes)
 
 
 def pytest_report_header(config):

@@ -1,6 +1,7 @@
 """Parity of the decoder attention features with PyTorch: Llama-, Qwen2-,
-Qwen3-, Gemma-2-, gpt-oss- and BLOOM-style attention blocks written here
-from the published formulas in float64 torch, their weights written to
+Qwen3-, Gemma-2-, gpt-oss- and BLOOM-style attention blocks written from
+the published formulas in float64 torch (conftest.decoder_reference, which
+the checkpoint tests share), their weights written to
 safetensors files under Hugging Face's names and loaded by the library.
 Tolerance: the suite's 1e-5 absolute / 1e-4 relative."""
 
@@ -10,7 +11,8 @@ import numpy as np
 import pytest
 
 import attn
-from conftest import ATOL, RTOL, require_torch, write_safetensors
+from conftest import (ATOL, RTOL, decoder_reference, require_torch,
+                      write_safetensors)
 
 PREFIX = "model.layers.0.self_attn."
 
@@ -38,94 +40,6 @@ def _tensors(spec, seed):
     if spec.get("sinks"):
         t["sinks"] = u((H,), -0.5, 2.0)
     return t
-
-
-def _inv_freq(spec, hd):
-    rot = spec.get("rot", hd)
-    if "inv_freq" in spec:
-        return np.asarray(spec["inv_freq"], dtype=np.float64)
-    return spec.get("theta", 10000.0) ** (-np.arange(0, rot, 2) / rot)
-
-
-def _reference(spec, t, x, pos, window=0):
-    """The block's output for x [B, L, E] at positions pos [B, L], causal,
-    in float64 torch, from the formulas."""
-    torch = require_torch()
-    W = {k: torch.from_numpy(v.astype(np.float64)) for k, v in t.items()}
-    E, H, Hkv = spec["E"], spec["H"], spec.get("Hkv", spec["H"])
-    hd = E // H
-    B, L, _ = x.shape
-    xs = torch.from_numpy(x.astype(np.float64))
-
-    def proj(name):
-        y = xs @ W[name + "_proj.weight"].T
-        if name + "_proj.bias" in W:
-            y = y + W[name + "_proj.bias"]
-        return y
-
-    q = proj("q").view(B, L, H, hd).transpose(1, 2)
-    k = proj("k").view(B, L, Hkv, hd).transpose(1, 2)
-    v = proj("v").view(B, L, Hkv, hd).transpose(1, 2)
-    if spec.get("qk_norm"):  # Qwen3: RMSNorm of each head, before RoPE
-        def rms(a, w):
-            return a * torch.rsqrt(a.pow(2).mean(-1, keepdim=True) + 1e-6) * w
-        q = rms(q, W["q_norm.weight"])
-        k = rms(k, W["k_norm.weight"])
-    if spec.get("rope"):
-        inv = torch.from_numpy(_inv_freq(spec, hd))
-        rot = 2 * inv.numel()
-        ang = torch.from_numpy(pos.astype(np.float64))[..., None] * inv
-        f = spec.get("attention_factor", 1.0)
-        cos, sin = (torch.cos(ang) * f)[:, None], (torch.sin(ang) * f)[:, None]
-
-        def rope(a):
-            r, rest = a[..., :rot], a[..., rot:]
-            if spec.get("pairing") == "adjacent":  # GPT-J: (2i, 2i + 1)
-                a1, a2 = r[..., 0::2], r[..., 1::2]
-                o = torch.stack((a1 * cos - a2 * sin, a2 * cos + a1 * sin), -1)
-                r = o.flatten(-2)
-            else:  # rotate_half
-                c2, s2 = torch.cat((cos, cos), -1), torch.cat((sin, sin), -1)
-                half = torch.cat((-r[..., rot // 2:], r[..., :rot // 2]), -1)
-                r = r * c2 + half * s2
-            return torch.cat((r, rest), -1)
-        q, k = rope(q), rope(k)
-    k = k.repeat_interleave(H // Hkv, dim=1)
-    v = v.repeat_interleave(H // Hkv, dim=1)
-    scale = spec.get("scale", 1.0 / math.sqrt(hd))
-    s = q @ k.transpose(-1, -2) * scale
-    if spec.get("softcap"):  # Gemma 2
-        s = spec["softcap"] * torch.tanh(s / spec["softcap"])
-    if spec.get("alibi"):  # BLOOM: slope * key position, per head
-        slopes = torch.from_numpy(_bloom_slopes(H))
-        s = s + slopes[None, :, None, None] * torch.from_numpy(
-            pos.astype(np.float64))[:, None, None, :]
-    i = torch.arange(L)[:, None]
-    j = torch.arange(L)[None, :]
-    hidden = j > i
-    if window:
-        hidden = hidden | (i - j >= window)
-    s = s.masked_fill(hidden, float("-inf"))
-    if spec.get("sinks"):  # gpt-oss: one more logit per head, then dropped
-        sink = W["sinks"].view(1, H, 1, 1).expand(B, H, L, 1)
-        p = torch.softmax(torch.cat((s, sink), -1), -1)[..., :-1]
-    else:
-        p = torch.softmax(s, -1)
-    o = (p @ v).transpose(1, 2).reshape(B, L, E) @ W["o_proj.weight"].T
-    if "o_proj.bias" in W:
-        o = o + W["o_proj.bias"]
-    return o.numpy()
-
-
-def _bloom_slopes(H):
-    """BLOOM's build_alibi_tensor slopes."""
-    n = 2 ** math.floor(math.log2(H))
-    base = 2 ** (-(2 ** -(math.log2(n) - 3)))
-    slopes = [base ** (i + 1) for i in range(n)]
-    if n != H:
-        extra = 2 ** (-(2 ** -(math.log2(2 * n) - 3)))
-        slopes += [extra ** (2 * i + 1) for i in range(H - n)]
-    return np.asarray(slopes)
 
 
 def _llama3_inv_freq(hd, theta=500000.0, factor=8.0, low=1.0, high=4.0,
@@ -207,21 +121,21 @@ def test_block_from_safetensors(name, tmp_path):
     pos = np.broadcast_to(np.arange(L), (B, L))
     out, _ = layer(x, x, x, need_weights=False, is_causal=True,
                    attn_mask=mask)
-    want = _reference(spec, t, x, pos, window)
+    want = decoder_reference(spec, t, x, pos, window)
     np.testing.assert_allclose(out, want, rtol=RTOL, atol=ATOL)
 
     # Continued sequences: row b starts at position start[b].
     start = np.array([3, 1000])
     out, _ = layer(x, x, x, need_weights=False, is_causal=True,
                    attn_mask=mask, start=start)
-    want = _reference(spec, t, x, pos + start[:, None], window)
+    want = decoder_reference(spec, t, x, pos + start[:, None], window)
     np.testing.assert_allclose(out, want, rtol=RTOL, atol=ATOL)
 
     # Explicit positions, as Hugging Face's position_ids.
     ids = np.stack([np.arange(L) * 2 + 1, np.arange(L) + 40])
     out, _ = layer(x, x, x, need_weights=False, is_causal=True,
                    attn_mask=mask, positions=ids)
-    want = _reference(spec, t, x, ids, window)
+    want = decoder_reference(spec, t, x, ids, window)
     np.testing.assert_allclose(out, want, rtol=RTOL, atol=ATOL)
 
 
