@@ -3,9 +3,10 @@
 "Loading checkpoints" in README.md is extracted as it is printed there and
 executed against a small random model of that kind, and its output is
 compared with a PyTorch implementation of that model's attention written
-here from the model's definition. A file the snippet's layer saves with
-Hugging Face names must load back through the C loader with the same
-result, which is the path C programs take."""
+from the model's definition (here; for Llama-style attention with its
+rotary embeddings, conftest.decoder_reference in float64). A file the
+snippet's layer saves with Hugging Face names must load back through the C
+loader with the same result, which is the path C programs take."""
 
 import math
 import os
@@ -15,8 +16,8 @@ import numpy as np
 import pytest
 
 import attn
-from conftest import (ATOL, RTOL, random_torch_mha, require_torch,
-                      write_safetensors)
+from conftest import (ATOL, RTOL, decoder_reference, random_torch_mha,
+                      require_torch, write_safetensors)
 
 README = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir,
                       os.pardir, os.pardir, "README.md")
@@ -67,13 +68,15 @@ def _causal(t, n):
     return t.triu(t.full((n, n), float("-inf")), diagonal=1)
 
 
-def _check_c_path(layer, x, out, tmp_path, heads, **kwargs):
+def _check_c_path(layer, x, out, tmp_path, heads, rope=None, **kwargs):
     """Saved with Hugging Face names and loaded by the C loader into a new
-    layer, the converted weights give the same output."""
+    layer of the same configuration (``rope`` its rotary embeddings), the
+    converted weights give the same output."""
     path = tmp_path / "converted.safetensors"
     layer.save_safetensors(path, naming="hf")
     again = attn.MultiheadAttention(layer.embed_dim, heads, bias=layer.bias,
-                                    num_kv_heads=layer.num_kv_heads, seed=1)
+                                    num_kv_heads=layer.num_kv_heads,
+                                    rope=rope, seed=1)
     again.load_safetensors(path)
     np.testing.assert_array_equal(again(x, x, x, **kwargs)[0], out)
 
@@ -98,37 +101,78 @@ def test_torch_multihead_attention(tmp_path):
                                atol=ATOL, rtol=RTOL)
 
 
-def test_llama_style_attention(tmp_path):
+# Llama-style configs, with the theta and linear factor each must give:
+# Llama 3 (its rope_theta, no rope_scaling), Llama 2 with linear position
+# interpolation (no rope_theta: Hugging Face's default, 10000), and biases on
+# every projection (attention_bias) with an explicit "default" scaling.
+LLAMA_CONFIGS = {
+    "llama3": ({"rope_theta": 500000.0}, 500000.0, 1.0),
+    "linear": ({"rope_scaling": {"type": "linear", "factor": 4.0}},
+               10000.0, 4.0),
+    "biases": ({"rope_theta": 1000.0, "attention_bias": True,
+                "rope_scaling": {"rope_type": "default"}}, 1000.0, 1.0),
+}
+
+
+@pytest.mark.parametrize("name", sorted(LLAMA_CONFIGS))
+def test_llama_style_attention(tmp_path, name):
     t = require_torch()
-    config = {"hidden_size": 32, "num_attention_heads": 8,
-              "num_key_value_heads": 2}
-    e, h, kv = 32, 8, 2
+    e, h, kv = 64, 4, 2
     d = e // h
+    extra, theta, factor = LLAMA_CONFIGS[name]
+    config = {"hidden_size": e, "num_attention_heads": h,
+              "num_key_value_heads": kv, **extra}
     gen = t.Generator().manual_seed(41)
     prefix = "model.layers.0.self_attn."
     sd = {prefix + "q_proj.weight": _params(t, gen, h * d, e),
           prefix + "k_proj.weight": _params(t, gen, kv * d, e),
           prefix + "v_proj.weight": _params(t, gen, kv * d, e),
           prefix + "o_proj.weight": _params(t, gen, e, h * d)}
+    if config.get("attention_bias"):
+        for part, n in (("q", h * d), ("k", kv * d), ("v", kv * d), ("o", e)):
+            sd[prefix + part + "_proj.bias"] = _params(t, gen, n)
     path = tmp_path / "model-00001-of-00001.safetensors"
     write_safetensors(path, {**sd, "model.embed_tokens.weight":
                              t.zeros(5, e)})
-    x = np.random.default_rng(42).standard_normal((2, 9, e)).astype(
+    L = 16
+    x = np.random.default_rng(42).standard_normal((2, L, e)).astype(
         np.float32)
 
-    # Reference: the model's attention (grouped K/V heads repeated for their
-    # queries, as repeat_kv does), without rotary positions.
-    xt = t.from_numpy(x)
-    q = _heads(t, xt @ sd[prefix + "q_proj.weight"].T, h)
-    k = _heads(t, xt @ sd[prefix + "k_proj.weight"].T, kv)
-    v = _heads(t, xt @ sd[prefix + "v_proj.weight"].T, kv)
-    k = k.repeat_interleave(h // kv, dim=1)
-    v = v.repeat_interleave(h // kv, dim=1)
-    ref = _attend(t, q, k, v, _causal(t, 9)) @ sd[prefix + "o_proj.weight"].T
+    # Reference: the model's attention in float64 from its formulas
+    # (conftest.decoder_reference): grouped K/V heads repeated for their
+    # queries as repeat_kv does, q and k rotated at positions 0 .. L-1 with
+    # Hugging Face's rotate_half pairing (dimension k with k + d/2) and
+    # inv_freq[k] = theta^(-2k/d), divided by the factor of linear scaling.
+    inv_freq = theta ** (-np.arange(0, d, 2) / d) / factor
+    spec = dict(E=e, H=h, Hkv=kv, rope=True, inv_freq=inv_freq)
+    weights = {k[len(prefix):]: v.numpy() for k, v in sd.items()}
+    ref = decoder_reference(spec, weights, x,
+                            np.broadcast_to(np.arange(L), (2, L)))
 
     s = _run("llama", config=config, path=str(path), x=x)
-    np.testing.assert_allclose(s["out"], ref.numpy(), atol=ATOL, rtol=RTOL)
-    _check_c_path(s["layer"], x, s["out"], tmp_path, h, is_causal=True)
+    # Tolerance: float32 library against the float64 reference. The outputs
+    # are at most 0.4 and each comes from a few chained sums of 64 float32
+    # products, so rounding leaves errors of about 1e-7 (measured: 8e-8);
+    # the suite's 1e-5 absolute / 1e-4 relative is over 100 times that, yet
+    # far below what a wrong rotation changes (no rotation, theta 10000
+    # instead of 500000, adjacent pairs or the linear factor ignored each
+    # move some output by 6e-3 to 1.4e-2).
+    np.testing.assert_allclose(s["out"], ref, atol=ATOL, rtol=RTOL)
+    _check_c_path(s["layer"], x, s["out"], tmp_path, h, rope=s["rope"],
+                  is_causal=True)
+
+
+@pytest.mark.parametrize("scaling", [
+    {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
+     "high_freq_factor": 4.0, "original_max_position_embeddings": 8192},
+    {"rope_type": "yarn", "factor": 4.0}])
+def test_llama_snippet_refuses_scaling_it_does_not_apply(scaling):
+    """Frequency tables the snippet does not compute stop it rather than
+    give a layer that rotates by the wrong angles."""
+    config = {"hidden_size": 64, "num_attention_heads": 4,
+              "num_key_value_heads": 2, "rope_scaling": scaling}
+    with pytest.raises(NotImplementedError, match=scaling["rope_type"]):
+        _run("llama", config=config, path=None, x=None)
 
 
 def test_bert_style_attention(tmp_path):
