@@ -433,7 +433,8 @@ if version_number // 10000 != EXPECTED_MAJOR:
 
 
 def status_string(status):
-    """attn_status_string(): the short English name of a status."""
+    """attn_status_string(): the short English description of a status
+    (e.g. "a size is zero, negative or inconsistent")."""
     return C.attn_status_string(status).decode("utf-8", "replace")
 
 
