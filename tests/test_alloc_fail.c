@@ -11,7 +11,12 @@
  * cJSON_InitHooks. Scenarios: layers, weights, forward (with masks and
  * attention weights), saving and loading weight files (from a file and
  * from memory), KV caches and decoding steps, memories, memory_set and
- * cross steps, runtimes. The ASan build runs it with leak checking too. */
+ * cross steps, runtimes. A step allocates only its scratch, in one of
+ * three ways, each swept for decoding and cross steps: its runtime keeps
+ * no block yet, another call holds the kept block, or the step runs in a
+ * child after fork(); test_step_allocations pins that it allocates
+ * nothing otherwise. The ASan build runs it with leak checking too. */
+#include "common/runtime.h"
 #include "ref.h"
 
 #include <setjmp.h>
@@ -166,6 +171,10 @@ static void sweep(scenario *s) {
   if (n_live != 0)
     fail_msg("%s: %d allocations left after a successful run", s->name, n_live);
   long n = counted;
+  /* A scenario that allocates nothing could not fail: the sweep would
+   * hold nothing to account. */
+  if (n == 0)
+    fail_msg("%s: no allocation to fail", s->name);
   for (long k = 1; k <= n; k++) {
     if (s->prepare)
       s->prepare(s);
@@ -189,6 +198,38 @@ static void sweep(scenario *s) {
       s->unchanged(s);
   }
   print_message("%s: %ld allocations, each failed once\n", s->name, n);
+  total_failures += n;
+}
+
+/* sweep() in a child after fork(), where a call's runtime cannot be
+ * shared and every call takes a scratch block of its own. A failed check
+ * aborts the child (CMOCKA_TEST_ABORT) after printing its message; the
+ * child's count comes back through a pipe. */
+static void sweep_forked(scenario *s) {
+  int fds[2];
+  assert_int_equal(pipe(fds), 0);
+  fflush(NULL);
+  pid_t pid = fork();
+  assert_true(pid >= 0);
+  if (pid == 0) {
+    close(fds[0]);
+    setenv("CMOCKA_TEST_ABORT", "1", 1);
+    long before = total_failures;
+    sweep(s);
+    long n = total_failures - before;
+    bool sent = write(fds[1], &n, sizeof n) == (ssize_t)sizeof n;
+    fflush(NULL);
+    _exit(sent ? 0 : 1);
+  }
+  close(fds[1]);
+  long n = 0;
+  ssize_t got = read(fds[0], &n, sizeof n);
+  close(fds[0]);
+  int status = 0;
+  assert_int_equal(waitpid(pid, &status, 0), pid);
+  if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
+    fail_msg("%s: the child failed (status %d)", s->name, status);
+  assert_int_equal(got, (ssize_t)sizeof n);
   total_failures += n;
 }
 
@@ -343,14 +384,21 @@ static attn_status run_cache(scenario *s) {
   return st;
 }
 
+static void prepare_out(scenario *s) {
+  memset(s->out, 0x5a, B * L * E * sizeof(float));
+  memcpy(s->out_before, s->out, B * L * E * sizeof(float));
+}
+
 static void prepare_cache(scenario *s) {
-  /* Two tokens per row already held. */
+  /* Two tokens per row already held. That step leaves its scratch kept in
+   * the default runtime, where the swept step would find it and allocate
+   * nothing: it is freed, so the step meets a runtime without a block. */
   assert_int_equal(attn_kv_cache_reset(s->cache), ATTN_OK);
   assert_int_equal(
       attn_decode_step(s->layer, s->cache, B, 2, s->x, NULL, NULL, s->out),
       ATTN_OK);
-  memset(s->out, 0x5a, B * L * E * sizeof(float));
-  memcpy(s->out_before, s->out, B * L * E * sizeof(float));
+  attn_runtime_trim(NULL);
+  prepare_out(s);
 }
 
 static attn_status run_step(scenario *s) {
@@ -389,9 +437,43 @@ static attn_status run_memory(scenario *s) {
   return st;
 }
 
-static void prepare_out(scenario *s) {
-  memset(s->out, 0x5a, B * L * E * sizeof(float));
-  memcpy(s->out_before, s->out, B * L * E * sizeof(float));
+static void prepare_cross(scenario *s) {
+  /* As prepare_cache: no kept block left by the calls before. */
+  attn_runtime_trim(NULL);
+  prepare_out(s);
+}
+
+static attn_status run_cross_step(scenario *s) {
+  attn_options o;
+  attn_options_init(&o);
+  o.attn_weights = s->w;
+  return attn_cross_step(s->other, s->mem, B, 3, s->x, NULL, &o, s->out);
+}
+
+/* The other way a step allocates in the parent: its runtime's kept block
+ * is held by another call, so the step takes a block of its own. Holding
+ * it and giving it back are not counted. */
+static attn_status while_kept_held(scenario *s,
+                                   attn_status (*run)(scenario *)) {
+  attn_exec x;
+  armed = false;
+  assert_int_equal(attn_exec_resolve(NULL, 0, 0, &x), ATTN_OK);
+  void *kept = attn_exec_scratch(&x, 64);
+  assert_non_null(kept);
+  armed = true;
+  attn_status st = run(s);
+  armed = false;
+  attn_exec_scratch_done(&x, kept);
+  armed = true;
+  return st;
+}
+
+static attn_status run_step_held(scenario *s) {
+  return while_kept_held(s, run_step);
+}
+
+static attn_status run_cross_step_held(scenario *s) {
+  return while_kept_held(s, run_cross_step);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -446,6 +528,15 @@ static void test_sweep(void **state) {
   cc.batch = B;
   cc.capacity = 8;
   assert_int_equal(attn_kv_cache_create(s.layer, &cc, &s.cache), ATTN_OK);
+  attn_memory_config mc;
+  attn_memory_config_init(&mc);
+  mc.batch = B;
+  mc.capacity = L;
+  assert_int_equal(attn_memory_create(s.other, &mc, &s.mem), ATTN_OK);
+  int64_t mem_lens[B] = {L, 2};
+  assert_int_equal(
+      attn_memory_set(s.other, s.mem, B, L, s.x, s.x, mem_lens, NULL, NULL),
+      ATTN_OK);
 
   const struct {
     const char *name;
@@ -453,21 +544,32 @@ static void test_sweep(void **state) {
     attn_status (*run)(scenario *);
     void (*unchanged)(scenario *);
     bool optional_ok;
+    bool forked;
   } all[] = {
-      {"layer create, set weights, init", NULL, run_layer, NULL, false},
+      {"layer create, set weights, init", NULL, run_layer, NULL, false, false},
       {"self forward with masks and weights", prepare_out, run_forward,
-       same_out, false},
-      {"cross forward", prepare_out, run_cross_forward, same_out, false},
-      {"runtime create and call", prepare_out, run_runtime, same_out, false},
-      {"save safetensors", NULL, run_save, save_unchanged, true},
+       same_out, false, false},
+      {"cross forward", prepare_out, run_cross_forward, same_out, false, false},
+      {"runtime create and call", prepare_out, run_runtime, same_out, false,
+       false},
+      {"save safetensors", NULL, run_save, save_unchanged, true, false},
       {"load safetensors file", reset_other, run_load_file, other_unchanged,
-       false},
+       false, false},
       {"load safetensors memory", reset_other, run_load_mem, other_unchanged,
-       false},
-      {"kv cache create", NULL, run_cache, NULL, false},
-      {"decode step", prepare_cache, run_step, step_unchanged, false},
+       false, false},
+      {"kv cache create", NULL, run_cache, NULL, false, false},
+      {"decode step", prepare_cache, run_step, step_unchanged, false, false},
+      {"decode step, kept scratch held", prepare_cache, run_step_held,
+       step_unchanged, false, false},
+      {"decode step in a forked child", prepare_cache, run_step, step_unchanged,
+       false, true},
       {"memory create, set, cross step", prepare_out, run_memory, same_out,
-       false},
+       false, false},
+      {"cross step", prepare_cross, run_cross_step, same_out, false, false},
+      {"cross step, kept scratch held", prepare_cross, run_cross_step_held,
+       same_out, false, false},
+      {"cross step in a forked child", prepare_cross, run_cross_step, same_out,
+       false, true},
   };
   for (size_t i = 0; i < sizeof all / sizeof *all; i++) {
     s.name = all[i].name;
@@ -475,10 +577,14 @@ static void test_sweep(void **state) {
     s.run = all[i].run;
     s.unchanged = all[i].unchanged;
     s.optional_ok = all[i].optional_ok;
-    sweep(&s);
+    if (all[i].forked)
+      sweep_forked(&s);
+    else
+      sweep(&s);
   }
   print_message("%ld allocation failures swept in all\n", total_failures);
   attn_kv_cache_destroy(s.cache);
+  attn_memory_destroy(s.mem);
   unlink(s.path);
   rmdir(dir);
   free_fixture(&s);
@@ -540,8 +646,81 @@ static void test_scratch_kept(void **state) {
   free_fixture(&s);
 }
 
+/* The allocations of one step with 3 new tokens per row. */
+static long counted_step(scenario *s, bool cross, const attn_options *o) {
+  prepare_out(s);
+  counted = 0;
+  fail_at = 0;
+  armed = true;
+  attn_status st =
+      cross ? attn_cross_step(s->other, s->mem, B, 3, s->x, NULL, o, s->out)
+            : attn_decode_step(s->layer, s->cache, B, 3, s->x, NULL, o, s->out);
+  armed = false;
+  assert_int_equal(st, ATTN_OK);
+  return counted;
+}
+
+/* The steps' only allocation is their scratch (swept in test_sweep): with
+ * the caller's scratch, or a runtime whose kept block is large enough,
+ * they allocate nothing, and with a runtime holding none, one block. */
+static void test_step_allocations(void **state) {
+  (void)state;
+  scenario s = fixture();
+  attn_cache_config cc;
+  attn_cache_config_init(&cc);
+  cc.batch = B;
+  cc.capacity = 8;
+  assert_int_equal(attn_kv_cache_create(s.layer, &cc, &s.cache), ATTN_OK);
+  attn_memory_config mc;
+  attn_memory_config_init(&mc);
+  mc.batch = B;
+  mc.capacity = L;
+  assert_int_equal(attn_memory_create(s.other, &mc, &s.mem), ATTN_OK);
+  assert_int_equal(
+      attn_memory_set(s.other, s.mem, B, L, s.x, s.x, NULL, NULL, NULL),
+      ATTN_OK);
+  attn_runtime *rt = NULL;
+  assert_int_equal(attn_runtime_create(NULL, &rt), ATTN_OK);
+  attn_options o;
+  attn_options_init(&o);
+  o.runtime = rt;
+  for (int cross = 0; cross < 2; cross++) {
+    size_t bytes = 0;
+    assert_int_equal(
+        cross ? attn_cross_scratch_size(s.other, s.mem, 3, &o, &bytes)
+              : attn_decode_scratch_size(s.layer, s.cache, 3, &o, &bytes),
+        ATTN_OK);
+    n_live = 0;
+    if (!cross)
+      assert_int_equal(attn_kv_cache_reset(s.cache), ATTN_OK);
+    assert_int_equal(counted_step(&s, cross, &o), 1); /* no kept block */
+    assert_int_equal(n_live, 1);                      /* now kept */
+    if (!cross)
+      assert_int_equal(attn_kv_cache_reset(s.cache), ATTN_OK);
+    assert_int_equal(counted_step(&s, cross, &o), 0); /* the kept one */
+    assert_int_equal(n_live, 1);
+    attn_runtime_trim(rt);
+    assert_int_equal(n_live, 0);
+    void *mine = ref_xmalloc(bytes);
+    o.scratch = mine;
+    o.scratch_size = bytes;
+    if (!cross)
+      assert_int_equal(attn_kv_cache_reset(s.cache), ATTN_OK);
+    assert_int_equal(counted_step(&s, cross, &o), 0); /* the caller's */
+    assert_int_equal(n_live, 0);
+    o.scratch = NULL;
+    o.scratch_size = 0;
+    free(mine);
+  }
+  attn_runtime_destroy(rt);
+  attn_kv_cache_destroy(s.cache);
+  attn_memory_destroy(s.mem);
+  free_fixture(&s);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {cmocka_unit_test(test_sweep),
-                                     cmocka_unit_test(test_scratch_kept)};
+                                     cmocka_unit_test(test_scratch_kept),
+                                     cmocka_unit_test(test_step_allocations)};
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
