@@ -27,11 +27,16 @@ bash scripts/deps.sh libblas-dev abigail-tools doxygen debhelper lintian \
   dpkg-dev pkgconf g++ dh-python python3-all python3-setuptools \
   pybuild-plugin-pyproject autopkgtest man-db
 
+# Installing and removing packages needs root: through sudo when not root,
+# as scripts/deps.sh does. env passes DEBIAN_FRONTEND on through sudo.
+SUDO=""
+[ "$(id -u)" -eq 0 ] || SUDO=sudo
+
 tmp="$(mktemp -d /tmp/attn-packaging.XXXXXX)"
 installed_debs=0
 cleanup() {
   if [ "$installed_debs" -eq 1 ]; then
-    apt-get -o DPkg::Lock::Timeout=300 purge -y -qq libattn-dev libattn0 \
+    $SUDO apt-get -o DPkg::Lock::Timeout=300 purge -y -qq libattn-dev libattn0 \
       libattn-doc python3-attn >/dev/null || true
   fi
   rm -rf "$tmp"
@@ -127,6 +132,7 @@ PKG_CONFIG_PATH="$(dirname "$pc")" pkg-config --validate attn
 # A consumer's compile flags are attn's include directory alone (no
 # dependency's), while --static adds every library a static link needs.
 cflags="$(PKG_CONFIG_PATH="$(dirname "$pc")" pkg-config --cflags attn)"
+# shellcheck disable=SC2086,SC2116 # echo drops the flags' extra spaces
 [ "$(echo $cflags)" = "-I$libdir/pkgconfig/../../include" ] ||
   die "pkg-config --cflags attn gives '$cflags'"
 static_libs="$(PKG_CONFIG_PATH="$(dirname "$pc")" pkg-config --static --libs attn)"
@@ -238,8 +244,8 @@ fi
 installed_debs=1
 debs=("$tmp"/deb/libattn0_*.deb "$tmp"/deb/libattn-dev_*.deb
   "$tmp"/deb/libattn-doc_*.deb "$tmp"/deb/python3-attn_*.deb)
-DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=300 install \
-  -y -qq "${debs[@]}" >/dev/null
+$SUDO env DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=300 \
+  install -y -qq "${debs[@]}" >/dev/null
 multiarch="/usr/lib/$(gcc -print-multiarch)"
 bash scripts/check-exports.sh "$multiarch/$soname"
 bash scripts/check-exports.sh "$multiarch/libattn.a"
