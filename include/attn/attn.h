@@ -1177,7 +1177,8 @@ ATTN_API attn_status attn_kv_cache_create_in(const attn_layer *layer,
                                              attn_kv_cache **out);
 
 /** Frees a cache made by attn_kv_cache_create() (for one made by
- * attn_kv_cache_create_in() nothing is freed). NULL is allowed. */
+ * attn_kv_cache_create_in() nothing is freed). NULL is allowed. The cache
+ * must not be in use by another thread. */
 ATTN_API void attn_kv_cache_destroy(attn_kv_cache *cache);
 
 /** Copies each row's length (tokens appended, less those truncated) into
@@ -1195,7 +1196,8 @@ ATTN_API attn_status attn_kv_cache_lengths(const attn_kv_cache *cache,
  * the later tokens had never been appended. With a sliding window a row can
  * only go back as far as the tokens it still holds allow: the new length
  * must be at most W - 1 past the oldest token held, unless nothing was
- * dropped. Errors (nothing changed): ATTN_ERR_NULL_POINTER,
+ * dropped. Changes the cache: must not run while any other call uses it.
+ * Errors (nothing changed): ATTN_ERR_NULL_POINTER,
  * ATTN_ERR_BAD_SIZE (wrong batch, a length negative or too long, or tokens
  * it would need were dropped). */
 ATTN_API attn_status attn_kv_cache_truncate(attn_kv_cache *cache, int64_t batch,
@@ -1205,14 +1207,16 @@ ATTN_API attn_status attn_kv_cache_truncate(attn_kv_cache *cache, int64_t batch,
  * src_rows[b] held before (tokens, padding flags and length), for every b
  * at once. Repeats are allowed (a beam that continues in several places);
  * rows not named are overwritten. Works in place, allocating nothing; the
- * cost is proportional to the tokens moved. Errors (nothing changed):
+ * cost is proportional to the tokens moved. Changes the cache: must not run
+ * while any other call uses it. Errors (nothing changed):
  * ATTN_ERR_NULL_POINTER, ATTN_ERR_BAD_SIZE (wrong batch or an index
  * outside [0, batch)). */
 ATTN_API attn_status attn_kv_cache_reorder(attn_kv_cache *cache, int64_t batch,
                                            const int64_t *src_rows);
 
 /** Empties every row (length 0), keeping the memory for a new batch of
- * sequences. Errors: ATTN_ERR_NULL_POINTER. */
+ * sequences. Changes the cache: must not run while any other call uses it.
+ * Errors: ATTN_ERR_NULL_POINTER. */
 ATTN_API attn_status attn_kv_cache_reset(attn_kv_cache *cache);
 
 /** Per-step mask of attn_decode_step(). Fill with attn_decode_mask_init().
@@ -1292,9 +1296,12 @@ ATTN_API attn_status attn_decode_step(const attn_layer *layer,
 /** Bytes of scratch memory attn_decode_step() needs for n_new new tokens
  * per row with this cache and these options (opts may be NULL; only
  * attn_weights, weights_mode, num_threads, runtime and core matter).
+ * Thread-safe: reads only the layer and the cache's fixed shape, never its
+ * contents, so it may run while another thread steps the cache.
  * Errors: ATTN_ERR_NULL_POINTER, ATTN_ERR_STRUCT_SIZE, ATTN_ERR_BAD_SIZE,
  * ATTN_ERR_OVERFLOW, ATTN_ERR_MISMATCH, ATTN_ERR_BAD_OPTION,
- * ATTN_ERR_UNSUPPORTED (core). */
+ * ATTN_ERR_UNSUPPORTED (core), ATTN_ERR_NO_MEMORY (the default runtime
+ * could not be created). */
 ATTN_API attn_status attn_decode_scratch_size(const attn_layer *layer,
                                               const attn_kv_cache *cache,
                                               int64_t n_new,
@@ -1369,7 +1376,8 @@ ATTN_API attn_status attn_memory_create_in(const attn_layer *layer,
                                            attn_memory **out);
 
 /** Frees a memory made by attn_memory_create() (for one made by
- * attn_memory_create_in() nothing is freed). NULL is allowed. */
+ * attn_memory_create_in() nothing is freed). NULL is allowed. The memory
+ * must not be in use by another thread. */
 ATTN_API void attn_memory_destroy(attn_memory *mem);
 
 /** Projects key [batch, len_k, kdim] and value [batch, len_k, vdim] with
@@ -1381,7 +1389,9 @@ ATTN_API void attn_memory_destroy(attn_memory *mem);
  * batch must be the memory's. The caller keeps ownership of every input.
  * Inputs must be finite. opts (may be NULL): num_threads and runtime are
  * used; the other fields are checked as for attn_forward() (so a core the
- * CPU cannot run fails here too). Errors (memory unchanged):
+ * CPU cannot run fails here too). Changes the memory: no other call may
+ * use it meanwhile, cross steps included; the layer is only read.
+ * Errors (memory unchanged):
  * ATTN_ERR_NULL_POINTER, ATTN_ERR_STRUCT_SIZE, ATTN_ERR_BAD_SIZE,
  * ATTN_ERR_OVERFLOW, ATTN_ERR_MISMATCH, ATTN_ERR_WEIGHTS_NOT_SET,
  * ATTN_ERR_BAD_MASK, ATTN_ERR_BAD_OPTION, ATTN_ERR_UNSUPPORTED
@@ -1403,7 +1413,10 @@ ATTN_API attn_status attn_memory_set(const attn_layer *layer, attn_memory *mem,
  * and its bias, causal mode, window and empty_rows act as in
  * attn_forward(). Attention weights (opts->attn_weights) are
  * [batch, H, n, len_k] or [batch, n, len_k]. opts->scratch: at least
- * attn_cross_scratch_size() bytes. Only reads the memory.
+ * attn_cross_scratch_size() bytes. Thread-safe: only reads the layer and
+ * the memory, so any number of threads may run cross steps on one memory
+ * at once, each with its own out, attn_weights and scratch, but not while
+ * attn_memory_set() changes it.
  * Errors (out and weights unchanged): ATTN_ERR_NULL_POINTER,
  * ATTN_ERR_STRUCT_SIZE, ATTN_ERR_BAD_SIZE (also: memory never set),
  * ATTN_ERR_OVERFLOW, ATTN_ERR_MISMATCH, ATTN_ERR_WEIGHTS_NOT_SET,
@@ -1419,9 +1432,12 @@ ATTN_API attn_status attn_cross_step(const attn_layer *layer,
  * with this memory and options (opts may be NULL; only attn_weights,
  * weights_mode, num_threads, runtime and core matter), valid until the next
  * attn_memory_set() (for a memory never set: for len_k = its capacity).
- * Errors: ATTN_ERR_NULL_POINTER, ATTN_ERR_STRUCT_SIZE, ATTN_ERR_BAD_SIZE,
- * ATTN_ERR_OVERFLOW, ATTN_ERR_MISMATCH, ATTN_ERR_BAD_OPTION,
- * ATTN_ERR_UNSUPPORTED (core). */
+ * Thread-safe: only reads the layer and the memory, so it may run
+ * alongside cross steps on the memory, but not while attn_memory_set()
+ * changes it. Errors: ATTN_ERR_NULL_POINTER, ATTN_ERR_STRUCT_SIZE,
+ * ATTN_ERR_BAD_SIZE, ATTN_ERR_OVERFLOW, ATTN_ERR_MISMATCH,
+ * ATTN_ERR_BAD_OPTION, ATTN_ERR_UNSUPPORTED (core), ATTN_ERR_NO_MEMORY (the
+ * default runtime could not be created). */
 ATTN_API attn_status attn_cross_scratch_size(const attn_layer *layer,
                                              const attn_memory *mem, int64_t n,
                                              const attn_options *opts,
