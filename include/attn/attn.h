@@ -1156,9 +1156,9 @@ ATTN_API attn_status attn_kv_cache_size(const attn_layer *layer,
 /** Creates an empty cache for `layer` (every row of length 0). On success
  * *out owns a new cache, to be freed with attn_kv_cache_destroy(); on
  * failure *out is left unchanged. The cache keeps the layer's address to
- * check later calls but never dereferences it. A cache of 8 MiB or more is
- * aligned to 2 MiB and, on Linux, offered to transparent huge pages
- * (madvise), which makes steps faster.
+ * check later calls but never dereferences it. On Linux a cache of 2 MiB
+ * or more is aligned to 2 MiB and its whole 2 MiB pages are offered to
+ * transparent huge pages (madvise, a hint), which makes steps faster.
  * Errors: as attn_kv_cache_size(), and ATTN_ERR_NO_MEMORY. Thread-safe. */
 ATTN_API attn_status attn_kv_cache_create(const attn_layer *layer,
                                           const attn_cache_config *cfg,
