@@ -23,10 +23,10 @@
  *   their own struct's size). New fields are only ever appended. The
  *   library reads and writes only the first struct_size bytes of a
  *   caller's struct; fields past them take their documented defaults. A
- *   struct_size smaller than the struct's first released layout (the
- *   ATTN_*_SIZE_0_1 constants) is refused, and so is a larger one than
- *   the library knows unless the unknown tail is all zero bytes. Structs
- *   are always passed by pointer. See docs/ABI.md.
+ *   struct_size smaller than the struct's first layout (the
+ *   ATTN_*_SIZE_0_1 and ATTN_*_SIZE_0_2 constants) is refused, and so is
+ *   a larger one than the library knows unless the unknown tail is all
+ *   zero bytes. Structs are always passed by pointer. See docs/ABI.md.
  * - Destroy functions accept NULL.
  *
  * Thread safety
@@ -248,7 +248,9 @@ typedef struct attn_runtime_config {
   int32_t blas_policy;
 } attn_runtime_config;
 
-/** Size of attn_runtime_config in its first released layout. */
+/** Size of attn_runtime_config in its first layout, one of the first ABI
+ * baseline's (the _0_1 layouts): the smallest struct_size the library
+ * accepts. */
 #define ATTN_RUNTIME_CONFIG_SIZE_0_1                                           \
   (offsetof(attn_runtime_config, blas_policy) + sizeof(int32_t))
 
@@ -394,8 +396,9 @@ typedef struct attn_rope_config {
   double attention_factor;
 } attn_rope_config;
 
-/** Size of attn_rope_config in its first layout (introduced after release
- * 0.1.0): the smallest struct_size the library accepts. */
+/** Size of attn_rope_config in its first layout: the smallest struct_size the
+ * library accepts. The struct was added after the first ABI baseline (the
+ * _0_1 layouts); the suffix counts layouts, not releases (docs/ABI.md). */
 #define ATTN_ROPE_CONFIG_SIZE_0_2                                              \
   (offsetof(attn_rope_config, attention_factor) + sizeof(double))
 
@@ -525,8 +528,8 @@ typedef struct attn_config {
   int32_t sinks;
 } attn_config;
 
-/** Size of attn_config in release 0.1.0, its first released layout: the
- * smallest struct_size the library accepts. */
+/** Size of attn_config in 0.1.0's first header, which the first programs
+ * were built against: the smallest struct_size the library accepts. */
 #define ATTN_CONFIG_SIZE_0_1                                                   \
   (offsetof(attn_config, num_kv_heads) + sizeof(int64_t))
 
@@ -712,8 +715,8 @@ typedef struct attn_mask {
   int64_t window;
 } attn_mask;
 
-/** Size of attn_mask in release 0.1.0, its first released layout: the
- * smallest struct_size the library accepts. */
+/** Size of attn_mask in 0.1.0's first header, which the first programs
+ * were built against: the smallest struct_size the library accepts. */
 #define ATTN_MASK_SIZE_0_1 (offsetof(attn_mask, window) + sizeof(int64_t))
 
 /** Fills the first `size` bytes at mask with "no masking" and sets
@@ -769,8 +772,9 @@ typedef struct attn_positions {
   const int64_t *k_positions;
 } attn_positions;
 
-/** Size of attn_positions in its first layout (introduced after release
- * 0.1.0): the smallest struct_size the library accepts. */
+/** Size of attn_positions in its first layout: the smallest struct_size the
+ * library accepts. The struct was added after the first ABI baseline (the
+ * _0_1 layouts); the suffix counts layouts, not releases (docs/ABI.md). */
 #define ATTN_POSITIONS_SIZE_0_2                                                \
   (offsetof(attn_positions, k_positions) + sizeof(const int64_t *))
 
@@ -852,26 +856,26 @@ typedef struct attn_options {
   size_t scratch_size;
   /** Execution context of the call (worker threads, BLAS policy); NULL
    * (default) = the default runtime. Not owned: it must outlive the call.
-   * Appended after 0.1.0's layout (ATTN_OPTIONS_SIZE_0_1). */
+   * Appended after 0.1.0's first layout (ATTN_OPTIONS_SIZE_0_1). */
   attn_runtime *runtime;
   /** Token positions for a layer with rotary embeddings or ALiBi (see
    * attn_positions); NULL (default) = the default positions. Not owned.
    * Bad positions (negative, beyond ATTN_MAX_POSITION, explicit ones in a
    * decoding step) are ATTN_ERR_BAD_OPTION. Appended after 0.1.0's
-   * layout. */
+   * first layout. */
   const attn_positions *positions;
   /** Attention core of the call: ATTN_CORE_AUTO (default: the library
    * chooses), ATTN_CORE_BLAS or ATTN_CORE_PACKED. An unknown value is
    * ATTN_ERR_BAD_OPTION; ATTN_CORE_PACKED where it cannot run is
-   * ATTN_ERR_UNSUPPORTED. Appended after 0.1.0's layout. */
+   * ATTN_ERR_UNSUPPORTED. Appended after 0.1.0's first layout. */
   int32_t core;
   /** Reserved, must be 0 (ATTN_ERR_BAD_OPTION otherwise): it makes the
    * struct's end explicit, so no padding byte is read as a later field. */
   int32_t reserved;
 } attn_options;
 
-/** Size of attn_options in release 0.1.0, its first released layout: the
- * smallest struct_size the library accepts. */
+/** Size of attn_options in 0.1.0's first header, which the first programs
+ * were built against: the smallest struct_size the library accepts. */
 #define ATTN_OPTIONS_SIZE_0_1                                                  \
   (offsetof(attn_options, scratch_size) + sizeof(size_t))
 
@@ -1118,8 +1122,8 @@ typedef struct attn_cache_config {
   int64_t window;
 } attn_cache_config;
 
-/** Size of attn_cache_config in release 0.1.0, its first released layout: the
- * smallest struct_size the library accepts. */
+/** Size of attn_cache_config in 0.1.0's first header, which the first programs
+ * were built against: the smallest struct_size the library accepts. */
 #define ATTN_CACHE_CONFIG_SIZE_0_1                                             \
   (offsetof(attn_cache_config, window) + sizeof(int64_t))
 
@@ -1242,8 +1246,8 @@ typedef struct attn_decode_mask {
   int32_t empty_rows;
 } attn_decode_mask;
 
-/** Size of attn_decode_mask in release 0.1.0, its first released layout: the
- * smallest struct_size the library accepts. */
+/** Size of attn_decode_mask in 0.1.0's first header, which the first programs
+ * were built against: the smallest struct_size the library accepts. */
 #define ATTN_DECODE_MASK_SIZE_0_1                                              \
   (offsetof(attn_decode_mask, empty_rows) + sizeof(int32_t))
 
@@ -1321,8 +1325,8 @@ typedef struct attn_memory_config {
   int64_t capacity;
 } attn_memory_config;
 
-/** Size of attn_memory_config in release 0.1.0, its first released layout: the
- * smallest struct_size the library accepts. */
+/** Size of attn_memory_config in 0.1.0's first header, which the first programs
+ * were built against: the smallest struct_size the library accepts. */
 #define ATTN_MEMORY_CONFIG_SIZE_0_1                                            \
   (offsetof(attn_memory_config, capacity) + sizeof(int64_t))
 

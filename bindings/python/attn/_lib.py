@@ -188,7 +188,7 @@ class Config(ctypes.Structure):
         ("num_threads", _i32),
         ("scale", ctypes.c_double),
         ("num_kv_heads", _i64),
-        # Appended after 0.1.0: decoder attention features.
+        # Appended after 0.1.0's first layout: decoder attention features.
         ("bias_parts", _i32),
         ("qk_norm", _i32),
         ("qk_norm_eps", ctypes.c_double),

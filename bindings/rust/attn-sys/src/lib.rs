@@ -297,9 +297,9 @@ pub struct attn_memory {
 }
 
 // ---------------------------------------------------------------------------
-// First released layouts (the header's ATTN_*_SIZE_0_1): the end of each
-// struct's last 0.1.0 field, computed from the fields' sizes and alignments
-// as a C compiler lays them out.
+// First layouts (the header's ATTN_*_SIZE_0_1, docs/ABI.md): the end of
+// each struct's last field in 0.1.0's first header, computed from the
+// fields' sizes and alignments as a C compiler lays them out.
 
 const fn after(offset: usize, align: usize, size: usize) -> usize {
     (offset + align - 1) / align * align + size
@@ -559,8 +559,9 @@ pub unsafe trait Versioned: Sized {
 
     /// The library's defaults for this struct, with `struct_size` =
     /// `size_of::<Self>()`, exactly as `attn_*_init()` gives C programs.
-    /// Returns the status when the library refuses (a library older than
-    /// release 0.1.0's layout never does).
+    /// Returns the status when the library refuses (none does: every
+    /// libattn accepts this crate's sizes and zeroes a tail it does not
+    /// know).
     fn init_default() -> Result<Self, attn_status> {
         let mut s = MaybeUninit::<Self>::zeroed();
         // SAFETY: the pointer is valid for size_of::<Self>() bytes, and a

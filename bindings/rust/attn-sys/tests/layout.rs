@@ -448,7 +448,7 @@ fn init_sized_gives_the_library_defaults() {
     assert_eq!((cfg.embed_dim, cfg.num_heads, cfg.bias), (0, 1, 1));
     let mem = attn_memory_config::init_default().unwrap();
     assert_eq!((mem.batch, mem.capacity), (1, 0));
-    // A struct below the first released layout is refused.
+    // A struct below the first layout is refused.
     let mut mask = MaybeUninit::<attn_mask>::zeroed();
     let st = unsafe { attn_mask_init_sized(mask.as_mut_ptr(), ATTN_MASK_SIZE_0_1 - 1) };
     assert_eq!(st, ATTN_ERR_STRUCT_SIZE);
