@@ -39,7 +39,8 @@ cleanup() {
     $SUDO apt-get -o DPkg::Lock::Timeout=300 purge -y -qq libattn-dev libattn0 \
       libattn-doc python3-attn >/dev/null || true
   fi
-  rm -rf "$tmp"
+  # autopkgtest's output directory belongs to root when it ran through sudo.
+  $SUDO rm -rf "$tmp"
 }
 trap cleanup EXIT
 step() { echo "--- packaging: $*"; }
@@ -274,8 +275,9 @@ grep -q 'query \[B, Lq, E\]' "$tmp/attn_forward.txt" ||
 
 step "autopkgtest (debian/tests) against the built packages"
 # The null runner uses this machine as the testbed: the tests' Depends
-# come from the packages just built (and the archive).
-"${deb_env[@]}" autopkgtest --no-built-binaries \
+# come from the packages just built (and the archive), which it publishes
+# to apt as root.
+$SUDO "${deb_env[@]}" autopkgtest --no-built-binaries \
   --output-dir "$tmp/autopkgtest" "${debs[@]}" "$tmp/deb/src/" -- null \
   >"$tmp/autopkgtest.log" 2>&1 || {
   tail -n 60 "$tmp/autopkgtest.log"
