@@ -175,6 +175,30 @@ def test_llama_snippet_refuses_scaling_it_does_not_apply(scaling):
         _run("llama", config=config, path=None, x=None)
 
 
+@pytest.mark.parametrize("extra, what", [
+    ({"head_dim": 32}, "head_dim"),
+    ({"sliding_window": 4096}, "sliding_window")])
+def test_llama_snippet_refuses_what_the_layer_cannot_hold(extra, what):
+    """A head size other than hidden_size / heads, and a sliding window
+    over a whole forward call, stop the snippet rather than load a layer
+    that computes something else."""
+    config = {"hidden_size": 64, "num_attention_heads": 4,
+              "num_key_value_heads": 2, **extra}
+    with pytest.raises(NotImplementedError, match=what):
+        _run("llama", config=config, path=None, x=None)
+
+
+def test_llama_snippet_takes_a_window_that_is_off():
+    """Qwen2's configs carry a sliding_window with use_sliding_window
+    false: the snippet goes on (to the file, absent here)."""
+    config = {"hidden_size": 64, "num_attention_heads": 4,
+              "num_key_value_heads": 2, "head_dim": 16,
+              "sliding_window": 4096, "use_sliding_window": False}
+    with pytest.raises(Exception) as e:
+        _run("llama", config=config, path=None, x=None)
+    assert not isinstance(e.value, NotImplementedError)
+
+
 def test_bert_style_attention(tmp_path):
     t = require_torch()
     config = {"hidden_size": 24, "num_attention_heads": 3}
