@@ -248,9 +248,9 @@ typedef struct attn_runtime_config {
   int32_t blas_policy;
 } attn_runtime_config;
 
-/** Size of attn_runtime_config in its first layout, one of the first ABI
- * baseline's (the _0_1 layouts): the smallest struct_size the library
- * accepts. */
+/** Size of attn_runtime_config in its first layout: the smallest
+ * struct_size the library accepts (a _0_1 layout: the struct came with the
+ * size constants, docs/ABI.md). */
 #define ATTN_RUNTIME_CONFIG_SIZE_0_1                                           \
   (offsetof(attn_runtime_config, blas_policy) + sizeof(int32_t))
 
@@ -397,8 +397,8 @@ typedef struct attn_rope_config {
 } attn_rope_config;
 
 /** Size of attn_rope_config in its first layout: the smallest struct_size the
- * library accepts. The struct was added after the first ABI baseline (the
- * _0_1 layouts); the suffix counts layouts, not releases (docs/ABI.md). */
+ * library accepts. The struct came after the size constants (the _0_1
+ * layouts); the suffix counts layouts, not releases (docs/ABI.md). */
 #define ATTN_ROPE_CONFIG_SIZE_0_2                                              \
   (offsetof(attn_rope_config, attention_factor) + sizeof(double))
 
@@ -773,8 +773,8 @@ typedef struct attn_positions {
 } attn_positions;
 
 /** Size of attn_positions in its first layout: the smallest struct_size the
- * library accepts. The struct was added after the first ABI baseline (the
- * _0_1 layouts); the suffix counts layouts, not releases (docs/ABI.md). */
+ * library accepts. The struct came after the size constants (the _0_1
+ * layouts); the suffix counts layouts, not releases (docs/ABI.md). */
 #define ATTN_POSITIONS_SIZE_0_2                                                \
   (offsetof(attn_positions, k_positions) + sizeof(const int64_t *))
 
@@ -1094,10 +1094,12 @@ ATTN_API attn_status attn_layer_save_safetensors(const attn_layer *layer,
  * reads the layer through the cache: destroy the cache before the layer.
  *
  * Thread safety: the layer stays shareable (any number of threads may
- * decode with one layer at once, each with its own caches). A cache is used
- * by one thread at a time; so is a memory while attn_memory_set() runs on
- * it, but attn_cross_step() only reads its memory, so several threads may
- * run cross steps on one memory at once. Steps and attn_memory_set() take
+ * decode with one layer at once, each with its own caches). A cache is
+ * changed (stepped, truncated, reordered, reset) by one thread at a time,
+ * and nothing else reads it meanwhile but attn_decode_scratch_size(); so is
+ * a memory while attn_memory_set() runs on it, but attn_cross_step() only
+ * reads its memory, so several threads may run cross steps on one memory
+ * at once. Steps and attn_memory_set() take
  * an attn_options and use their runtime's threads and BLAS policy exactly
  * as forward calls do (see "Threads inside a call"); their results do not
  * depend on the number of threads. See docs/DECODING.md. */

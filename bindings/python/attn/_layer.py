@@ -102,7 +102,8 @@ class MultiheadAttention(_lib.OwnsCObject):
     - ``scale``: score scale, default 1/sqrt(head_dim).
     - ``num_kv_heads``: grouped-query attention (K/V projections with
       num_kv_heads * head_dim outputs); default num_heads.
-    - ``num_threads``: threads per forward call, 0 (default) = all cores.
+    - ``num_threads``: threads per forward call, 0 (default) = every
+      thread of the call's runtime (the CPUs the process may use).
     - ``empty_rows``: what a query with no visible key produces: "zero"
       (default: zero attention weights, so the output row is out_proj's bias)
       or "nan" (torch's NaN row). Can be overridden per call.
