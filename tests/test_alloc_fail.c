@@ -18,6 +18,7 @@
  * nothing otherwise. The ASan build runs it with leak checking too. */
 #include "common/runtime.h"
 #include "ref.h"
+#include "tsan.h"
 
 #include <setjmp.h>
 #include <stdarg.h>
@@ -200,16 +201,6 @@ static void sweep(scenario *s) {
   print_message("%s: %ld allocations, each failed once\n", s->name, n);
   total_failures += n;
 }
-
-/* ThreadSanitizer cannot follow a child that starts threads after a fork
- * of a threaded process (OpenBLAS starts its own there). */
-#if defined(__SANITIZE_THREAD__)
-#define UNDER_TSAN 1
-#elif defined(__has_feature)
-#if __has_feature(thread_sanitizer)
-#define UNDER_TSAN 1
-#endif
-#endif
 
 /* sweep() in a child after fork(), where a call's runtime cannot be
  * shared and every call takes a scratch block of its own. A failed check

@@ -27,6 +27,7 @@
 #include <cmocka.h>
 
 #include "ref.h"
+#include "tsan.h"
 
 #include <dlfcn.h>
 #include <math.h>
@@ -607,16 +608,6 @@ static int child_calls(const problem *p, const float *want) {
   free(out);
   return bad;
 }
-
-/* ThreadSanitizer cannot follow a child that starts threads after a fork
- * of a threaded process (OpenBLAS starts its own there). */
-#if defined(__SANITIZE_THREAD__)
-#define UNDER_TSAN 1
-#elif defined(__has_feature)
-#if __has_feature(thread_sanitizer)
-#define UNDER_TSAN 1
-#endif
-#endif
 
 static void test_runtime_after_fork(void **state) {
   (void)state;
