@@ -1007,14 +1007,15 @@ ATTN_API attn_status attn_forward_scratch_size(const attn_layer *layer,
  * length 0, larger than the file or than ATTN_SAFETENSORS_MAX_HEADER, header
  * not a JSON object or not UTF-8, bad entries, data_offsets reversed,
  * outside the data, overlapping, leaving gaps or not matching dtype and
- * shape, duplicate names, names of both schemes under the prefix), ATTN_ERR_TENSOR_MISSING (the message names the tensor),
+ * shape, duplicate names, names of both schemes under the prefix),
+ * ATTN_ERR_TENSOR_MISSING (the message names the tensor),
  * ATTN_ERR_TENSOR_DTYPE (a needed tensor is not F32, F16 or BF16),
  * ATTN_ERR_TENSOR_SHAPE (the message names the tensor, its shape and the
  * expected shape), ATTN_ERR_WEIGHT_LAYOUT (packed in_proj_weight for a layer
  * with kdim or vdim != embed_dim, a bias, norm weight or sink tensor the
  * layer does not have, torch's bias_k/bias_v which the library does not
- * support), ATTN_ERR_NOT_FINITE
- * (a needed tensor holds NaN or infinity), ATTN_ERR_NO_MEMORY.
+ * support), ATTN_ERR_NOT_FINITE (a needed tensor holds NaN or infinity),
+ * ATTN_ERR_NO_MEMORY.
  *
  * Threading: changes the layer, so it must not run concurrently with any
  * other call on the same layer. Loading into different layers from several

@@ -1,8 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /* Prints what the C compiler makes of include/attn/attn.h: the size and
- * every field's offset and size of each public struct and the value of each constant,
- * one "kind name value" line each. tests/layout.rs compiles and runs it and
- * compares every line with the Rust declarations of attn-sys. */
+ * every field's offset and size of each public struct and the value of each
+ * constant, one "kind name value" line each. tests/layout.rs compiles and runs
+ * it and compares every line with the Rust declarations of attn-sys. */
 #include <attn/attn.h>
 
 #include <stddef.h>
@@ -10,8 +10,8 @@
 
 #define SIZE(T) printf("size %s %zu\n", #T, sizeof(T))
 #define FIELD(T, f)                                                            \
-  printf("offset %s.%s %zu\nsize %s.%s %zu\n", #T, #f, offsetof(T, f), #T,  \
-         #f, sizeof(((T *)0)->f))
+  printf("offset %s.%s %zu\nsize %s.%s %zu\n", #T, #f, offsetof(T, f), #T, #f, \
+         sizeof(((T *)0)->f))
 #define CONST(c) printf("const %s %lld\n", #c, (long long)(c))
 
 int main(void) {
