@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: MIT
-# What a newcomer runs first (issue 13):
+# What a newcomer runs first (issue 13), and the sources' format:
 #
+#   0. Every C source and header is clang-formatted (.clang-format).
 #   1. The README's first program: extracted from README.md as printed,
 #      identical to the one on the documentation's overview page
 #      (docs/manual/overview.md), clang-formatted, compiled as C11 with
@@ -30,6 +31,12 @@ die() {
 build=build/ci
 cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=Release -DATTN_WERROR=ON >/dev/null
 cmake --build "$build" -j"$(nproc)" --target attn attention_demo >/dev/null
+
+echo "--- examples: every C source is clang-formatted (.clang-format)"
+unformatted="$(find include src tests examples bench bindings debian -name '*.[ch]' \
+  -exec clang-format --style=file:.clang-format --dry-run {} + 2>&1 |
+  grep -o '^[^:]*:[0-9]*:' | sort -u || true)"
+[ -z "$unformatted" ] || die "not clang-formatted: $unformatted"
 
 echo "--- examples: the README's first program"
 # The first ```c block of a Markdown file.
