@@ -509,6 +509,24 @@ static void free_fixture(scenario *s) {
   free(s->file);
 }
 
+/* The scenario's KV cache (B rows, 8 tokens) and a memory (B rows of L
+ * tokens, lens as attn_memory_set takes them) for the steps. */
+static void open_cache_and_memory(scenario *s, const int64_t *lens) {
+  attn_cache_config cc;
+  attn_cache_config_init(&cc);
+  cc.batch = B;
+  cc.capacity = 8;
+  assert_int_equal(attn_kv_cache_create(s->layer, &cc, &s->cache), ATTN_OK);
+  attn_memory_config mc;
+  attn_memory_config_init(&mc);
+  mc.batch = B;
+  mc.capacity = L;
+  assert_int_equal(attn_memory_create(s->other, &mc, &s->mem), ATTN_OK);
+  assert_int_equal(
+      attn_memory_set(s->other, s->mem, B, L, s->x, s->x, lens, NULL, NULL),
+      ATTN_OK);
+}
+
 static void test_sweep(void **state) {
   (void)state;
   cJSON_Hooks hooks = {hook_malloc, hook_free};
@@ -528,20 +546,8 @@ static void test_sweep(void **state) {
   s.file = ref_xmalloc(1 << 16);
   s.file_size = fread(s.file, 1, 1 << 16, f);
   fclose(f);
-  attn_cache_config cc;
-  attn_cache_config_init(&cc);
-  cc.batch = B;
-  cc.capacity = 8;
-  assert_int_equal(attn_kv_cache_create(s.layer, &cc, &s.cache), ATTN_OK);
-  attn_memory_config mc;
-  attn_memory_config_init(&mc);
-  mc.batch = B;
-  mc.capacity = L;
-  assert_int_equal(attn_memory_create(s.other, &mc, &s.mem), ATTN_OK);
-  int64_t mem_lens[B] = {L, 2};
-  assert_int_equal(
-      attn_memory_set(s.other, s.mem, B, L, s.x, s.x, mem_lens, NULL, NULL),
-      ATTN_OK);
+  const int64_t mem_lens[B] = {L, 2};
+  open_cache_and_memory(&s, mem_lens);
 
   const struct {
     const char *name;
@@ -651,8 +657,11 @@ static void test_scratch_kept(void **state) {
   free_fixture(&s);
 }
 
-/* The allocations of one step with 3 new tokens per row. */
+/* The allocations of one step with 3 new tokens per row (a decoding step
+ * on the emptied cache). */
 static long counted_step(scenario *s, bool cross, const attn_options *o) {
+  if (!cross)
+    assert_int_equal(attn_kv_cache_reset(s->cache), ATTN_OK);
   prepare_out(s);
   counted = 0;
   fail_at = 0;
@@ -671,19 +680,7 @@ static long counted_step(scenario *s, bool cross, const attn_options *o) {
 static void test_step_allocations(void **state) {
   (void)state;
   scenario s = fixture();
-  attn_cache_config cc;
-  attn_cache_config_init(&cc);
-  cc.batch = B;
-  cc.capacity = 8;
-  assert_int_equal(attn_kv_cache_create(s.layer, &cc, &s.cache), ATTN_OK);
-  attn_memory_config mc;
-  attn_memory_config_init(&mc);
-  mc.batch = B;
-  mc.capacity = L;
-  assert_int_equal(attn_memory_create(s.other, &mc, &s.mem), ATTN_OK);
-  assert_int_equal(
-      attn_memory_set(s.other, s.mem, B, L, s.x, s.x, NULL, NULL, NULL),
-      ATTN_OK);
+  open_cache_and_memory(&s, NULL);
   attn_runtime *rt = NULL;
   assert_int_equal(attn_runtime_create(NULL, &rt), ATTN_OK);
   attn_options o;
@@ -696,12 +693,8 @@ static void test_step_allocations(void **state) {
               : attn_decode_scratch_size(s.layer, s.cache, 3, &o, &bytes),
         ATTN_OK);
     n_live = 0;
-    if (!cross)
-      assert_int_equal(attn_kv_cache_reset(s.cache), ATTN_OK);
     assert_int_equal(counted_step(&s, cross, &o), 1); /* no kept block */
     assert_int_equal(n_live, 1);                      /* now kept */
-    if (!cross)
-      assert_int_equal(attn_kv_cache_reset(s.cache), ATTN_OK);
     assert_int_equal(counted_step(&s, cross, &o), 0); /* the kept one */
     assert_int_equal(n_live, 1);
     attn_runtime_trim(rt);
@@ -709,8 +702,6 @@ static void test_step_allocations(void **state) {
     void *mine = ref_xmalloc(bytes);
     o.scratch = mine;
     o.scratch_size = bytes;
-    if (!cross)
-      assert_int_equal(attn_kv_cache_reset(s.cache), ATTN_OK);
     assert_int_equal(counted_step(&s, cross, &o), 0); /* the caller's */
     assert_int_equal(n_live, 0);
     o.scratch = NULL;
