@@ -90,9 +90,7 @@ def _flags(value, shape, name):
     if a.shape != shape:
         raise ValueError("%s must have shape %s, not %s"
                          % (name, shape, tuple(a.shape)))
-    if a.dtype == np.bool_:
-        return np.ascontiguousarray(a).view(np.uint8)
-    return np.ascontiguousarray(a != 0).view(np.uint8)
+    return _mask.flag_bytes(a)
 
 
 class KVCache(_lib.OwnsCObject):

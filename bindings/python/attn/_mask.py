@@ -35,6 +35,15 @@ from ._convert import to_numpy as _to_numpy
 _F32 = np.dtype(np.float32)
 
 
+def flag_bytes(a):
+    """A boolean or integer array (nonzero = set) as C-contiguous bytes,
+    nonzero where it is set, in the array's logical (C) order whatever its
+    strides."""
+    if a.dtype != np.bool_ and a.dtype != np.uint8:
+        a = a != 0
+    return np.ascontiguousarray(a).view(np.uint8)
+
+
 def _is_bool_like(a):
     return a.dtype == np.bool_ or np.issubdtype(a.dtype, np.integer)
 
@@ -134,10 +143,7 @@ def build(key_padding_mask, attn_mask, is_causal, empty_rows, batch, heads,
                 "key_padding_mask has shape %s, but should be (B, S) = %s"
                 % (tuple(kpm.shape), (batch, len_k)))
         if _is_bool_like(kpm):
-            if kpm.dtype == np.bool_ or kpm.dtype == np.uint8:
-                padding = np.ascontiguousarray(kpm).view(np.uint8)
-            else:
-                padding = (kpm != 0).view(np.uint8)
+            padding = flag_bytes(kpm)
             keep.append(padding)
             mask.key_padding = padding.ctypes.data
         elif np.issubdtype(kpm.dtype, np.floating):

@@ -455,8 +455,14 @@ def test_integer_key_padding_mask_counts_as_boolean():
     a, _ = layer(x, x, x, key_padding_mask=as_bool)
     b, _ = layer(x, x, x, key_padding_mask=as_bool.astype(np.int64) * 5)
     c, _ = layer(x, x, x, key_padding_mask=as_bool.astype(np.uint8))
+    # A Fortran-ordered (or transposed) integer mask: the same rows.
+    d, _ = layer(x, x, x, key_padding_mask=np.asfortranarray(
+        as_bool.astype(np.int64)))
+    e, _ = layer(x, x, x, key_padding_mask=as_bool.T.astype(np.int32).T)
     np.testing.assert_array_equal(a, b)
     np.testing.assert_array_equal(a, c)
+    np.testing.assert_array_equal(a, d)
+    np.testing.assert_array_equal(a, e)
 
 
 def test_empty_rows_zero_and_nan():
