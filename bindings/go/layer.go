@@ -260,10 +260,11 @@ func cString(what, s string) (*C.char, error) {
 }
 
 // LoadSafetensors loads every weight from a safetensors file, tensors
-// named prefix + torch's or Hugging Face's names. The file must hold
-// exactly the layer's tensors: each bias it has (BiasParts), q_norm.weight
-// and k_norm.weight with a QKNorm, sinks with Sinks. On error the layer is
-// unchanged.
+// named prefix + torch's or Hugging Face's names; other tensors in the
+// file are ignored. Under the prefix it must hold every tensor the layer
+// has and no bias, norm or sink tensor the layer lacks: each bias it has
+// (BiasParts), q_norm.weight and k_norm.weight with a QKNorm, sinks with
+// Sinks. On error the layer is unchanged.
 func (l *Layer) LoadSafetensors(path, prefix string) error {
 	cpath, err := cString("path", path)
 	if err != nil {

@@ -2,9 +2,11 @@
 //! What a program using this crate must not be able to write, so that
 //! libattn's growth (new enum values, struct fields, strides) never breaks
 //! it: doc tests that must fail to compile, as they would in a crate of
-//! its own. Each names the error it is for; rustdoc checks the code only
-//! on nightly, so each was also seen to compile once the promise it tests
-//! was lifted (the attribute removed, the constructor made public).
+//! its own. Each names the error it is for, but stable rustdoc checks only
+//! that the code fails, not the error code (that is nightly-only): a typo
+//! would pass too. So each was also seen to fail with its own error, and to
+//! compile once the promise it tests was lifted (the attribute removed, the
+//! constructor made public).
 
 /// `LayerConfig` cannot be written as a struct literal, not even with a
 /// functional update from a config one has (E0639), so it may gain fields.

@@ -137,7 +137,7 @@ pub struct LayerConfig {
     pub bias_parts: BiasParts,
     /// The QK-norm mode.
     pub qk_norm: QkNorm,
-    /// The QK-norm's epsilon as set (0 = the library's default, 1e-6).
+    /// The QK-norm's epsilon, resolved: 1e-6 unless one was set.
     pub qk_norm_eps: f64,
     /// Whether the QK-norm multiplies by 1 + w.
     pub qk_norm_unit_offset: bool,
