@@ -578,6 +578,7 @@ static void test_bad_config(void **state) {
   BAD(cfg.alibi = 7, ATTN_ERR_BAD_OPTION, "alibi");
   BAD((cfg.alibi = 1, cfg.alibi_slopes = slopes), ATTN_ERR_NOT_FINITE,
       "alibi_slopes[2]");
+  BAD(cfg.alibi_slopes = slopes, ATTN_ERR_BAD_OPTION, "ATTN_ALIBI_NONE");
   BAD(cfg.bias_parts = 16, ATTN_ERR_BAD_OPTION, "bias_parts");
   float table[16] = {0};
   table[3] = -1;

@@ -507,8 +507,10 @@ typedef struct attn_config {
    * geometric slopes of Press et al. for num_heads heads (with n the
    * largest power of two <= num_heads: 2^(-8(h+1)/n) for h < n, then
    * 2^(-4(2(h-n)+1)/n) for the remaining heads, as BLOOM computes them).
-   * Copied by attn_layer_create(); attn_layer_get_config() points it at
-   * the layer's own table, valid while the layer lives. */
+   * Given with alibi = ATTN_ALIBI_NONE it is ATTN_ERR_BAD_OPTION, not
+   * ignored. Copied by attn_layer_create(); attn_layer_get_config() points
+   * it at the layer's own table (NULL without ALiBi), valid while the layer
+   * lives. */
   const float *alibi_slopes;
   /** Logit soft-capping: when > 0, every scaled score s becomes
    * softcap * tanh(s / softcap) before ALiBi, the mask bias and the

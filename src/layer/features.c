@@ -61,6 +61,10 @@ static attn_status check_scores(const attn_config *c, int64_t H) {
   if (c->alibi != ATTN_ALIBI_NONE && c->alibi != ATTN_ALIBI_CAUSAL &&
       c->alibi != ATTN_ALIBI_SYMMETRIC)
     return attn_fail(ATTN_ERR_BAD_OPTION, "unknown alibi mode %d", c->alibi);
+  if (c->alibi == ATTN_ALIBI_NONE && c->alibi_slopes)
+    return attn_fail(ATTN_ERR_BAD_OPTION,
+                     "alibi_slopes given but alibi is ATTN_ALIBI_NONE (set "
+                     "alibi, or leave alibi_slopes NULL)");
   for (int64_t h = 0; c->alibi && c->alibi_slopes && h < H; h++)
     if (!isfinite(c->alibi_slopes[h]))
       return attn_fail(ATTN_ERR_NOT_FINITE,
