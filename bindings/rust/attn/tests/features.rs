@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: MIT
 //! The decoder attention features (rotary embeddings, ALiBi, soft-capping,
 //! sinks, QK-norm, grouped-query attention, per-projection biases) against
-//! a plain double-precision reference written from attn.h's definitions.
+//! the double-precision reference of tests/common, written from attn.h's
+//! definitions.
 //!
 //! Tolerance: common::ATOL + RTOL (1e-5 absolute + 1e-4 relative), as the
 //! other parity tests. The library works in f32 (unit roundoff 6e-8) over
@@ -15,64 +16,15 @@
 mod common;
 
 use attn::{Alibi, BiasParts, Causal, Layer, Mask, Options, QkNorm, Rope, RopePairing, Weight};
-use common::{assert_close, rand_vec};
+use common::{assert_close, rand_vec, reference, RefFeatures, RefLayer, RefMask, RefRope};
 
-/// Rotary embeddings of the reference.
-#[derive(Clone)]
-struct RefRope {
-    adjacent: bool,
-    rotary_dim: usize,
-    inv_freq: Vec<f64>,
-    factor: f64,
-}
-
-impl RefRope {
-    /// Frequencies from theta and the linear factor (attn.h).
-    fn new(adjacent: bool, rotary_dim: usize, theta: f64, linear: f64, factor: f64) -> RefRope {
-        let inv_freq = (0..rotary_dim / 2)
-            .map(|k| theta.powf(-2.0 * k as f64 / rotary_dim as f64) / linear)
-            .collect();
-        RefRope {
-            adjacent,
-            rotary_dim,
-            inv_freq,
-            factor,
-        }
-    }
-
-    /// Rotates one head vector at position p.
-    fn apply(&self, x: &mut [f64], p: i64) {
-        let half = self.rotary_dim / 2;
-        for k in 0..half {
-            let (i, j) = if self.adjacent {
-                (2 * k, 2 * k + 1)
-            } else {
-                (k, k + half)
-            };
-            let a = p as f64 * self.inv_freq[k];
-            let (xi, xj) = (x[i], x[j]);
-            x[i] = self.factor * (xi * a.cos() - xj * a.sin());
-            x[j] = self.factor * (xj * a.cos() + xi * a.sin());
-        }
-    }
-}
-
-/// A layer's features, as the reference sees them.
+/// A layer's sizes and features, as the reference sees them.
 #[derive(Clone)]
 struct Spec {
     e: usize,
     h: usize,
     kvh: usize,
-    rope: Option<RefRope>,
-    /// 0 none, 1 per head, 2 whole.
-    qk_norm: u8,
-    eps: f64,
-    unit_offset: bool,
-    /// 0 none, 1 causal, 2 symmetric.
-    alibi: u8,
-    slopes: Vec<f64>,
-    softcap: f64,
-    sinks: bool,
+    features: RefFeatures,
 }
 
 impl Spec {
@@ -81,14 +33,7 @@ impl Spec {
             e,
             h,
             kvh,
-            rope: None,
-            qk_norm: 0,
-            eps: 1e-6,
-            unit_offset: false,
-            alibi: 0,
-            slopes: Vec::new(),
-            softcap: 0.0,
-            sinks: false,
+            features: RefFeatures::default(),
         }
     }
     fn hd(&self) -> usize {
@@ -116,21 +61,6 @@ fn standard_slopes(h: usize) -> Vec<f64> {
         .collect()
 }
 
-/// The layer's weights in f64, as set into it.
-struct Weights {
-    q: Vec<f64>,
-    k: Vec<f64>,
-    v: Vec<f64>,
-    o: Vec<f64>,
-    bq: Vec<f64>,
-    bk: Vec<f64>,
-    bv: Vec<f64>,
-    bo: Vec<f64>,
-    qn: Vec<f64>,
-    kn: Vec<f64>,
-    sinks: Vec<f64>,
-}
-
 /// Sets seeded random values into weight `w` (when the layer has it) and
 /// returns them in f64; zeros of length `n` when it has not.
 fn set(layer: &mut Layer, w: Weight, n: usize, seed: u64, shift: f32) -> Vec<f64> {
@@ -145,78 +75,47 @@ fn set(layer: &mut Layer, w: Weight, n: usize, seed: u64, shift: f32) -> Vec<f64
     }
 }
 
-fn random_weights(layer: &mut Layer, s: &Spec, seed: u64) -> Weights {
+/// Sets seeded random values into every weight the layer has and returns
+/// the layer as the reference sees it: those values, the scale attn.h
+/// defines and the spec's features.
+fn random_weights(layer: &mut Layer, s: &Spec, seed: u64) -> RefLayer {
     let (e, kv, hd) = (s.e, s.kv(), s.hd());
-    let (qn, kn) = if s.qk_norm == 2 { (e, kv) } else { (hd, hd) };
+    let (qn, kn) = if s.features.qk_norm == 2 {
+        (e, kv)
+    } else {
+        (hd, hd)
+    };
     // Norm weights around 1 (around 0 with the unit offset), sink logits
     // around 1: values a model could have, far from the defaults.
-    let norm_shift = if s.unit_offset { 0.0 } else { 1.0 };
-    Weights {
+    let norm_shift = if s.features.unit_offset { 0.0 } else { 1.0 };
+    RefLayer {
+        embed_dim: e,
+        num_heads: s.h,
+        num_kv_heads: s.kvh,
+        kdim: e,
+        vdim: e,
+        scale: 1.0 / (hd as f64).sqrt(),
         q: set(layer, Weight::Q, e * e, seed, 0.0),
         k: set(layer, Weight::K, kv * e, seed + 1, 0.0),
         v: set(layer, Weight::V, kv * e, seed + 2, 0.0),
-        o: set(layer, Weight::Out, e * e, seed + 3, 0.0),
-        bq: set(layer, Weight::QBias, e, seed + 4, 0.0),
-        bk: set(layer, Weight::KBias, kv, seed + 5, 0.0),
-        bv: set(layer, Weight::VBias, kv, seed + 6, 0.0),
-        bo: set(layer, Weight::OutBias, e, seed + 7, 0.0),
-        qn: set(layer, Weight::QNorm, qn, seed + 8, norm_shift),
-        kn: set(layer, Weight::KNorm, kn, seed + 9, norm_shift),
+        out: set(layer, Weight::Out, e * e, seed + 3, 0.0),
+        q_bias: set(layer, Weight::QBias, e, seed + 4, 0.0),
+        k_bias: set(layer, Weight::KBias, kv, seed + 5, 0.0),
+        v_bias: set(layer, Weight::VBias, kv, seed + 6, 0.0),
+        out_bias: set(layer, Weight::OutBias, e, seed + 7, 0.0),
+        q_norm: set(layer, Weight::QNorm, qn, seed + 8, norm_shift),
+        k_norm: set(layer, Weight::KNorm, kn, seed + 9, norm_shift),
         sinks: set(layer, Weight::Sinks, s.h, seed + 10, 1.0),
+        features: s.features.clone(),
     }
 }
 
-/// y = x W^T + b for one token.
-fn linear(x: &[f64], w: &[f64], b: &[f64]) -> Vec<f64> {
-    let n_in = x.len();
-    (0..b.len())
-        .map(|o| b[o] + (0..n_in).map(|i| x[i] * w[o * n_in + i]).sum::<f64>())
-        .collect()
-}
-
-/// RMSNorm of x in place with weights w.
-fn rms(x: &mut [f64], w: &[f64], eps: f64, unit: bool) {
-    let ms = x.iter().map(|v| v * v).sum::<f64>() / x.len() as f64;
-    let r = 1.0 / (ms + eps).sqrt();
-    for (v, &g) in x.iter_mut().zip(w) {
-        *v *= r * if unit { 1.0 + g } else { g };
-    }
-}
-
-/// Projected, normed and rotated q (or k) of one token: [heads * hd].
-fn project(
-    s: &Spec,
-    x: &[f64],
-    w: &[f64],
-    b: &[f64],
-    norm: &[f64],
-    heads: usize,
-    p: i64,
-) -> Vec<f64> {
-    let hd = s.hd();
-    let mut y = linear(x, w, b);
-    if s.qk_norm == 2 {
-        rms(&mut y, norm, s.eps, s.unit_offset);
-    }
-    for h in 0..heads {
-        let head = &mut y[h * hd..(h + 1) * hd];
-        if s.qk_norm == 1 {
-            rms(head, norm, s.eps, s.unit_offset);
-        }
-        if let Some(r) = &s.rope {
-            r.apply(head, p);
-        }
-    }
-    y
-}
-
-/// The layer's output [b, lq, E] for query [b, lq, E] over key = value
+/// The reference's output [b, lq, E] for query [b, lq, E] over key = value
 /// [b, lk, E], with positions qpos [b, lq] and kpos [b, lk], causal
 /// (top-left, by index) or not.
 #[allow(clippy::too_many_arguments)]
-fn reference(
-    s: &Spec,
-    w: &Weights,
+fn expected(
+    w: &RefLayer,
     b: usize,
     lq: usize,
     lk: usize,
@@ -226,78 +125,12 @@ fn reference(
     kpos: &[i64],
     causal: bool,
 ) -> Vec<f64> {
-    let (e, hd, kvd) = (s.e, s.hd(), s.kv());
-    let group = s.h / s.kvh;
-    let scale = 1.0 / (hd as f64).sqrt();
-    let mut out = Vec::with_capacity(b * lq * e);
-    for row in 0..b {
-        let tok = |x: &[f32], l: usize, i: usize| -> Vec<f64> {
-            x[(row * l + i) * e..(row * l + i + 1) * e]
-                .iter()
-                .map(|&v| v as f64)
-                .collect()
-        };
-        let ks: Vec<Vec<f64>> = (0..lk)
-            .map(|j| {
-                project(
-                    s,
-                    &tok(kv_in, lk, j),
-                    &w.k,
-                    &w.bk,
-                    &w.kn,
-                    s.kvh,
-                    kpos[row * lk + j],
-                )
-            })
-            .collect();
-        let vs: Vec<Vec<f64>> = (0..lk)
-            .map(|j| linear(&tok(kv_in, lk, j), &w.v, &w.bv))
-            .collect();
-        assert_eq!(ks[0].len(), kvd);
-        for i in 0..lq {
-            let pq = qpos[row * lq + i];
-            let q = project(s, &tok(query, lq, i), &w.q, &w.bq, &w.qn, s.h, pq);
-            let mut att = vec![0.0; e];
-            for h in 0..s.h {
-                let g = h / group;
-                let qh = &q[h * hd..(h + 1) * hd];
-                let mut scores = Vec::new();
-                for j in 0..lk {
-                    if causal && j > i {
-                        continue;
-                    }
-                    let kh = &ks[j][g * hd..(g + 1) * hd];
-                    let mut sc = scale * qh.iter().zip(kh).map(|(a, b)| a * b).sum::<f64>();
-                    if s.softcap > 0.0 {
-                        sc = s.softcap * (sc / s.softcap).tanh();
-                    }
-                    let pk = kpos[row * lk + j];
-                    match s.alibi {
-                        1 => sc += s.slopes[h] * (pk - pq) as f64,
-                        2 => sc -= s.slopes[h] * (pq - pk).abs() as f64,
-                        _ => {}
-                    }
-                    scores.push((j, sc));
-                }
-                let mut m = scores.iter().map(|x| x.1).fold(f64::NEG_INFINITY, f64::max);
-                if s.sinks {
-                    m = m.max(w.sinks[h]);
-                }
-                let mut den: f64 = scores.iter().map(|x| (x.1 - m).exp()).sum();
-                if s.sinks {
-                    den += (w.sinks[h] - m).exp();
-                }
-                for &(j, sc) in &scores {
-                    let p = (sc - m).exp() / den;
-                    for d in 0..hd {
-                        att[h * hd + d] += p * vs[j][g * hd + d];
-                    }
-                }
-            }
-            out.extend(linear(&att, &w.o, &w.bo));
-        }
-    }
-    out
+    let mask = RefMask {
+        causal: causal as u8,
+        ..RefMask::default()
+    };
+    w.forward(b, lq, lk, query, kv_in, kv_in, &mask, Some((qpos, kpos)))
+        .0
 }
 
 /// Positions start[b] + i.
@@ -343,9 +176,13 @@ fn check_self(
         .self_forward(b, l, &x, Some(&mask), Some(&mut opts), &mut out)
         .unwrap();
     let pos = ranges(st, l);
-    let want = reference(s, &w, b, l, l, &x, &x, &pos, &pos, true);
+    let want = expected(&w, b, l, l, &x, &x, &pos, &pos, true);
     assert_close("forward", &out, &want);
-    let without = reference(plain, &w, b, l, l, &x, &x, &pos, &pos, true);
+    let w_plain = RefLayer {
+        features: plain.features.clone(),
+        ..w
+    };
+    let without = expected(&w_plain, b, l, l, &x, &x, &pos, &pos, true);
     assert!(
         max_diff(&out, &without) > 1e-3,
         "the feature does not change the output"
@@ -360,7 +197,7 @@ const KVH: usize = 2;
 fn rope_halves_full_dim_with_grouped_query_attention() {
     let mut s = Spec::new(E, H, KVH);
     let plain = s.clone();
-    s.rope = Some(RefRope::new(false, 8, 10000.0, 1.0, 1.0));
+    s.features.rope = Some(RefRope::new(false, 8, 10000.0, 1.0, 1.0));
     let builder = Layer::builder(E)
         .num_heads(H)
         .num_kv_heads(KVH)
@@ -372,7 +209,7 @@ fn rope_halves_full_dim_with_grouped_query_attention() {
 fn rope_adjacent_partial_dim() {
     let mut s = Spec::new(E, H, KVH);
     let plain = s.clone();
-    s.rope = Some(RefRope::new(true, 4, 500.0, 1.0, 1.0));
+    s.features.rope = Some(RefRope::new(true, 4, 500.0, 1.0, 1.0));
     let builder = Layer::builder(E).num_heads(H).num_kv_heads(KVH).rope(
         Rope::new()
             .pairing(RopePairing::Adjacent)
@@ -386,7 +223,7 @@ fn rope_adjacent_partial_dim() {
 fn rope_halves_partial_dim_with_scaling() {
     let mut s = Spec::new(E, H, H);
     let plain = s.clone();
-    s.rope = Some(RefRope::new(false, 6, 1000.0, 2.5, 1.25));
+    s.features.rope = Some(RefRope::new(false, 6, 1000.0, 2.5, 1.25));
     let builder = Layer::builder(E).num_heads(H).rope(
         Rope::new()
             .rotary_dim(6)
@@ -402,7 +239,7 @@ fn rope_frequency_table() {
     let table = [0.9f32, 0.3, 0.05, 0.0];
     let mut s = Spec::new(E, H, KVH);
     let plain = s.clone();
-    s.rope = Some(RefRope {
+    s.features.rope = Some(RefRope {
         adjacent: true,
         rotary_dim: 8,
         inv_freq: table.iter().map(|&f| f as f64).collect(),
@@ -425,7 +262,7 @@ fn rope_frequency_table() {
 #[test]
 fn rope_with_query_and_key_positions_in_cross_attention() {
     let mut s = Spec::new(E, H, KVH);
-    s.rope = Some(RefRope::new(false, 8, 10000.0, 1.0, 1.0));
+    s.features.rope = Some(RefRope::new(false, 8, 10000.0, 1.0, 1.0));
     let mut layer = Layer::builder(E)
         .num_heads(H)
         .num_kv_heads(KVH)
@@ -444,7 +281,7 @@ fn rope_with_query_and_key_positions_in_cross_attention() {
     layer
         .forward(b, lq, lk, &q, &kv, &kv, None, Some(&mut opts), &mut out)
         .unwrap();
-    let want = reference(&s, &w, b, lq, lk, &q, &kv, &qpos, &kpos, false);
+    let want = expected(&w, b, lq, lk, &q, &kv, &qpos, &kpos, false);
     assert_close("forward with positions", &out, &want);
 
     // Only query positions, len_q = len_k: the keys take the same ones.
@@ -454,7 +291,7 @@ fn rope_with_query_and_key_positions_in_cross_attention() {
     layer
         .self_forward(b, lk, &x, None, Some(&mut opts), &mut out)
         .unwrap();
-    let want = reference(&s, &w, b, lk, lk, &x, &x, &kpos, &kpos, false);
+    let want = expected(&w, b, lk, lk, &x, &x, &kpos, &kpos, false);
     assert_close("self forward with positions", &out, &want);
 }
 
@@ -464,8 +301,8 @@ fn alibi_causal_standard_slopes_for_six_heads() {
     let (e, h) = (24, 6);
     let mut s = Spec::new(e, h, h);
     let plain = s.clone();
-    s.alibi = 1;
-    s.slopes = standard_slopes(h);
+    s.features.alibi = 1;
+    s.features.slopes = standard_slopes(h);
     let builder = Layer::builder(e).num_heads(h).alibi(Alibi::Causal);
     check_self(builder, &s, &plain, Some(&[2, 11]), 6);
 }
@@ -474,8 +311,8 @@ fn alibi_causal_standard_slopes_for_six_heads() {
 fn alibi_symmetric_caller_slopes_with_positions() {
     let slopes = [0.5f32, 0.25, 1.5, 0.1];
     let mut s = Spec::new(E, H, KVH);
-    s.alibi = 2;
-    s.slopes = slopes.iter().map(|&v| v as f64).collect();
+    s.features.alibi = 2;
+    s.features.slopes = slopes.iter().map(|&v| v as f64).collect();
     let mut layer = Layer::builder(E)
         .num_heads(H)
         .num_kv_heads(KVH)
@@ -492,7 +329,7 @@ fn alibi_symmetric_caller_slopes_with_positions() {
     layer
         .self_forward(b, l, &x, None, Some(&mut opts), &mut out)
         .unwrap();
-    let want = reference(&s, &w, b, l, l, &x, &x, &pos, &pos, false);
+    let want = expected(&w, b, l, l, &x, &x, &pos, &pos, false);
     assert_close("symmetric alibi", &out, &want);
 }
 
@@ -500,7 +337,7 @@ fn alibi_symmetric_caller_slopes_with_positions() {
 fn softcap() {
     let mut s = Spec::new(E, H, KVH);
     let plain = s.clone();
-    s.softcap = 0.2;
+    s.features.softcap = 0.2;
     let builder = Layer::builder(E)
         .num_heads(H)
         .num_kv_heads(KVH)
@@ -512,8 +349,8 @@ fn softcap() {
 fn sinks() {
     let mut s = Spec::new(E, H, KVH);
     let mut plain = s.clone();
-    s.sinks = true;
-    plain.sinks = false;
+    s.features.sinks = true;
+    plain.features.sinks = false;
     let builder = Layer::builder(E).num_heads(H).num_kv_heads(KVH).sinks(true);
     check_self(builder, &s, &plain, None, 9);
 }
@@ -522,7 +359,7 @@ fn sinks() {
 fn qk_norm_per_head() {
     let mut s = Spec::new(E, H, KVH);
     let plain = s.clone();
-    s.qk_norm = 1;
+    s.features.qk_norm = 1;
     let builder = Layer::builder(E)
         .num_heads(H)
         .num_kv_heads(KVH)
@@ -534,9 +371,9 @@ fn qk_norm_per_head() {
 fn qk_norm_whole_with_unit_offset_and_eps() {
     let mut s = Spec::new(E, H, KVH);
     let plain = s.clone();
-    s.qk_norm = 2;
-    s.unit_offset = true;
-    s.eps = 0.05;
+    s.features.qk_norm = 2;
+    s.features.unit_offset = true;
+    s.features.eps = 0.05;
     let builder = Layer::builder(E)
         .num_heads(H)
         .num_kv_heads(KVH)
@@ -549,12 +386,12 @@ fn qk_norm_whole_with_unit_offset_and_eps() {
 #[test]
 fn every_feature_at_once_with_qkv_biases() {
     let mut s = Spec::new(E, H, KVH);
-    s.rope = Some(RefRope::new(false, 6, 10000.0, 1.0, 1.0));
-    s.qk_norm = 1;
-    s.softcap = 0.5;
-    s.sinks = true;
-    s.alibi = 1;
-    s.slopes = standard_slopes(H);
+    s.features.rope = Some(RefRope::new(false, 6, 10000.0, 1.0, 1.0));
+    s.features.qk_norm = 1;
+    s.features.softcap = 0.5;
+    s.features.sinks = true;
+    s.features.alibi = 1;
+    s.features.slopes = standard_slopes(H);
     let plain = Spec::new(E, H, KVH);
     let builder = Layer::builder(E)
         .num_heads(H)
@@ -664,4 +501,44 @@ fn bias_parts_override_bias_in_either_order() {
     // Without bias_parts, bias decides for all four.
     let c = b().bias(false).build().unwrap().config().clone();
     assert_eq!((c.bias, c.bias_parts), (false, BiasParts::NONE));
+}
+
+/// Every set of bias parts against the reference, which reads the layer's
+/// own biases and takes zeros for a projection without one.
+#[test]
+fn every_set_of_bias_parts_against_the_reference() {
+    let (b, lq, lk) = (2, 3, 4);
+    let q = rand_vec(b * lq * E, 80);
+    let kv = rand_vec(b * lk * E, 81);
+    let biases = [Weight::QBias, Weight::KBias, Weight::VBias, Weight::OutBias];
+    for bits in 0..16u64 {
+        let on = |i: u64| bits & (1 << i) != 0;
+        let parts = BiasParts::NONE
+            .with_q(on(0))
+            .with_k(on(1))
+            .with_v(on(2))
+            .with_o(on(3));
+        let mut layer = Layer::builder(E)
+            .num_heads(H)
+            .num_kv_heads(KVH)
+            .bias_parts(parts)
+            .build()
+            .unwrap();
+        layer.init_weights(bits).unwrap();
+        // Nonzero biases (init_weights leaves them at zero), so that each
+        // one the layer has moves the output.
+        for (i, &w) in biases.iter().enumerate() {
+            assert_eq!(layer.weight_count(w).is_ok(), on(i as u64), "{:?}", w);
+            if let Ok(n) = layer.weight_count(w) {
+                let v = rand_vec(n, 200 + 4 * bits + i as u64);
+                layer.set_weight(w, &v).unwrap();
+            }
+        }
+        let mut out = vec![0.0f32; b * lq * E];
+        layer
+            .forward(b, lq, lk, &q, &kv, &kv, None, None, &mut out)
+            .unwrap();
+        let (want, _) = reference(&layer, b, lq, lk, &q, &kv, &kv, &RefMask::default());
+        assert_close(&format!("bias parts {:?}", parts), &out, &want);
+    }
 }

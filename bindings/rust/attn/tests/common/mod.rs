@@ -1,10 +1,11 @@
 // SPDX-License-Identifier: MIT
-//! Shared by the tests: the torch fixture of tests/data, a plain
-//! double-precision reference of the attention the header specifies, and
+//! Shared by the tests: the torch fixture of tests/data, a double-precision
+//! reference of the attention the header specifies (masks, every set of
+//! bias parts, grouped-query attention and the decoder features), and
 //! comparisons.
 #![allow(dead_code)]
 
-use attn::{Causal, Layer, Mask, Weight};
+use attn::{Alibi, Causal, Layer, Mask, QkNorm, Status, Weight};
 use std::collections::HashMap;
 use std::path::PathBuf;
 
@@ -253,9 +254,326 @@ pub struct RefMask {
     pub window: usize,
 }
 
-/// Output [B, Lq, E] and per-head probabilities [B, H, Lq, Lk] of the layer's
-/// attention, in float64 from the layer's own weights, with the documented
-/// mask semantics and zero rows for queries that see no key.
+/// Rotary embeddings of the reference.
+#[derive(Clone)]
+pub struct RefRope {
+    pub adjacent: bool,
+    pub rotary_dim: usize,
+    pub inv_freq: Vec<f64>,
+    pub factor: f64,
+}
+
+impl RefRope {
+    /// Frequencies from theta and the linear factor (attn.h).
+    pub fn new(adjacent: bool, rotary_dim: usize, theta: f64, linear: f64, factor: f64) -> RefRope {
+        let inv_freq = (0..rotary_dim / 2)
+            .map(|k| theta.powf(-2.0 * k as f64 / rotary_dim as f64) / linear)
+            .collect();
+        RefRope {
+            adjacent,
+            rotary_dim,
+            inv_freq,
+            factor,
+        }
+    }
+
+    /// Rotates one head vector at position p.
+    fn apply(&self, x: &mut [f64], p: i64) {
+        let half = self.rotary_dim / 2;
+        for k in 0..half {
+            let (i, j) = if self.adjacent {
+                (2 * k, 2 * k + 1)
+            } else {
+                (k, k + half)
+            };
+            let a = p as f64 * self.inv_freq[k];
+            let (xi, xj) = (x[i], x[j]);
+            x[i] = self.factor * (xi * a.cos() - xj * a.sin());
+            x[j] = self.factor * (xj * a.cos() + xi * a.sin());
+        }
+    }
+}
+
+/// The decoder features of the reference (attn_config's rope, qk_norm,
+/// alibi, softcap and sinks); the default has none of them.
+#[derive(Clone)]
+pub struct RefFeatures {
+    pub rope: Option<RefRope>,
+    /// 0 none, 1 per head, 2 whole.
+    pub qk_norm: u8,
+    pub eps: f64,
+    pub unit_offset: bool,
+    /// 0 none, 1 causal, 2 symmetric.
+    pub alibi: u8,
+    /// [num_heads] when alibi is not 0.
+    pub slopes: Vec<f64>,
+    pub softcap: f64,
+    pub sinks: bool,
+}
+
+impl Default for RefFeatures {
+    fn default() -> RefFeatures {
+        RefFeatures {
+            rope: None,
+            qk_norm: 0,
+            eps: 1e-6,
+            unit_offset: false,
+            alibi: 0,
+            slopes: Vec::new(),
+            softcap: 0.0,
+            sinks: false,
+        }
+    }
+}
+
+/// A layer as the reference computes it: sizes, scale, weights in f64 and
+/// features.
+#[derive(Clone)]
+pub struct RefLayer {
+    pub embed_dim: usize,
+    pub num_heads: usize,
+    pub num_kv_heads: usize,
+    pub kdim: usize,
+    pub vdim: usize,
+    pub scale: f64,
+    pub q: Vec<f64>,
+    pub k: Vec<f64>,
+    pub v: Vec<f64>,
+    pub out: Vec<f64>,
+    /// Zeros for a projection without a bias.
+    pub q_bias: Vec<f64>,
+    pub k_bias: Vec<f64>,
+    pub v_bias: Vec<f64>,
+    pub out_bias: Vec<f64>,
+    /// QK-norm weights ([head_dim] per head, [E] and [kv width] whole);
+    /// read only with features.qk_norm.
+    pub q_norm: Vec<f64>,
+    pub k_norm: Vec<f64>,
+    /// [num_heads] sink logits; read only with features.sinks.
+    pub sinks: Vec<f64>,
+    pub features: RefFeatures,
+}
+
+impl RefLayer {
+    /// A layer without decoder features as the library holds it: its sizes,
+    /// scale and weights read back, zeros for every bias it has not (any
+    /// set of bias parts).
+    pub fn of(layer: &Layer) -> RefLayer {
+        let c = layer.config();
+        assert!(
+            c.rope.is_none()
+                && c.qk_norm == QkNorm::None
+                && c.alibi == Alibi::None
+                && c.softcap == 0.0
+                && !c.sinks,
+            "RefLayer::of reads no decoder features: describe them in RefFeatures"
+        );
+        let kv = c.num_kv_heads * (c.embed_dim / c.num_heads);
+        let weight =
+            |w| -> Vec<f64> { layer.weight(w).unwrap().iter().map(|&x| x as f64).collect() };
+        // A bias the layer has not is a weight it refuses with WEIGHT_LAYOUT.
+        let bias = |w, n| match layer.weight_count(w) {
+            Ok(_) => weight(w),
+            Err(err) => {
+                assert_eq!(err.status(), Status::WEIGHT_LAYOUT, "{:?}: {}", w, err);
+                vec![0.0; n]
+            }
+        };
+        RefLayer {
+            embed_dim: c.embed_dim,
+            num_heads: c.num_heads,
+            num_kv_heads: c.num_kv_heads,
+            kdim: c.kdim,
+            vdim: c.vdim,
+            scale: c.scale,
+            q: weight(Weight::Q),
+            k: weight(Weight::K),
+            v: weight(Weight::V),
+            out: weight(Weight::Out),
+            q_bias: bias(Weight::QBias, c.embed_dim),
+            k_bias: bias(Weight::KBias, kv),
+            v_bias: bias(Weight::VBias, kv),
+            out_bias: bias(Weight::OutBias, c.embed_dim),
+            q_norm: Vec::new(),
+            k_norm: Vec::new(),
+            sinks: Vec::new(),
+            features: RefFeatures::default(),
+        }
+    }
+
+    fn head_dim(&self) -> usize {
+        self.embed_dim / self.num_heads
+    }
+
+    /// QK-norm and rotation of one projected token of `heads` heads at
+    /// position p, in place.
+    fn shape_qk(&self, x: &mut [f64], norm: &[f64], heads: usize, p: i64) {
+        let f = &self.features;
+        let hd = self.head_dim();
+        if f.qk_norm == 2 {
+            rms(x, norm, f.eps, f.unit_offset);
+        }
+        for head in x[..heads * hd].chunks_mut(hd) {
+            if f.qk_norm == 1 {
+                rms(head, norm, f.eps, f.unit_offset);
+            }
+            if let Some(r) = &f.rope {
+                r.apply(head, p);
+            }
+        }
+    }
+
+    /// Output [B, Lq, E] and per-head probabilities [B, H, Lq, Lk] of the
+    /// layer's attention in float64, with the documented mask semantics,
+    /// zero rows for queries that see no key, and the features applied as
+    /// attn.h orders them: QK-norm then rotation of q and k; scaled score,
+    /// soft-cap, ALiBi and mask bias; sinks in the softmax's denominator.
+    /// `positions` (q [B, Lq], k [B, Lk]) places the tokens for rotation
+    /// and ALiBi; `None` = 0, 1, 2, ... in each row.
+    #[allow(clippy::too_many_arguments)]
+    pub fn forward(
+        &self,
+        batch: usize,
+        len_q: usize,
+        len_k: usize,
+        q: &[f32],
+        k: &[f32],
+        v: &[f32],
+        mask: &RefMask,
+        positions: Option<(&[i64], &[i64])>,
+    ) -> (Vec<f64>, Vec<f64>) {
+        let (e, h, kvh, f) = (
+            self.embed_dim,
+            self.num_heads,
+            self.num_kv_heads,
+            &self.features,
+        );
+        let d = self.head_dim();
+        let kv = kvh * d;
+        assert_eq!(
+            (self.q.len(), self.k.len(), self.v.len(), self.out.len()),
+            (e * e, kv * self.kdim, kv * self.vdim, e * e),
+            "projection weights of the wrong size"
+        );
+        let (qpos, kpos): (Vec<i64>, Vec<i64>) = match positions {
+            Some((qp, kp)) => (qp.to_vec(), kp.to_vec()),
+            None => (
+                (0..batch * len_q).map(|r| (r % len_q) as i64).collect(),
+                (0..batch * len_k).map(|r| (r % len_k) as i64).collect(),
+            ),
+        };
+        let mut qp = project(q, e, &self.q, &self.q_bias);
+        let mut kp = project(k, self.kdim, &self.k, &self.k_bias);
+        let vp = project(v, self.vdim, &self.v, &self.v_bias);
+        for (r, x) in qp.chunks_mut(e).enumerate() {
+            self.shape_qk(x, &self.q_norm, h, qpos[r]);
+        }
+        for (r, x) in kp.chunks_mut(kv).enumerate() {
+            self.shape_qk(x, &self.k_norm, kvh, kpos[r]);
+        }
+        let mut attn = vec![0.0; batch * len_q * e];
+        let mut probs = vec![0.0; batch * h * len_q * len_k];
+        for b in 0..batch {
+            let n = mask.key_lengths.as_ref().map_or(len_k as i64, |l| l[b]);
+            for hh in 0..h {
+                let g = hh * kvh / h;
+                for i in 0..len_q {
+                    let p = if mask.causal == 2 {
+                        i as i64 + n - len_q as i64
+                    } else {
+                        i as i64
+                    };
+                    let pq = qpos[b * len_q + i];
+                    let mut scores = vec![f64::NEG_INFINITY; len_k];
+                    for (j, score) in scores.iter_mut().enumerate() {
+                        let jj = j as i64;
+                        let hidden = jj >= n
+                            || mask
+                                .padding
+                                .as_ref()
+                                .map_or(false, |pd| pd[b * len_k + j] != 0)
+                            || (mask.causal == 1 && jj > i as i64)
+                            || (mask.causal == 2 && jj > p)
+                            || (mask.window > 0 && p - jj >= mask.window as i64);
+                        if hidden {
+                            continue;
+                        }
+                        let mut s = 0.0;
+                        for t in 0..d {
+                            s += qp[(b * len_q + i) * e + hh * d + t]
+                                * kp[(b * len_k + j) * kv + g * d + t];
+                        }
+                        s *= self.scale;
+                        if f.softcap > 0.0 {
+                            s = f.softcap * (s / f.softcap).tanh();
+                        }
+                        let pk = kpos[b * len_k + j];
+                        match f.alibi {
+                            1 => s += f.slopes[hh] * (pk - pq) as f64,
+                            2 => s -= f.slopes[hh] * (pq - pk).abs() as f64,
+                            _ => {}
+                        }
+                        *score = s + mask.bias.as_ref().map_or(0.0, |bf| bf(b, hh, i, j));
+                    }
+                    let mut m = scores.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+                    if m == f64::NEG_INFINITY {
+                        continue; // no key: zeros, with or without a sink
+                    }
+                    let sink = if f.sinks { Some(self.sinks[hh]) } else { None };
+                    if let Some(s) = sink {
+                        m = m.max(s);
+                    }
+                    let sum: f64 = scores.iter().map(|&s| (s - m).exp()).sum::<f64>()
+                        + sink.map_or(0.0, |s| (s - m).exp());
+                    for j in 0..len_k {
+                        let pr = (scores[j] - m).exp() / sum;
+                        probs[((b * h + hh) * len_q + i) * len_k + j] = pr;
+                        for t in 0..d {
+                            attn[(b * len_q + i) * e + hh * d + t] +=
+                                pr * vp[(b * len_k + j) * kv + g * d + t];
+                        }
+                    }
+                }
+            }
+        }
+        let out = project_f64(&attn, e, &self.out, &self.out_bias);
+        (out, probs)
+    }
+}
+
+/// RMSNorm of x in place with weights w.
+fn rms(x: &mut [f64], w: &[f64], eps: f64, unit: bool) {
+    let ms = x.iter().map(|v| v * v).sum::<f64>() / x.len() as f64;
+    let r = 1.0 / (ms + eps).sqrt();
+    for (v, &g) in x.iter_mut().zip(w) {
+        *v *= r * if unit { 1.0 + g } else { g };
+    }
+}
+
+/// y = x W^T + b for every row of x (rows of width `inp`).
+fn project_f64(x: &[f64], inp: usize, w: &[f64], b: &[f64]) -> Vec<f64> {
+    let outp = b.len();
+    let mut y = Vec::with_capacity(x.len() / inp * outp);
+    for row in x.chunks(inp) {
+        y.extend((0..outp).map(|o| {
+            b[o] + row
+                .iter()
+                .zip(&w[o * inp..(o + 1) * inp])
+                .map(|(a, c)| a * c)
+                .sum::<f64>()
+        }));
+    }
+    y
+}
+
+fn project(x: &[f32], inp: usize, w: &[f64], b: &[f64]) -> Vec<f64> {
+    let x: Vec<f64> = x.iter().map(|&v| v as f64).collect();
+    project_f64(&x, inp, w, b)
+}
+
+/// The reference's output and per-head probabilities (see
+/// [`RefLayer::forward`]) for a layer without decoder features, from its
+/// own weights.
 #[allow(clippy::too_many_arguments)]
 pub fn reference(
     layer: &Layer,
@@ -267,100 +585,7 @@ pub fn reference(
     v: &[f32],
     mask: &RefMask,
 ) -> (Vec<f64>, Vec<f64>) {
-    let c = layer.config();
-    let (e, h) = (c.embed_dim, c.num_heads);
-    let d = e / h;
-    let kvh = c.num_kv_heads;
-    let kv = kvh * d;
-    let get = |w| -> Vec<f64> { layer.weight(w).unwrap().iter().map(|&x| x as f64).collect() };
-    let zeros = |n| vec![0.0; n];
-    let (bq, bk, bv, bo) = if c.bias {
-        (
-            get(Weight::QBias),
-            get(Weight::KBias),
-            get(Weight::VBias),
-            get(Weight::OutBias),
-        )
-    } else {
-        (zeros(e), zeros(kv), zeros(kv), zeros(e))
-    };
-    let proj = |x: &[f32], rows: usize, inp: usize, w: &[f64], b: &[f64], outp: usize| {
-        let mut y = vec![0.0; rows * outp];
-        for r in 0..rows {
-            for o in 0..outp {
-                let mut s = b[o];
-                for i in 0..inp {
-                    s += x[r * inp + i] as f64 * w[o * inp + i];
-                }
-                y[r * outp + o] = s;
-            }
-        }
-        y
-    };
-    let qp = proj(q, batch * len_q, e, &get(Weight::Q), &bq, e);
-    let kp = proj(k, batch * len_k, c.kdim, &get(Weight::K), &bk, kv);
-    let vp = proj(v, batch * len_k, c.vdim, &get(Weight::V), &bv, kv);
-    let mut attn = vec![0.0; batch * len_q * e];
-    let mut probs = vec![0.0; batch * h * len_q * len_k];
-    for b in 0..batch {
-        let n = mask.key_lengths.as_ref().map_or(len_k as i64, |l| l[b]);
-        for hh in 0..h {
-            let g = hh * kvh / h;
-            for i in 0..len_q {
-                let p = if mask.causal == 2 {
-                    i as i64 + n - len_q as i64
-                } else {
-                    i as i64
-                };
-                let mut scores = vec![f64::NEG_INFINITY; len_k];
-                for (j, score) in scores.iter_mut().enumerate() {
-                    let jj = j as i64;
-                    let hidden = jj >= n
-                        || mask
-                            .padding
-                            .as_ref()
-                            .map_or(false, |pd| pd[b * len_k + j] != 0)
-                        || (mask.causal == 1 && jj > i as i64)
-                        || (mask.causal == 2 && jj > p)
-                        || (mask.window > 0 && p - jj >= mask.window as i64);
-                    if hidden {
-                        continue;
-                    }
-                    let mut s = 0.0;
-                    for t in 0..d {
-                        s += qp[(b * len_q + i) * e + hh * d + t]
-                            * kp[(b * len_k + j) * kv + g * d + t];
-                    }
-                    *score = s * c.scale + mask.bias.as_ref().map_or(0.0, |f| f(b, hh, i, j));
-                }
-                let m = scores.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
-                if m == f64::NEG_INFINITY {
-                    continue; // no key: zeros
-                }
-                let sum: f64 = scores.iter().map(|&s| (s - m).exp()).sum();
-                for j in 0..len_k {
-                    let pr = (scores[j] - m).exp() / sum;
-                    probs[((b * h + hh) * len_q + i) * len_k + j] = pr;
-                    for t in 0..d {
-                        attn[(b * len_q + i) * e + hh * d + t] +=
-                            pr * vp[(b * len_k + j) * kv + g * d + t];
-                    }
-                }
-            }
-        }
-    }
-    let wo = get(Weight::Out);
-    let mut out = vec![0.0; batch * len_q * e];
-    for r in 0..batch * len_q {
-        for o in 0..e {
-            let mut s = bo[o];
-            for i in 0..e {
-                s += attn[r * e + i] * wo[o * e + i];
-            }
-            out[r * e + o] = s;
-        }
-    }
-    (out, probs)
+    RefLayer::of(layer).forward(batch, len_q, len_k, q, k, v, mask, None)
 }
 
 /// [B, H, Lq, Lk] averaged over heads.
