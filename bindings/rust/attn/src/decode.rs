@@ -260,9 +260,10 @@ impl Layer {
     ///
     /// With rotary embeddings or ALiBi each new token is at its position in
     /// its cache row (plus the [`Options::start_positions`] of its row, when
-    /// given); its key is cached rotated. Query or key positions in `opts`
-    /// are an error ([`Status::BAD_OPTION`]), as is a position beyond
-    /// [`attn_sys::ATTN_MAX_POSITION`].
+    /// given); its key is cached rotated. Such a layer refuses query or key
+    /// positions in `opts` ([`Status::BAD_OPTION`], from the library), as
+    /// it does a position beyond [`attn_sys::ATTN_MAX_POSITION`]; other
+    /// layers ignore positions.
     pub fn decode_step(
         &self,
         cache: &mut KvCache<'_>,

@@ -194,9 +194,12 @@ impl<'a> Options<'a> {
     /// `position_ids`, e.g. for left-padded rows), for forward calls of a
     /// layer with rotary embeddings or ALiBi. When len_q = len_k and no
     /// [`key_positions`](Self::key_positions) are given, the keys take the
-    /// same positions. Decoding steps take positions from their cache and
-    /// refuse these ([`Status::BAD_OPTION`]). Checked as
-    /// [`start_positions`](Self::start_positions).
+    /// same positions. Checked in forward calls as
+    /// [`start_positions`](Self::start_positions). Decoding steps take
+    /// positions from their cache and never read these: the library
+    /// refuses them for a layer with rotary embeddings or ALiBi
+    /// ([`Status::BAD_OPTION`]) and other layers ignore them, as they do
+    /// all positions.
     pub fn query_positions(mut self, positions: &'a [i64]) -> Options<'a> {
         self.q_positions = Some(positions);
         self
@@ -213,6 +216,11 @@ impl<'a> Options<'a> {
     /// The C positions of a forward call (`step` false) or of a decoding
     /// step (`step` true): lengths checked, `None` when no position was
     /// given. The result points into the borrowed slices, valid for 'a.
+    ///
+    /// A step reads only `start`; query and key positions are handed over
+    /// unchecked for the library to decide on (it refuses them for a layer
+    /// with rotary embeddings or ALiBi and ignores them otherwise, without
+    /// reading an element).
     pub(crate) fn raw_positions(
         &self,
         batch: usize,
@@ -228,25 +236,28 @@ impl<'a> Options<'a> {
             crate::error::expect_len(s.len(), &[batch], "start positions", "[batch]")?;
             p.start = s.as_ptr();
         }
-        if step && (self.q_positions.is_some() || self.k_positions.is_some()) {
-            return Err(Error::new(
-                Status::BAD_OPTION,
-                "positions: a decoding step takes its tokens' positions from the cache; \
-                 only start positions may be given",
-            ));
-        }
-        if let Some(q) = self.q_positions {
-            crate::error::expect_len(
-                q.len(),
-                &[batch, len_q],
+        for (given, field, len, what, shape) in [
+            (
+                self.q_positions,
+                &mut p.q_positions,
+                len_q,
                 "query positions",
                 "[batch, len_q]",
-            )?;
-            p.q_positions = q.as_ptr();
-        }
-        if let Some(k) = self.k_positions {
-            crate::error::expect_len(k.len(), &[batch, len_k], "key positions", "[batch, len_k]")?;
-            p.k_positions = k.as_ptr();
+            ),
+            (
+                self.k_positions,
+                &mut p.k_positions,
+                len_k,
+                "key positions",
+                "[batch, len_k]",
+            ),
+        ] {
+            if let Some(v) = given {
+                if !step {
+                    crate::error::expect_len(v.len(), &[batch, len], what, shape)?;
+                }
+                *field = v.as_ptr();
+            }
         }
         Ok(Some(p))
     }

@@ -5,8 +5,8 @@
 mod common;
 
 use attn::{
-    Alibi, Causal, DecodeMask, KvCache, Layer, Mask, Memory, Options, Rope, RopePairing, Scratch,
-    Status, Weight, WeightsMode,
+    Alibi, Causal, DecodeMask, KvCache, Layer, Mask, Memory, Options, QkNorm, Rope, RopePairing,
+    Scratch, Status, Weight, WeightsMode,
 };
 use common::{assert_close, assert_close_f32, rand_vec, random_layer, reference, RefMask};
 
@@ -149,6 +149,43 @@ fn decode_steps_with_rotary_embeddings_equal_a_forward_with_positions() {
     layer.init_weights(6).unwrap();
     layer.set_weight(Weight::Sinks, &rand_vec(4, 9)).unwrap();
     steps_match_forward_with_positions(&layer, plain, &[3, 12]);
+}
+
+/// Layers without rotary embeddings or ALiBi ignore positions, in steps as
+/// in forward calls: query and key positions in a step change nothing, in
+/// its output or in what it caches for the next step.
+#[test]
+fn steps_of_layers_without_positions_ignore_query_and_key_positions() {
+    let mut scored = Layer::builder(E)
+        .num_heads(H)
+        .qk_norm(QkNorm::Head)
+        .softcap(0.5)
+        .sinks(true)
+        .build()
+        .unwrap();
+    scored.init_weights(25).unwrap();
+    scored.set_weight(Weight::Sinks, &rand_vec(H, 26)).unwrap();
+    let b = 2;
+    for layer in [random_layer(E, H, 0, 0, 24), scored] {
+        let mut with = KvCache::new(&layer, b, 8).unwrap();
+        let mut without = KvCache::new(&layer, b, 8).unwrap();
+        for (i, n) in [1usize, 2].into_iter().enumerate() {
+            let x = rand_vec(b * n * E, 40 + i as u64);
+            let qpos: Vec<i64> = (0..(b * n) as i64).map(|p| 40 + 3 * p).collect();
+            let kpos: Vec<i64> = qpos.iter().rev().cloned().collect();
+            let mut got = vec![0.0f32; x.len()];
+            let mut opts = Options::new().query_positions(&qpos).key_positions(&kpos);
+            layer
+                .decode_step(&mut with, n, &x, None, Some(&mut opts), &mut got)
+                .unwrap();
+            let mut want = vec![0.0f32; x.len()];
+            layer
+                .decode_step(&mut without, n, &x, None, None, &mut want)
+                .unwrap();
+            assert_eq!(got, want, "step {} of {:?}", i, layer.config());
+        }
+        assert_eq!(with.lengths().unwrap(), vec![3, 3]);
+    }
 }
 
 #[test]

@@ -430,18 +430,23 @@ fn bad_positions_are_refused() {
         fwd(&mut Options::new().key_positions(&[0; 7]), o)
     });
 
-    // Decoding steps take positions from the cache.
+    // Decoding steps take positions from the cache: the library refuses
+    // query and key positions there, whatever their length (the crate
+    // checks none: a step never reads them).
     let mut cache = KvCache::new(&l, b, 4).unwrap();
     let x1 = rand_vec(b * E, 5);
     let step_len = x1.len();
     let mut step = |opts: &mut Options<'_>, o: &mut [f32]| {
         l.decode_step(&mut cache, 1, &x1, None, Some(opts), o)
     };
-    expect_err(Status::BAD_OPTION, "decoding step", step_len, |o| {
+    expect_err(Status::BAD_OPTION, STEP_POSITIONS, step_len, |o| {
         step(&mut Options::new().query_positions(&[0, 0]), o)
     });
-    expect_err(Status::BAD_OPTION, "decoding step", step_len, |o| {
+    expect_err(Status::BAD_OPTION, STEP_POSITIONS, step_len, |o| {
         step(&mut Options::new().key_positions(&[0, 0]), o)
+    });
+    expect_err(Status::BAD_OPTION, STEP_POSITIONS, step_len, |o| {
+        step(&mut Options::new().query_positions(&[0; 5]), o)
     });
     expect_err(Status::BAD_OPTION, "row 1", step_len, |o| {
         step(&mut Options::new().start_positions(&[0, -3]), o)
@@ -455,4 +460,35 @@ fn bad_positions_are_refused() {
     let err = Memory::new(&l, 1, 4).unwrap_err();
     assert_eq!(err.status(), Status::BAD_OPTION);
     assert!(err.message().contains("positions"), "{}", err.message());
+}
+
+/// The library's message for query or key positions in a decoding step of
+/// a layer with rotary embeddings or ALiBi.
+const STEP_POSITIONS: &str =
+    "a decoding step takes its tokens' positions from the cache; q_positions and k_positions must be NULL";
+
+/// ALiBi, like rotary embeddings, computes from positions: its steps
+/// refuse query and key positions too, and no step is taken.
+#[test]
+fn alibi_steps_refuse_query_and_key_positions() {
+    let mut l = Layer::builder(E)
+        .num_heads(2)
+        .alibi(Alibi::Causal)
+        .build()
+        .unwrap();
+    l.init_weights(6).unwrap();
+    let mut cache = KvCache::new(&l, 2, 4).unwrap();
+    let x = rand_vec(2 * E, 7);
+    let pos = [0i64, 0];
+    for opts in [
+        Options::new().query_positions(&pos),
+        Options::new().key_positions(&pos),
+        Options::new().start_positions(&pos).query_positions(&pos),
+    ] {
+        let mut opts = opts;
+        expect_err(Status::BAD_OPTION, STEP_POSITIONS, x.len(), |o| {
+            l.decode_step(&mut cache, 1, &x, None, Some(&mut opts), o)
+        });
+    }
+    assert_eq!(cache.lengths().unwrap(), vec![0, 0], "no step was taken");
 }
