@@ -221,16 +221,12 @@ impl Rope {
             // An odd or too large rotary_dim is the library's to refuse,
             // with its own message; the table is not handed over then.
             if rd % 2 == 0 && rd <= hd {
-                if table.len() != rd / 2 {
-                    return Err(Error::new(
-                        crate::Status::BAD_SIZE,
-                        format!(
-                            "rope inv_freq has {} values, expected rotary_dim / 2 = {}",
-                            table.len(),
-                            rd / 2
-                        ),
-                    ));
-                }
+                crate::error::expect_len(
+                    table.len(),
+                    &[rd / 2],
+                    "rope inv_freq",
+                    "[rotary_dim / 2]",
+                )?;
                 r.inv_freq = table.as_ptr();
             }
         }

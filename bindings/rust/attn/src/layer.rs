@@ -399,16 +399,7 @@ impl LayerBuilder {
         let mut raw = self.resolved_raw();
         if let Some(s) = &self.alibi_slopes {
             let h = usize::try_from(raw.num_heads).unwrap_or(usize::MAX);
-            if s.len() != h {
-                return Err(Error::new(
-                    Status::BAD_SIZE,
-                    format!(
-                        "alibi_slopes has {} values, expected num_heads = {}",
-                        s.len(),
-                        raw.num_heads
-                    ),
-                ));
-            }
+            expect_len(s.len(), &[h], "alibi_slopes", "[num_heads]")?;
             raw.alibi_slopes = s.as_ptr();
         }
         let rope = match &self.rope {

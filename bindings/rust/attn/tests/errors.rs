@@ -299,12 +299,12 @@ fn bad_feature_settings_are_refused_when_building() {
     expect_build_err(
         rope(Rope::new().inv_freq(&[0.5])),
         Status::BAD_SIZE,
-        "inv_freq has 1 values, expected rotary_dim / 2 = 2",
+        "rope inv_freq has 1 elements, expected 2 = [rotary_dim / 2]",
     );
     expect_build_err(
         rope(Rope::new().rotary_dim(2).inv_freq(&[0.5, 0.1])),
         Status::BAD_SIZE,
-        "expected rotary_dim / 2 = 1",
+        "rope inv_freq has 2 elements, expected 1 = [rotary_dim / 2]",
     );
     expect_build_err(
         rope(Rope::new().inv_freq(&[f32::NAN, 0.1])),
@@ -336,7 +336,7 @@ fn bad_feature_settings_are_refused_when_building() {
     expect_build_err(
         b().alibi(Alibi::Causal).alibi_slopes(&[0.5, 0.25, 0.125]),
         Status::BAD_SIZE,
-        "alibi_slopes has 3 values, expected num_heads = 2",
+        "alibi_slopes has 3 elements, expected 2 = [num_heads]",
     );
     expect_build_err(
         b().alibi(Alibi::Causal).alibi_slopes(&[0.5, f32::NAN]),
