@@ -332,6 +332,12 @@ impl LayerBuilder {
     /// The ALiBi slope of each head: exactly num_heads finite values
     /// (checked by [`build`](Self::build): [`Status::BAD_SIZE`] for another
     /// count, [`Status::NOT_FINITE`] for NaN or infinity). Copied here.
+    ///
+    /// Only with an ALiBi form ([`alibi`](Self::alibi), set before or
+    /// after): slopes without one make `build` fail with
+    /// [`Status::BAD_OPTION`] (the library's "alibi_slopes given but alibi
+    /// is ATTN_ALIBI_NONE"), whatever their count, rather than build a
+    /// layer without the bias they ask for.
     pub fn alibi_slopes(mut self, slopes: &[f32]) -> Self {
         self.alibi_slopes = Some(slopes.to_vec());
         self
@@ -393,13 +399,19 @@ impl LayerBuilder {
     /// num_heads not by num_kv_heads, rotary_dim odd or above head_dim, and
     /// from this crate: ALiBi slopes or a frequency table of the wrong
     /// length), [`Status::BAD_OPTION`] (soft-cap, QK-norm epsilon, theta,
-    /// linear or attention factor out of range), [`Status::NOT_FINITE`] (a
-    /// slope or frequency not finite, a frequency negative).
+    /// linear or attention factor out of range, ALiBi slopes without an
+    /// ALiBi form), [`Status::NOT_FINITE`] (a slope or frequency not
+    /// finite, a frequency negative).
     pub fn build(&self) -> Result<Layer> {
         let mut raw = self.resolved_raw();
         if let Some(s) = &self.alibi_slopes {
-            let h = usize::try_from(raw.num_heads).unwrap_or(usize::MAX);
-            expect_len(s.len(), &[h], "alibi_slopes", "[num_heads]")?;
+            // The library reads num_heads slopes only with an ALiBi form;
+            // without one it refuses them unread (BAD_OPTION), whatever
+            // their count.
+            if raw.alibi != sys::ATTN_ALIBI_NONE {
+                let h = usize::try_from(raw.num_heads).unwrap_or(usize::MAX);
+                expect_len(s.len(), &[h], "alibi_slopes", "[num_heads]")?;
+            }
             raw.alibi_slopes = s.as_ptr();
         }
         let rope = match &self.rope {
@@ -409,9 +421,9 @@ impl LayerBuilder {
         raw.rope = features::rope_ptr(&rope);
         let mut out = ptr::null_mut();
         // SAFETY: raw was initialised by the library; the slopes (num_heads
-        // values, checked above) and the rope struct and its table (length
-        // checked by Rope::raw) outlive the call, which copies them; out is
-        // valid.
+        // values, checked above, when an ALiBi form has the library read
+        // them) and the rope struct and its table (length checked by
+        // Rope::raw) outlive the call, which copies them; out is valid.
         check(unsafe { sys::attn_layer_create(&raw, &mut out) })?;
         let ptr = NonNull::new(out).expect("attn_layer_create returned NULL");
         let mut cfg = sys::attn_config::init_default().map_err(Error::from_library)?;

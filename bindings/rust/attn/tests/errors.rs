@@ -351,6 +351,39 @@ fn bad_feature_settings_are_refused_when_building() {
     expect_build_err(b().num_kv_heads(3), Status::BAD_SIZE, "num_kv_heads");
 }
 
+/// Slopes are for an ALiBi form: without one the library refuses them
+/// (rather than build a layer without the bias they ask for), whatever
+/// their count, and with one they work whichever is set first.
+#[test]
+fn alibi_slopes_without_alibi_are_refused() {
+    let b = || Layer::builder(E).num_heads(2);
+    let refused = "alibi_slopes given but alibi is ATTN_ALIBI_NONE";
+    expect_build_err(b().alibi_slopes(&[0.5, 0.25]), Status::BAD_OPTION, refused);
+    expect_build_err(
+        b().alibi(Alibi::None).alibi_slopes(&[0.5, 0.25]),
+        Status::BAD_OPTION,
+        refused,
+    );
+    expect_build_err(
+        b().alibi(Alibi::Causal)
+            .alibi_slopes(&[0.5, 0.25])
+            .alibi(Alibi::None),
+        Status::BAD_OPTION,
+        refused,
+    );
+    expect_build_err(
+        b().alibi_slopes(&[0.5, 0.25, 0.125]),
+        Status::BAD_OPTION,
+        refused,
+    );
+    let layer = b()
+        .alibi_slopes(&[0.5, 0.25])
+        .alibi(Alibi::Symmetric)
+        .build()
+        .unwrap();
+    assert_eq!(layer.config().alibi, Alibi::Symmetric);
+}
+
 #[test]
 fn feature_weights_exist_only_with_their_feature() {
     let mut plain = layer();
