@@ -151,7 +151,7 @@ func (l *Layer) DecodeStep(cache *KvCache, nNew int, x []float32, mask *DecodeMa
 				perHead: []int{b, h, nNew, cache.capacity},
 				average: []int{b, nNew, cache.capacity},
 				shape:   "[batch, heads, n_new, capacity] or [batch, n_new, capacity]",
-				pos:     positionDims{batch: b, lenQ: nNew, lenK: nNew, step: true},
+				pos:     &positionDims{batch: b, lenQ: nNew, lenK: nNew, step: true},
 			}
 			co, err := prepareOptions(opts, dims, func(o *C.attn_options) (int, error) {
 				var sz C.size_t
@@ -327,11 +327,7 @@ func (l *Layer) CrossStep(mem *Memory, n int, query []float32, mask *Mask, opts 
 			perHead: []int{b, h, n, lenK},
 			average: []int{b, n, lenK},
 			shape:   "[batch, heads, n, len_k] or [batch, n, len_k]",
-		}
-		if opts != nil && opts.Positions != nil {
-			o := *opts
-			o.Positions = nil // a memory has no positions
-			opts = &o
+			// no pos: a memory has no positions
 		}
 		co, err := prepareOptions(opts, dims, func(o *C.attn_options) (int, error) {
 			var sz C.size_t

@@ -155,6 +155,14 @@ func TestCrossStepWithMemory(t *testing.T) {
 	assertClose(t, "cross step", out, want)
 	assertClose(t, "cross step weights", w, probs)
 
+	// A memory has no positions: CrossStep neither checks nor passes
+	// opts.Positions (these would fail both the length and range checks).
+	unused := make([]float32, len(out))
+	must(t, l.CrossStep(mem, n, q, nil, &Options{Positions: &Positions{Start: []int64{-1}, Query: []int64{-1}}}, unused))
+	if !reflect.DeepEqual(unused, out) {
+		t.Fatal("opts.Positions changed a cross step")
+	}
+
 	var wg sync.WaitGroup
 	for g := 0; g < 3; g++ {
 		wg.Add(1)

@@ -357,7 +357,7 @@ func (l *Layer) weightDims(batch, lenQ, lenK int) weightDims {
 		perHead: []int{batch, l.cfg.NumHeads, lenQ, lenK},
 		average: []int{batch, lenQ, lenK},
 		shape:   "[batch, heads, len_q, len_k] or [batch, len_q, len_k]",
-		pos:     positionDims{batch: batch, lenQ: lenQ, lenK: lenK},
+		pos:     &positionDims{batch: batch, lenQ: lenQ, lenK: lenK},
 	}
 }
 

@@ -124,7 +124,9 @@ type callOptions struct {
 type weightDims struct {
 	perHead, average []int
 	shape            string
-	pos              positionDims // what Positions are checked against
+	// pos is what Positions are checked against; nil for a call that
+	// takes no positions, which then leaves Options.Positions unused.
+	pos *positionDims
 }
 
 // prepareOptions checks o against the call and builds the C options;
@@ -181,8 +183,8 @@ func (co *callOptions) fill(o *Options, dims weightDims,
 	}
 	co.c.num_threads = C.int32_t(o.Threads)
 	co.c.core = C.int32_t(o.Core)
-	if o.Positions != nil {
-		p, err := o.Positions.toC(&co.mem, dims.pos)
+	if o.Positions != nil && dims.pos != nil {
+		p, err := o.Positions.toC(&co.mem, *dims.pos)
 		if err != nil {
 			return err
 		}
