@@ -33,7 +33,8 @@ func TestEachCoreMatchesTheReference(t *testing.T) {
 				})
 				continue
 			}
-			want, probs := reference(t, l, b, lq, lk, q, k, v, refMask{causal: 2})
+			want, probs := reference(t, l, nil, refCall{batch: b, lq: lq, lk: lk, q: q, k: k, v: v,
+				causal: CausalBottomRight})
 			var outs, ws [2][]float32
 			for i, threads := range []int{1, 2} {
 				outs[i] = make([]float32, b*lq*tE)

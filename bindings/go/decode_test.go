@@ -130,8 +130,8 @@ func TestDecodeMask(t *testing.T) {
 			t.Fatal("rows past NewLengths are not zero")
 		}
 	}
-	want, _ := reference(t, l, 1, 3, 3, x[:3*tE], x[:3*tE], x[:3*tE],
-		refMask{causal: 1, padding: []bool{false, true, false}})
+	want, _ := reference(t, l, nil, refCall{batch: 1, lq: 3, lk: 3, q: x[:3*tE], k: x[:3*tE], v: x[:3*tE],
+		causal: CausalTopLeft, padding: []bool{false, true, false}})
 	assertClose(t, "padded step", out[:3*tE], want)
 }
 
@@ -148,7 +148,8 @@ func TestCrossStepWithMemory(t *testing.T) {
 	if mem.LenK() != lk {
 		t.Fatal(mem.LenK())
 	}
-	want, probs := reference(t, l, b, n, lk, q, k, v, refMask{keyLengths: lengths, padding: pad})
+	want, probs := reference(t, l, nil, refCall{batch: b, lq: n, lk: lk, q: q, k: k, v: v,
+		keyLengths: lengths, padding: pad})
 	out := make([]float32, b*n*tE)
 	w := make([]float32, b*tH*n*lk)
 	must(t, l.CrossStep(mem, n, q, nil, &Options{AttnWeights: w}, out))

@@ -45,8 +45,9 @@ func TestDecodeStepsWithFeaturesEqualAForwardWithPositions(t *testing.T) {
 			}
 			must(t, l.SelfForward(b, n, x, &Mask{Causal: CausalTopLeft}, &Options{Positions: pos}, full))
 			p := rangePositions(start, n)
-			assertClose(t, "forward", full, featureReference(t, l, cfg,
-				featCall{batch: b, lq: n, lk: n, q: x, k: x, v: x, qpos: p, kpos: p, causal: true}))
+			want, _ := reference(t, l, &cfg, refCall{batch: b, lq: n, lk: n, q: x, k: x, v: x,
+				qpos: p, kpos: p, causal: CausalTopLeft})
+			assertClose(t, "forward", full, want)
 
 			cache, err := NewKvCache(l, b, 8, 0)
 			must(t, err)

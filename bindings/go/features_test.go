@@ -7,8 +7,8 @@ import (
 	"testing"
 )
 
-// The decoder attention features against a float64 reference written here
-// from the formulas attn.h states (not from the library's code): the layer
+// The decoder attention features against the float64 reference of
+// main_test.go, written from the formulas attn.h states: the layer
 // computes in float32 (angles, cosines and sines in float64) what the
 // reference computes in float64. The inputs and weights are O(1), the
 // widths at most 24, the positions below 2^12: float32 rounding of each
@@ -55,246 +55,6 @@ func featureLayer(t *testing.T, cfg Config, seed uint64) *Layer {
 	return l
 }
 
-func refBiasParts(cfg Config) BiasParts {
-	if cfg.BiasParts != 0 {
-		return cfg.BiasParts
-	}
-	if cfg.NoBias {
-		return 0
-	}
-	return BiasAll
-}
-
-// standardSlopes are the ALiBi slopes of Press et al. for h heads: with n
-// the largest power of two <= h, 2^(-8(i+1)/n) for i < n, then
-// 2^(-4(2(i-n)+1)/n).
-func standardSlopes(h int) []float64 {
-	n := 1
-	for n*2 <= h {
-		n *= 2
-	}
-	s := make([]float64, h)
-	for i := range s {
-		if i < n {
-			s[i] = math.Pow(2, -8*float64(i+1)/float64(n))
-		} else {
-			s[i] = math.Pow(2, -4*float64(2*(i-n)+1)/float64(n))
-		}
-	}
-	return s
-}
-
-// featCall is one forward call for the reference: query i of row b at
-// qpos[b*lq+i], key j at kpos[b*lk+j].
-type featCall struct {
-	batch, lq, lk int
-	q, k, v       []float32
-	qpos, kpos    []int64
-	causal        bool    // top-left: key j hidden from query i when j > i
-	keyLengths    []int64 // nil = every key
-}
-
-// rangePositions is start[b] + i for i < n in each row.
-func rangePositions(start []int64, n int) []int64 {
-	p := make([]int64, 0, len(start)*n)
-	for _, s := range start {
-		for i := 0; i < n; i++ {
-			p = append(p, s+int64(i))
-		}
-	}
-	return p
-}
-
-// featureReference is the layer's output [B, Lq, E] as cfg (what the test
-// asked for, defaults resolved here) says it is computed, from the layer's
-// weights.
-func featureReference(t *testing.T, l *Layer, cfg Config, c featCall) []float64 {
-	t.Helper()
-	e := cfg.EmbedDim
-	h := cfg.NumHeads
-	kvh := cfg.NumKVHeads
-	if kvh == 0 {
-		kvh = h
-	}
-	d := e / h
-	kv := kvh * d
-	scale := cfg.Scale
-	if scale == 0 {
-		scale = 1 / math.Sqrt(float64(d))
-	}
-	get := func(w Weight) []float64 {
-		x, err := l.Weight(w)
-		must(t, err)
-		return to64(x)
-	}
-	zeros := func(n int) []float64 { return make([]float64, n) }
-	bq, bk, bv, bo := zeros(e), zeros(kv), zeros(kv), zeros(e)
-	parts := refBiasParts(cfg)
-	if parts&BiasQ != 0 {
-		bq = get(WeightQBias)
-	}
-	if parts&BiasK != 0 {
-		bk = get(WeightKBias)
-	}
-	if parts&BiasV != 0 {
-		bv = get(WeightVBias)
-	}
-	if parts&BiasO != 0 {
-		bo = get(WeightOutBias)
-	}
-	qp := projRef(to64(c.q), c.batch*c.lq, get(WeightQ), bq, e)
-	kp := projRef(to64(c.k), c.batch*c.lk, get(WeightK), bk, kv)
-	vp := projRef(to64(c.v), c.batch*c.lk, get(WeightV), bv, kv)
-
-	// QK-norm: RMSNorm over groups of `group` values of each row.
-	if cfg.QKNorm != QKNormNone {
-		eps := cfg.QKNormEps
-		if eps == 0 {
-			eps = 1e-6
-		}
-		norm := func(x []float64, width int, w []float64) {
-			if cfg.QKNormUnitOffset {
-				for i := range w {
-					w[i]++
-				}
-			}
-			group := d
-			if cfg.QKNorm == QKNormAll {
-				group = width
-			}
-			for s := 0; s < len(x); s += group {
-				ms := 0.0
-				for i := 0; i < group; i++ {
-					ms += x[s+i] * x[s+i]
-				}
-				r := 1 / math.Sqrt(ms/float64(group)+eps)
-				for i := 0; i < group; i++ {
-					x[s+i] *= r * w[(s+i)%width%len(w)]
-				}
-			}
-		}
-		norm(qp, e, get(WeightQNorm))
-		norm(kp, kv, get(WeightKNorm))
-	}
-
-	// Rotary embeddings of every head of every row at its position.
-	if r := cfg.Rope; r != nil {
-		rd := r.RotaryDim
-		if rd == 0 {
-			rd = d
-		}
-		theta, lf, af := r.Theta, r.LinearFactor, r.AttentionFactor
-		if theta == 0 {
-			theta = 10000
-		}
-		if lf == 0 {
-			lf = 1
-		}
-		if af == 0 {
-			af = 1
-		}
-		inv := make([]float64, rd/2)
-		for k := range inv {
-			if r.InvFreq != nil {
-				inv[k] = float64(r.InvFreq[k])
-			} else {
-				inv[k] = math.Pow(theta, -2*float64(k)/float64(rd)) / lf
-			}
-		}
-		rotate := func(x []float64, width int, pos []int64) {
-			for row, p := range pos {
-				for hs := row * width; hs < (row+1)*width; hs += d {
-					for k := range inv {
-						i, j := hs+k, hs+k+rd/2
-						if r.Pairing == RopeAdjacent {
-							i, j = hs+2*k, hs+2*k+1
-						}
-						a := float64(p) * inv[k]
-						xi, xj := x[i], x[j]
-						x[i] = af * (xi*math.Cos(a) - xj*math.Sin(a))
-						x[j] = af * (xj*math.Cos(a) + xi*math.Sin(a))
-					}
-				}
-			}
-		}
-		rotate(qp, e, c.qpos)
-		rotate(kp, kv, c.kpos)
-	}
-
-	var slopes []float64
-	if cfg.Alibi != AlibiNone {
-		slopes = standardSlopes(h)
-		if cfg.AlibiSlopes != nil {
-			slopes = to64(cfg.AlibiSlopes)
-		}
-	}
-	var sinks []float64
-	if cfg.Sinks {
-		sinks = get(WeightSinks)
-	}
-
-	att := make([]float64, c.batch*c.lq*e)
-	for b := 0; b < c.batch; b++ {
-		n := c.lk
-		if c.keyLengths != nil {
-			n = int(c.keyLengths[b])
-		}
-		for hh := 0; hh < h; hh++ {
-			g := hh * kvh / h
-			for i := 0; i < c.lq; i++ {
-				pq := float64(c.qpos[b*c.lq+i])
-				var idx []int
-				var sc []float64
-				for j := 0; j < n; j++ {
-					if c.causal && j > i {
-						continue
-					}
-					s := 0.0
-					for x := 0; x < d; x++ {
-						s += qp[(b*c.lq+i)*e+hh*d+x] * kp[(b*c.lk+j)*kv+g*d+x]
-					}
-					s *= scale
-					if cfg.Softcap > 0 {
-						s = cfg.Softcap * math.Tanh(s/cfg.Softcap)
-					}
-					pk := float64(c.kpos[b*c.lk+j])
-					switch cfg.Alibi {
-					case AlibiCausal:
-						s += slopes[hh] * (pk - pq)
-					case AlibiSymmetric:
-						s -= slopes[hh] * math.Abs(pq-pk)
-					}
-					idx, sc = append(idx, j), append(sc, s)
-				}
-				if len(idx) == 0 {
-					continue // zeros before the output projection
-				}
-				mx := math.Inf(-1)
-				for _, s := range sc {
-					mx = math.Max(mx, s)
-				}
-				if sinks != nil {
-					mx = math.Max(mx, sinks[hh])
-				}
-				den := 0.0
-				for _, s := range sc {
-					den += math.Exp(s - mx)
-				}
-				if sinks != nil {
-					den += math.Exp(sinks[hh] - mx)
-				}
-				for jj, j := range idx {
-					p := math.Exp(sc[jj]-mx) / den
-					for x := 0; x < d; x++ {
-						att[(b*c.lq+i)*e+hh*d+x] += p * vp[(b*c.lk+j)*kv+g*d+x]
-					}
-				}
-			}
-		}
-	}
-	return projRef(att, c.batch*c.lq, get(WeightOut), bo, e)
-}
-
 // maxDiff is the largest absolute difference of two outputs.
 func maxDiff(a []float32, b []float64) float64 {
 	m := 0.0
@@ -318,8 +78,11 @@ func selfCase(t *testing.T, what string, l *Layer, cfg Config, batch, n int, sta
 	opts := &Options{Positions: &Positions{Start: start}}
 	must(t, l.SelfForward(batch, n, x, mask, opts, out))
 	pos := rangePositions(start, n)
-	want := featureReference(t, l, cfg, featCall{batch: batch, lq: n, lk: n, q: x, k: x, v: x,
-		qpos: pos, kpos: pos, causal: causal})
+	rc := refCall{batch: batch, lq: n, lk: n, q: x, k: x, v: x, qpos: pos, kpos: pos}
+	if causal {
+		rc.causal = CausalTopLeft
+	}
+	want, _ := reference(t, l, &cfg, rc)
 	assertClose(t, what, out, want)
 	return out
 }
@@ -331,9 +94,11 @@ func plainDiff(t *testing.T, l *Layer, cfg Config, batch, n int, out []float32, 
 	plain := Config{EmbedDim: cfg.EmbedDim, NumHeads: cfg.NumHeads, NumKVHeads: cfg.NumKVHeads,
 		BiasParts: cfg.BiasParts, NoBias: cfg.NoBias}
 	x := randVec(batch*n*cfg.EmbedDim, 3)
-	zero := make([]int64, batch)
-	want := featureReference(t, l, plain, featCall{batch: batch, lq: n, lk: n, q: x, k: x, v: x,
-		qpos: rangePositions(zero, n), kpos: rangePositions(zero, n), causal: causal})
+	rc := refCall{batch: batch, lq: n, lk: n, q: x, k: x, v: x}
+	if causal {
+		rc.causal = CausalTopLeft
+	}
+	want, _ := reference(t, l, &plain, rc)
 	return maxDiff(out, want)
 }
 
@@ -369,15 +134,17 @@ func TestRotaryEmbeddingsMatchTheReference(t *testing.T) {
 			kpos := []int64{5, 6, 7, 8, 0, 40, 41, 42}
 			out = make([]float32, b*lq*e)
 			must(t, l.Forward(b, lq, lk, q, kv, kv, nil, &Options{Positions: &Positions{Query: qpos, Key: kpos}}, out))
-			assertClose(t, "explicit positions", out, featureReference(t, l, cfg,
-				featCall{batch: b, lq: lq, lk: lk, q: q, k: kv, v: kv, qpos: qpos, kpos: kpos}))
+			want, _ := reference(t, l, &cfg,
+				refCall{batch: b, lq: lq, lk: lk, q: q, k: kv, v: kv, qpos: qpos, kpos: kpos})
+			assertClose(t, "explicit positions", out, want)
 
 			// Self-attention with Query only: the keys take the same positions.
 			x := randVec(b*lk*e, 6)
 			out = make([]float32, b*lk*e)
 			must(t, l.SelfForward(b, lk, x, nil, &Options{Positions: &Positions{Query: kpos}}, out))
-			assertClose(t, "query positions for keys", out, featureReference(t, l, cfg,
-				featCall{batch: b, lq: lk, lk: lk, q: x, k: x, v: x, qpos: kpos, kpos: kpos}))
+			want, _ = reference(t, l, &cfg,
+				refCall{batch: b, lq: lk, lk: lk, q: x, k: x, v: x, qpos: kpos, kpos: kpos})
+			assertClose(t, "query positions for keys", out, want)
 		})
 	}
 }
@@ -463,9 +230,8 @@ func TestSinksTakeEmptyRows(t *testing.T) {
 	x := randVec(2*3*8, 8)
 	out := make([]float32, len(x))
 	must(t, l.SelfForward(2, 3, x, &Mask{KeyLengths: []int64{0, 2}, EmptyRows: EmptyRowsNaN}, nil, out))
-	pos := rangePositions([]int64{0, 0}, 3)
-	want := featureReference(t, l, cfg, featCall{batch: 2, lq: 3, lk: 3, q: x, k: x, v: x,
-		qpos: pos, kpos: pos, keyLengths: []int64{0, 2}})
+	want, _ := reference(t, l, &cfg, refCall{batch: 2, lq: 3, lk: 3, q: x, k: x, v: x,
+		keyLengths: []int64{0, 2}})
 	assertClose(t, "key lengths 0 and 2", out, want)
 	bo, err := l.Weight(WeightOutBias)
 	must(t, err)

@@ -255,90 +255,276 @@ func parseTorchCase(t *testing.T, name string, f map[string][]string) torchCase 
 }
 
 // ---------------------------------------------------------------------------
-// A float64 reference of the attention attn.h specifies.
+// A float64 reference of the attention attn.h specifies, written from the
+// formulas it states (not from the library's code): the projections with
+// the biases the layer has, QK-norm, rotary embeddings, the scaled scores,
+// soft-capping, ALiBi, the mask, the sinks in the softmax's denominator and
+// the output projection.
 
-type refMask struct {
-	causal     int // 0 none, 1 top-left, 2 bottom-right
-	keyLengths []int64
-	padding    []bool
-	bias       func(b, h, i, j int) float64
-	window     int
+// refCall is one call for the reference: query i of row b at
+// qpos[b*lq+i], key j at kpos[b*lk+j] (nil: i and j), and the mask.
+type refCall struct {
+	batch, lq, lk int
+	q, k, v       []float32
+	qpos, kpos    []int64
+	causal        Causal
+	keyLengths    []int64 // [B]: keys j >= keyLengths[b] hidden; nil = none
+	padding       []bool  // [B, Lk]: true hides the key; nil = none
+	bias          func(b, h, i, j int) float64
+	window        int // > 0: keys window or more before the query hidden
 }
 
-// reference gives out [B, Lq, E] and per-head probabilities [B, H, Lq, Lk]
-// from the layer's own weights, with zero rows for queries that see no key.
-func reference(t *testing.T, l *Layer, batch, lq, lk int, q, k, v []float32, m refMask) ([]float64, []float64) {
+// reference gives out [B, Lq, E] and the per-head probabilities [B, H, Lq,
+// Lk] of call c from the layer's weights, computed as cfg says (nil: the
+// layer's own Config(); a test's Config may leave defaults, resolved
+// here). A query that sees no key and has no sink gets zeros.
+func reference(t *testing.T, l *Layer, cfg *Config, c refCall) ([]float64, []float64) {
 	t.Helper()
-	c := l.Config()
-	e, h := c.EmbedDim, c.NumHeads
+	if cfg == nil {
+		own := l.Config()
+		cfg = &own
+	}
+	e := cfg.EmbedDim
+	h := cfg.NumHeads
+	kvh := cfg.NumKVHeads
+	if kvh == 0 {
+		kvh = h
+	}
 	d := e / h
-	kvh := c.NumKVHeads
 	kv := kvh * d
+	scale := cfg.Scale
+	if scale == 0 {
+		scale = 1 / math.Sqrt(float64(d))
+	}
 	get := func(w Weight) []float64 {
 		x, err := l.Weight(w)
 		must(t, err)
 		return to64(x)
 	}
-	bq, bk, bv, bo := make([]float64, e), make([]float64, kv), make([]float64, kv), make([]float64, e)
-	if !c.NoBias {
-		bq, bk, bv, bo = get(WeightQBias), get(WeightKBias), get(WeightVBias), get(WeightOutBias)
+	zeros := func(n int) []float64 { return make([]float64, n) }
+	bq, bk, bv, bo := zeros(e), zeros(kv), zeros(kv), zeros(e)
+	parts := refBiasParts(*cfg)
+	if parts&BiasQ != 0 {
+		bq = get(WeightQBias)
 	}
-	qp := projRef(to64(q), batch*lq, get(WeightQ), bq, e)
-	kp := projRef(to64(k), batch*lk, get(WeightK), bk, kv)
-	vp := projRef(to64(v), batch*lk, get(WeightV), bv, kv)
-	att := make([]float64, batch*lq*e)
-	probs := make([]float64, batch*h*lq*lk)
-	for b := 0; b < batch; b++ {
-		n := int64(lk)
-		if m.keyLengths != nil {
-			n = m.keyLengths[b]
+	if parts&BiasK != 0 {
+		bk = get(WeightKBias)
+	}
+	if parts&BiasV != 0 {
+		bv = get(WeightVBias)
+	}
+	if parts&BiasO != 0 {
+		bo = get(WeightOutBias)
+	}
+	qp := projRef(to64(c.q), c.batch*c.lq, get(WeightQ), bq, e)
+	kp := projRef(to64(c.k), c.batch*c.lk, get(WeightK), bk, kv)
+	vp := projRef(to64(c.v), c.batch*c.lk, get(WeightV), bv, kv)
+	qpos, kpos := c.qpos, c.kpos
+	if qpos == nil {
+		qpos = rangePositions(make([]int64, c.batch), c.lq)
+	}
+	if kpos == nil {
+		kpos = rangePositions(make([]int64, c.batch), c.lk)
+	}
+
+	// QK-norm: RMSNorm over groups of `group` values of each row.
+	if cfg.QKNorm != QKNormNone {
+		eps := cfg.QKNormEps
+		if eps == 0 {
+			eps = 1e-6
+		}
+		norm := func(x []float64, width int, w []float64) {
+			if cfg.QKNormUnitOffset {
+				for i := range w {
+					w[i]++
+				}
+			}
+			group := d
+			if cfg.QKNorm == QKNormAll {
+				group = width
+			}
+			for s := 0; s < len(x); s += group {
+				ms := 0.0
+				for i := 0; i < group; i++ {
+					ms += x[s+i] * x[s+i]
+				}
+				r := 1 / math.Sqrt(ms/float64(group)+eps)
+				for i := 0; i < group; i++ {
+					x[s+i] *= r * w[(s+i)%width%len(w)]
+				}
+			}
+		}
+		norm(qp, e, get(WeightQNorm))
+		norm(kp, kv, get(WeightKNorm))
+	}
+
+	// Rotary embeddings of every head of every row at its position.
+	if r := cfg.Rope; r != nil {
+		rd := r.RotaryDim
+		if rd == 0 {
+			rd = d
+		}
+		theta, lf, af := r.Theta, r.LinearFactor, r.AttentionFactor
+		if theta == 0 {
+			theta = 10000
+		}
+		if lf == 0 {
+			lf = 1
+		}
+		if af == 0 {
+			af = 1
+		}
+		inv := make([]float64, rd/2)
+		for k := range inv {
+			if r.InvFreq != nil {
+				inv[k] = float64(r.InvFreq[k])
+			} else {
+				inv[k] = math.Pow(theta, -2*float64(k)/float64(rd)) / lf
+			}
+		}
+		rotate := func(x []float64, width int, pos []int64) {
+			for row, p := range pos {
+				for hs := row * width; hs < (row+1)*width; hs += d {
+					for k := range inv {
+						i, j := hs+k, hs+k+rd/2
+						if r.Pairing == RopeAdjacent {
+							i, j = hs+2*k, hs+2*k+1
+						}
+						a := float64(p) * inv[k]
+						xi, xj := x[i], x[j]
+						x[i] = af * (xi*math.Cos(a) - xj*math.Sin(a))
+						x[j] = af * (xj*math.Cos(a) + xi*math.Sin(a))
+					}
+				}
+			}
+		}
+		rotate(qp, e, qpos)
+		rotate(kp, kv, kpos)
+	}
+
+	var slopes []float64
+	if cfg.Alibi != AlibiNone {
+		slopes = standardSlopes(h)
+		if cfg.AlibiSlopes != nil {
+			slopes = to64(cfg.AlibiSlopes)
+		}
+	}
+	var sinks []float64
+	if cfg.Sinks {
+		sinks = get(WeightSinks)
+	}
+
+	att := make([]float64, c.batch*c.lq*e)
+	probs := make([]float64, c.batch*h*c.lq*c.lk)
+	for b := 0; b < c.batch; b++ {
+		n := c.lk
+		if c.keyLengths != nil {
+			n = int(c.keyLengths[b])
 		}
 		for hh := 0; hh < h; hh++ {
 			g := hh * kvh / h
-			for i := 0; i < lq; i++ {
-				p := int64(i)
-				if m.causal == 2 {
-					p = int64(i) + n - int64(lq)
+			for i := 0; i < c.lq; i++ {
+				// last: the last key the causal mask shows the query, and
+				// where the window ends.
+				last := i
+				if c.causal == CausalBottomRight {
+					last = i + n - c.lq
 				}
-				scores := make([]float64, lk)
+				pq := float64(qpos[b*c.lq+i])
+				scores := make([]float64, c.lk)
 				mx := math.Inf(-1)
-				for j := 0; j < lk; j++ {
-					jj := int64(j)
+				for j := 0; j < c.lk; j++ {
 					scores[j] = math.Inf(-1)
-					if jj >= n || (m.padding != nil && m.padding[b*lk+j]) ||
-						(m.causal == 1 && j > i) || (m.causal == 2 && jj > p) ||
-						(m.window > 0 && p-jj >= int64(m.window)) {
+					if j >= n || (c.padding != nil && c.padding[b*c.lk+j]) ||
+						(c.causal != CausalNone && j > last) || (c.window > 0 && last-j >= c.window) {
 						continue
 					}
 					s := 0.0
 					for x := 0; x < d; x++ {
-						s += qp[(b*lq+i)*e+hh*d+x] * kp[(b*lk+j)*kv+g*d+x]
+						s += qp[(b*c.lq+i)*e+hh*d+x] * kp[(b*c.lk+j)*kv+g*d+x]
 					}
-					s *= c.Scale
-					if m.bias != nil {
-						s += m.bias(b, hh, i, j)
+					s *= scale
+					if cfg.Softcap > 0 {
+						s = cfg.Softcap * math.Tanh(s/cfg.Softcap)
+					}
+					pk := float64(kpos[b*c.lk+j])
+					switch cfg.Alibi {
+					case AlibiCausal:
+						s += slopes[hh] * (pk - pq)
+					case AlibiSymmetric:
+						s -= slopes[hh] * math.Abs(pq-pk)
+					}
+					if c.bias != nil {
+						s += c.bias(b, hh, i, j)
 					}
 					scores[j] = s
 					mx = math.Max(mx, s)
 				}
+				if sinks != nil {
+					mx = math.Max(mx, sinks[hh])
+				}
 				if math.IsInf(mx, -1) {
-					continue
+					continue // zeros before the output projection
 				}
-				sum := 0.0
+				den := 0.0
 				for _, s := range scores {
-					sum += math.Exp(s - mx)
+					den += math.Exp(s - mx)
 				}
-				for j := 0; j < lk; j++ {
-					pr := math.Exp(scores[j]-mx) / sum
-					probs[((b*h+hh)*lq+i)*lk+j] = pr
+				if sinks != nil {
+					den += math.Exp(sinks[hh] - mx)
+				}
+				for j, s := range scores {
+					p := math.Exp(s-mx) / den
+					probs[((b*h+hh)*c.lq+i)*c.lk+j] = p
 					for x := 0; x < d; x++ {
-						att[(b*lq+i)*e+hh*d+x] += pr * vp[(b*lk+j)*kv+g*d+x]
+						att[(b*c.lq+i)*e+hh*d+x] += p * vp[(b*c.lk+j)*kv+g*d+x]
 					}
 				}
 			}
 		}
 	}
-	return projRef(att, batch*lq, get(WeightOut), bo, e), probs
+	return projRef(att, c.batch*c.lq, get(WeightOut), bo, e), probs
+}
+
+// refBiasParts is the set of projections with a bias that cfg asks for.
+func refBiasParts(cfg Config) BiasParts {
+	if cfg.BiasParts != 0 {
+		return cfg.BiasParts
+	}
+	if cfg.NoBias {
+		return 0
+	}
+	return BiasAll
+}
+
+// standardSlopes are the ALiBi slopes of Press et al. for h heads: with n
+// the largest power of two <= h, 2^(-8(i+1)/n) for i < n, then
+// 2^(-4(2(i-n)+1)/n).
+func standardSlopes(h int) []float64 {
+	n := 1
+	for n*2 <= h {
+		n *= 2
+	}
+	s := make([]float64, h)
+	for i := range s {
+		if i < n {
+			s[i] = math.Pow(2, -8*float64(i+1)/float64(n))
+		} else {
+			s[i] = math.Pow(2, -4*float64(2*(i-n)+1)/float64(n))
+		}
+	}
+	return s
+}
+
+// rangePositions is start[b] + i for i < n in each row.
+func rangePositions(start []int64, n int) []int64 {
+	p := make([]int64, 0, len(start)*n)
+	for _, s := range start {
+		for i := 0; i < n; i++ {
+			p = append(p, s+int64(i))
+		}
+	}
+	return p
 }
 
 func averageHeads(p []float64, batch, h, lq, lk int) []float64 {

@@ -15,11 +15,14 @@ const (
 	tH = 4
 )
 
-func checkMask(t *testing.T, what string, b, lq, lk int, mask *Mask, rm refMask) {
+// checkMask compares a forward under mask with the reference of call rc,
+// which gives the mask's part of the call; checkMask fills in the rest.
+func checkMask(t *testing.T, what string, b, lq, lk int, mask *Mask, rc refCall) {
 	t.Helper()
 	l := randomLayer(t, tE, tH, 12, 10, 7)
 	q, k, v := randVec(b*lq*tE, 1), randVec(b*lk*12, 2), randVec(b*lk*10, 3)
-	want, probs := reference(t, l, b, lq, lk, q, k, v, rm)
+	rc.batch, rc.lq, rc.lk, rc.q, rc.k, rc.v = b, lq, lk, q, k, v
+	want, probs := reference(t, l, nil, rc)
 
 	out := make([]float32, b*lq*tE)
 	w := make([]float32, b*tH*lq*lk)
@@ -33,35 +36,35 @@ func checkMask(t *testing.T, what string, b, lq, lk int, mask *Mask, rm refMask)
 }
 
 func TestMasks(t *testing.T) {
-	checkMask(t, "none", 2, 3, 5, nil, refMask{})
-	checkMask(t, "top-left", 2, 3, 5, &Mask{Causal: CausalTopLeft}, refMask{causal: 1})
-	checkMask(t, "bottom-right", 2, 3, 5, &Mask{Causal: CausalBottomRight}, refMask{causal: 2})
+	checkMask(t, "none", 2, 3, 5, nil, refCall{})
+	checkMask(t, "top-left", 2, 3, 5, &Mask{Causal: CausalTopLeft}, refCall{causal: CausalTopLeft})
+	checkMask(t, "bottom-right", 2, 3, 5, &Mask{Causal: CausalBottomRight}, refCall{causal: CausalBottomRight})
 
 	lengths := []int64{5, 2}
 	pad := []bool{false, true, false, false, true, false, false, true, true, true}
 	checkMask(t, "lengths+padding+causal", 2, 3, 5,
 		&Mask{KeyLengths: lengths, KeyPadding: pad, Causal: CausalBottomRight},
-		refMask{keyLengths: lengths, padding: pad, causal: 2})
+		refCall{keyLengths: lengths, padding: pad, causal: CausalBottomRight})
 
-	checkMask(t, "window", 1, 5, 5, &Mask{Causal: CausalTopLeft, Window: 2}, refMask{causal: 1, window: 2})
+	checkMask(t, "window", 1, 5, 5, &Mask{Causal: CausalTopLeft, Window: 2}, refCall{causal: CausalTopLeft, window: 2})
 }
 
 func TestBiasBroadcasts(t *testing.T) {
 	b, lq, lk := 2, 3, 5
 	shared := randVec(lq*lk, 11)
 	checkMask(t, "bias [Lq,Lk]", b, lq, lk, &Mask{Bias: shared, BiasShape: BiasShared},
-		refMask{bias: func(_, _, i, j int) float64 { return float64(shared[i*lk+j]) }})
+		refCall{bias: func(_, _, i, j int) float64 { return float64(shared[i*lk+j]) }})
 	perBatch := randVec(b*lq*lk, 12)
 	checkMask(t, "bias [B,Lq,Lk]", b, lq, lk, &Mask{Bias: perBatch, BiasShape: BiasPerBatch},
-		refMask{bias: func(bb, _, i, j int) float64 { return float64(perBatch[(bb*lq+i)*lk+j]) }})
+		refCall{bias: func(bb, _, i, j int) float64 { return float64(perBatch[(bb*lq+i)*lk+j]) }})
 	perHead := randVec(b*tH*lq*lk, 13)
 	perHead[7] = float32(math.Inf(-1)) // -inf hides a key
 	checkMask(t, "bias [B,H,Lq,Lk]", b, lq, lk, &Mask{Bias: perHead, BiasShape: BiasPerHead},
-		refMask{bias: func(bb, h, i, j int) float64 { return float64(perHead[((bb*tH+h)*lq+i)*lk+j]) }})
+		refCall{bias: func(bb, h, i, j int) float64 { return float64(perHead[((bb*tH+h)*lq+i)*lk+j]) }})
 	heads := randVec(tH*lq*lk, 14) // one [H, Lq, Lk] block for every batch row
 	checkMask(t, "bias strided", b, lq, lk,
 		&Mask{Bias: heads, BiasShape: BiasStrided, BiasStrides: [3]int{0, lq * lk, lk}},
-		refMask{bias: func(_, h, i, j int) float64 { return float64(heads[(h*lq+i)*lk+j]) }})
+		refCall{bias: func(_, h, i, j int) float64 { return float64(heads[(h*lq+i)*lk+j]) }})
 }
 
 func TestEmptyRows(t *testing.T) {
