@@ -141,9 +141,8 @@ func setFeatures(c *C.attn_config, cfg *Config, mem *cmem) error {
 		if cfg.Alibi == AlibiNone {
 			return newError(StatusBadOption, "AlibiSlopes given but Alibi is AlibiNone")
 		}
-		if len(cfg.AlibiSlopes) != heads {
-			return newError(StatusBadSize, "AlibiSlopes has %d elements, expected one per head (%d)",
-				len(cfg.AlibiSlopes), heads)
+		if err := expectLen(len(cfg.AlibiSlopes), "AlibiSlopes", "[num_heads]", heads); err != nil {
+			return err
 		}
 		p, err := mem.floats(cfg.AlibiSlopes)
 		if err != nil {
@@ -186,9 +185,8 @@ func setFeatures(c *C.attn_config, cfg *Config, mem *cmem) error {
 					rd = hd
 				}
 				if rd > 0 && rd%2 == 0 && rd <= hd {
-					if len(r.InvFreq) != rd/2 {
-						return newError(StatusBadSize, "Rope.InvFreq has %d elements, expected rotary_dim/2 = %d",
-							len(r.InvFreq), rd/2)
+					if err := expectLen(len(r.InvFreq), "Rope.InvFreq", "[rotary_dim/2]", rd/2); err != nil {
+						return err
 					}
 					f, err := mem.floats(r.InvFreq)
 					if err != nil {
