@@ -138,11 +138,14 @@ func setFeatures(c *C.attn_config, cfg *Config, mem *cmem) error {
 	}
 	c.alibi = C.int32_t(cfg.Alibi)
 	if cfg.AlibiSlopes != nil {
-		if cfg.Alibi == AlibiNone {
-			return newError(StatusBadOption, "AlibiSlopes given but Alibi is AlibiNone")
-		}
-		if err := expectLen(len(cfg.AlibiSlopes), "AlibiSlopes", "[num_heads]", heads); err != nil {
-			return err
+		// The library reads num_heads slopes without knowing the slice's
+		// length, so the count is checked here. Without ALiBi the library
+		// refuses slopes of any count (StatusBadOption) before it reads
+		// them, which says what is really wrong: no count is checked then.
+		if cfg.Alibi != AlibiNone {
+			if err := expectLen(len(cfg.AlibiSlopes), "AlibiSlopes", "[num_heads]", heads); err != nil {
+				return err
+			}
 		}
 		p, err := mem.floats(cfg.AlibiSlopes)
 		if err != nil {

@@ -89,6 +89,8 @@ func rows2(x []float32, b, n, e, from, k int) []float32 {
 // Invalid feature settings are an *Error whose message names what is
 // wrong, never a panic; failed calls leave their outputs unchanged.
 func TestInvalidFeatureSettings(t *testing.T) {
+	const slopesWithoutAlibi = "alibi_slopes given but alibi is ATTN_ALIBI_NONE " +
+		"(set alibi, or leave alibi_slopes NULL)"
 	nan, inf := math.NaN(), math.Inf(1)
 	for _, c := range []struct {
 		name     string
@@ -114,7 +116,11 @@ func TestInvalidFeatureSettings(t *testing.T) {
 			"AlibiSlopes has 1 elements, expected 2 = [num_heads] [2]"},
 		{"too many slopes", Config{Alibi: AlibiCausal, AlibiSlopes: make([]float32, 3)}, StatusBadSize,
 			"AlibiSlopes has 3 elements, expected 2 = [num_heads] [2]"},
-		{"slopes without ALiBi", Config{AlibiSlopes: make([]float32, 2)}, StatusBadOption, "AlibiSlopes"},
+		// Refused by the library, whatever the slopes' count.
+		{"slopes without ALiBi", Config{AlibiSlopes: make([]float32, 2)}, StatusBadOption, slopesWithoutAlibi},
+		{"wrong count of slopes without ALiBi", Config{AlibiSlopes: make([]float32, 3)}, StatusBadOption,
+			slopesWithoutAlibi},
+		{"empty slopes without ALiBi", Config{AlibiSlopes: []float32{}}, StatusBadOption, slopesWithoutAlibi},
 		{"NaN slope", Config{Alibi: AlibiSymmetric, AlibiSlopes: []float32{1, float32(nan)}}, StatusNotFinite, "slope"},
 		{"unknown ALiBi form", Config{Alibi: 5}, StatusBadOption, "alibi"},
 		{"unknown QK-norm", Config{QKNorm: 9}, StatusBadOption, "qk_norm"},
