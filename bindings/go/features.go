@@ -212,21 +212,20 @@ func headDim(e, h int) (int, bool) {
 }
 
 // readFeatures copies the feature fields of a layer's configuration, as
-// attn_layer_get_config returned it (pointers into the layer), into cfg.
+// attn_layer_get_config returned it (pointers into the layer), into cfg,
+// whose feature fields are still zero.
 func readFeatures(c *C.attn_config, cfg *Config) {
 	cfg.BiasParts = BiasParts(c.bias_parts)
 	cfg.QKNorm = QKNorm(c.qk_norm)
 	cfg.QKNormEps = float64(c.qk_norm_eps)
 	cfg.QKNormUnitOffset = c.qk_norm_unit_offset != 0
 	cfg.Alibi = Alibi(c.alibi)
-	cfg.AlibiSlopes = nil
-	if c.alibi != C.ATTN_ALIBI_NONE && c.alibi_slopes != nil {
+	if c.alibi_slopes != nil { // NULL without ALiBi
 		cfg.AlibiSlopes = append([]float32(nil),
 			unsafe.Slice((*float32)(unsafe.Pointer(c.alibi_slopes)), int(c.num_heads))...)
 	}
 	cfg.Softcap = float64(c.softcap)
 	cfg.Sinks = c.sinks != 0
-	cfg.Rope = nil
 	if rc := c.rope; rc != nil {
 		r := &Rope{
 			Pairing: RopePairing(rc.pairing), RotaryDim: int(rc.rotary_dim), Theta: float64(rc.theta),
