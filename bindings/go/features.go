@@ -248,8 +248,10 @@ func readFeatures(c *C.attn_config, cfg *Config) {
 // given, else at Start[b] + i (Start nil: i); key j at Key[b*lenK+j] when
 // Key is given, else at Query[b*lenK+j] when Query is given and lenQ ==
 // lenK, else at Start[b] + j. Decoding steps take their tokens' positions
-// from the cache (their place in the row), plus Start[b] when given; Query
-// and Key must be nil there (StatusBadOption).
+// from the cache (their place in the row), plus Start[b] when given; the
+// library refuses Query and Key there for a layer with rotary embeddings
+// or ALiBi (StatusBadOption) and, like other positions, other layers ignore
+// them.
 type Positions struct {
 	// Start [batch]: position of each row's first token; nil = 0.
 	Start []int64
@@ -262,15 +264,13 @@ type Positions struct {
 // positionDims are the sizes a call's Positions are checked against.
 type positionDims struct {
 	batch, lenQ, lenK int
-	step              bool // a decoding step: Start only
+	step              bool // a decoding step: Query and Key are the library's to refuse
 }
 
-// toC checks p's lengths and copies it into mem.
+// toC checks p's lengths and copies it into mem. In a decoding step only
+// Start is checked: the library never reads Query or Key there (it refuses
+// them or ignores them), so a length error would hide its answer.
 func (p *Positions) toC(mem *cmem, d positionDims) (*C.attn_positions, error) {
-	if d.step && (p.Query != nil || p.Key != nil) {
-		return nil, newError(StatusBadOption, "Positions: a decoding step takes its tokens' positions "+
-			"from the cache; Query and Key must be nil (Start may offset them)")
-	}
 	ptr, err := mem.alloc(C.sizeof_attn_positions)
 	if err != nil {
 		return nil, err
@@ -295,7 +295,8 @@ func (p *Positions) toC(mem *cmem, d positionDims) (*C.attn_positions, error) {
 		if f.src == nil {
 			continue
 		}
-		if err := expectLen(len(f.src), f.name, f.shape, f.dims...); err != nil {
+		checked := !d.step || f.dst == &cp.start
+		if err := expectLen(len(f.src), f.name, f.shape, f.dims...); checked && err != nil {
 			return nil, err
 		}
 		c, err := mem.int64s(f.src)

@@ -201,8 +201,11 @@ func TestInvalidPositions(t *testing.T) {
 	step := func(p *Positions) func([]float32) error {
 		return func(o []float32) error { return l.DecodeStep(cache, 1, x[:b*8], nil, &Options{Positions: p}, o) }
 	}
-	expectErr(t, StatusBadOption, "Query and Key must be nil", b*8, step(&Positions{Query: []int64{0, 0}}))
-	expectErr(t, StatusBadOption, "Query and Key must be nil", b*8, step(&Positions{Key: []int64{0, 0}}))
+	// The library's refusal, whatever the length of the slice.
+	const refused = "q_positions and k_positions must be NULL"
+	expectErr(t, StatusBadOption, refused, b*8, step(&Positions{Query: []int64{0, 0}}))
+	expectErr(t, StatusBadOption, refused, b*8, step(&Positions{Key: []int64{0, 0}}))
+	expectErr(t, StatusBadOption, refused, b*8, step(&Positions{Query: []int64{0, 0, 0}}))
 	expectErr(t, StatusBadOption, "ATTN_MAX_POSITION", b*8, step(&Positions{Start: []int64{0, MaxPosition + 1}}))
 	expectErr(t, StatusBadSize, "Positions.Start", b*8, step(&Positions{Start: []int64{0, 0, 0}}))
 	if lengths, _, err := cache.Lengths(); err != nil || lengths[0] != 0 || lengths[1] != 0 {
@@ -219,5 +222,37 @@ func TestInvalidPositions(t *testing.T) {
 	s := featureLayer(t, Config{EmbedDim: 8, NumHeads: 2, Sinks: true}, 43)
 	if err := s.SetWeight(WeightSinks, []float32{0, float32(math.Inf(-1))}); !isStatus(err, StatusNotFinite) {
 		t.Errorf("infinite sink: %v", err)
+	}
+}
+
+// A layer without rotary embeddings or ALiBi ignores positions, in steps
+// too: Query and Key of any length leave the output as it is without them.
+func TestStepsOfPlainLayersIgnoreQueryAndKeyPositions(t *testing.T) {
+	for _, cfg := range []Config{
+		{EmbedDim: 8, NumHeads: 2},
+		{EmbedDim: 8, NumHeads: 2, Softcap: 5, Sinks: true},
+	} {
+		l := featureLayer(t, cfg, 44)
+		b := 2
+		x := randVec(2*b*8, 11)
+		steps := func(p *Positions) []float32 {
+			cache, err := NewKvCache(l, b, 4, 0)
+			must(t, err)
+			defer cache.Close()
+			out := make([]float32, 2*b*8)
+			for s := 0; s < 2; s++ {
+				must(t, l.DecodeStep(cache, 1, x[s*b*8:(s+1)*b*8], nil, &Options{Positions: p}, out[s*b*8:(s+1)*b*8]))
+			}
+			return out
+		}
+		want := steps(nil)
+		for _, p := range []*Positions{{Query: []int64{7, 7}}, {Key: []int64{-3}}} {
+			got := steps(p)
+			for i := range want {
+				if got[i] != want[i] {
+					t.Fatalf("%+v, positions %+v: out[%d] = %g, %g without positions", cfg, *p, i, got[i], want[i])
+				}
+			}
+		}
 	}
 }

@@ -87,7 +87,7 @@ func selfCase(t *testing.T, what string, l *Layer, cfg Config, batch, n int, sta
 	return out
 }
 
-// plainOutput is what a layer without the features, with the same
+// plainDiff compares with what a layer without the features, with the same
 // weights, gives: the features must move the output away from it.
 func plainDiff(t *testing.T, l *Layer, cfg Config, batch, n int, out []float32, causal bool) float64 {
 	t.Helper()
