@@ -284,7 +284,7 @@ class Memory(_lib.OwnsCObject):
         for S > capacity, ERR_NOT_FINITE, ...); the memory is then
         unchanged.
         """
-        from ._layer import _int
+        from ._layer import _call_options
 
         layer = self._layer
         core_code = _lib.core_code(core)
@@ -316,9 +316,7 @@ class Memory(_lib.OwnsCObject):
         lengths = None
         if key_lengths is not None:
             lengths = _rows(key_lengths, B, "key_lengths")
-        opts = _lib.new_options()
-        opts.num_threads = _int(num_threads, "num_threads", 32)
-        opts.core = core_code
+        opts = _call_options(num_threads, core_code)
         kp = k.ctypes.data
         vp = kp if same else v.ctypes.data
         with layer._lock.reading(), self._lock.writing():
@@ -330,7 +328,10 @@ class Memory(_lib.OwnsCObject):
             self._len_k = S
 
 
-def _weights_buffer(opts, need_weights, average, batch, heads, rows, cols):
+def weights_buffer(opts, need_weights, average, batch, heads, rows, cols):
+    """With need_weights, a new float32 array for a call's attention
+    weights ([batch, rows, cols] averaged over heads, or [batch, heads,
+    rows, cols]), which opts then points at; None otherwise."""
     if not need_weights:
         return None
     if average:
@@ -364,7 +365,7 @@ def _step_input(layer, x, batch, name):
 def decode_step(layer, x, cache, new_lengths, new_padding, need_weights,
                 average_attn_weights, empty_rows, num_threads, start, core
                 ) -> Tuple[np.ndarray, Optional[np.ndarray]]:
-    from ._layer import _empty_rows_code, _int
+    from ._layer import _call_options
 
     _check_owner(layer, cache, KVCache, "cache")
     core_code = _lib.core_code(core)
@@ -373,8 +374,7 @@ def decode_step(layer, x, cache, new_lengths, new_padding, need_weights,
     n = a.shape[1]
 
     mask = _lib.new_decode_mask()
-    mask.empty_rows = (layer._empty_rows if empty_rows is None
-                       else _empty_rows_code(empty_rows))
+    mask.empty_rows = layer._empty_rows_of(empty_rows)
     keep = []
     if new_lengths is not None:
         lengths = _rows(new_lengths, B, "new_lengths")
@@ -386,11 +386,9 @@ def decode_step(layer, x, cache, new_lengths, new_padding, need_weights,
         mask.new_padding = pad.ctypes.data
 
     out = np.empty((B, n, layer.embed_dim), dtype=_F32)
-    opts = _lib.new_options()
-    weights = _weights_buffer(opts, need_weights, average_attn_weights, B,
-                              layer.num_heads, n, cache.capacity)
-    opts.num_threads = _int(num_threads, "num_threads", 32)
-    opts.core = core_code
+    opts = _call_options(num_threads, core_code)
+    weights = weights_buffer(opts, need_weights, average_attn_weights, B,
+                             layer.num_heads, n, cache.capacity)
     _features.positions(opts, keep, B, n, n, False, start=start)
 
     with layer._lock.reading(), cache._lock:
@@ -404,19 +402,16 @@ def decode_step(layer, x, cache, new_lengths, new_padding, need_weights,
 def cross_step(layer, query, memory, key_padding_mask, attn_mask, is_causal,
                need_weights, average_attn_weights, empty_rows, num_threads,
                core) -> Tuple[np.ndarray, Optional[np.ndarray]]:
-    from ._layer import _empty_rows_code, _int
+    from ._layer import _call_options
 
     _check_owner(layer, memory, Memory, "memory")
     core_code = _lib.core_code(core)
     B = memory.batch
     q = _step_input(layer, query, B, "query")
     n = q.shape[1]
-    rows = (layer._empty_rows if empty_rows is None
-            else _empty_rows_code(empty_rows))
+    rows = layer._empty_rows_of(empty_rows)
     out = np.empty((B, n, layer.embed_dim), dtype=_F32)
-    opts = _lib.new_options()
-    opts.num_threads = _int(num_threads, "num_threads", 32)
-    opts.core = core_code
+    opts = _call_options(num_threads, core_code)
 
     with layer._lock.reading(), memory._lock.reading():
         memory._live_handle()
@@ -425,8 +420,8 @@ def cross_step(layer, query, memory, key_padding_mask, attn_mask, is_causal,
             raise ValueError("the memory was never set (Memory.set)")
         mask, keep = _mask.build(key_padding_mask, attn_mask, bool(is_causal),
                                  rows, B, layer.num_heads, n, S, False)
-        weights = _weights_buffer(opts, need_weights, average_attn_weights,
-                                  B, layer.num_heads, n, S)
+        weights = weights_buffer(opts, need_weights, average_attn_weights,
+                                 B, layer.num_heads, n, S)
         check(C.attn_cross_step(
             layer._live_handle(), memory._live_handle(), B, n, q.ctypes.data,
             ctypes.byref(mask) if mask is not None else None,

@@ -234,6 +234,12 @@ class MultiheadAttention(_lib.OwnsCObject):
     def empty_rows(self, value: str) -> None:
         self._empty_rows = _empty_rows_code(value)
 
+    def _empty_rows_of(self, empty_rows):
+        """The library's code for a call's ``empty_rows``: the layer's
+        setting when None."""
+        return (self._empty_rows if empty_rows is None
+                else _empty_rows_code(empty_rows))
+
     # ------------------------------------------------------------- weights
 
     def weight_names(self) -> List[str]:
@@ -602,23 +608,15 @@ class MultiheadAttention(_lib.OwnsCObject):
             raise ValueError("batch %d and lengths %d, %d must be positive"
                              % (B, Lq, Lk))
 
-        rows = (self._empty_rows if empty_rows is None
-                else _empty_rows_code(empty_rows))
         mask, keep = _mask.build(key_padding_mask, attn_mask, bool(is_causal),
-                                 rows, B, self.num_heads, Lq, Lk, unbatched)
+                                 self._empty_rows_of(empty_rows), B,
+                                 self.num_heads, Lq, Lk, unbatched)
 
         out = np.empty((B, Lq, E), dtype=_F32)
-        opts = _lib.new_options()
-        weights = None
-        if need_weights:
-            shape = ((B, Lq, Lk) if average_attn_weights
-                     else (B, self.num_heads, Lq, Lk))
-            weights = np.empty(shape, dtype=_F32)
-            opts.attn_weights = weights.ctypes.data
-            opts.weights_mode = (_lib.WEIGHTS_AVERAGE if average_attn_weights
-                                 else _lib.WEIGHTS_PER_HEAD)
-        opts.num_threads = _int(num_threads, "num_threads", 32)
-        opts.core = core_code
+        opts = _call_options(num_threads, core_code)
+        weights = _decode.weights_buffer(opts, need_weights,
+                                         average_attn_weights, B,
+                                         self.num_heads, Lq, Lk)
         keep_positions = []
         _features.positions(opts, keep_positions, B, Lq, Lk, unbatched,
                             positions, key_positions, start)
@@ -774,6 +772,16 @@ def _int(value, name, bits=64):
         raise OverflowError("%s %d does not fit the library's %d-bit "
                             "integer" % (name, value, bits))
     return value
+
+
+def _call_options(num_threads, core_code):
+    """The attn_options of one call (forward, a step, Memory.set) with its
+    thread count, refused rather than wrapped when it does not fit a C int,
+    and its core (the code from _lib.core_code)."""
+    opts = _lib.new_options()
+    opts.num_threads = _int(num_threads, "num_threads", 32)
+    opts.core = core_code
+    return opts
 
 
 def _add_batch(q, k, v):
