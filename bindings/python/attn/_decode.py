@@ -284,7 +284,7 @@ class Memory(_lib.OwnsCObject):
         for S > capacity, ERR_NOT_FINITE, ...); the memory is then
         unchanged.
         """
-        from ._layer import _call_options
+        from ._layer import _call_options, _check_key_value
 
         layer = self._layer
         core_code = _lib.core_code(core)
@@ -299,15 +299,7 @@ class Memory(_lib.OwnsCObject):
             raise ValueError(
                 "key and value have batch sizes %d and %d, but the memory "
                 "has %d rows" % (B, v.shape[0], self.batch))
-        if v.shape[1] != S:
-            raise ValueError("key has length %d but value has length %d"
-                             % (S, v.shape[1]))
-        if k.shape[2] != layer.kdim:
-            raise ValueError("key has width %d, but kdim is %d"
-                             % (k.shape[2], layer.kdim))
-        if v.shape[2] != layer.vdim:
-            raise ValueError("value has width %d, but vdim is %d"
-                             % (v.shape[2], layer.vdim))
+        _check_key_value(layer, k, v)
         if S == 0:
             raise ValueError("key and value must hold at least one position")
         pad = None

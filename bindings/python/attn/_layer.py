@@ -595,15 +595,7 @@ class MultiheadAttention(_lib.OwnsCObject):
             raise ValueError(
                 "query, key and value have batch sizes %d, %d and %d"
                 % (B, k.shape[0], v.shape[0]))
-        if k.shape[2] != self.kdim:
-            raise ValueError("key has width %d, but kdim is %d"
-                             % (k.shape[2], self.kdim))
-        if v.shape[1] != Lk:
-            raise ValueError("key has length %d but value has length %d"
-                             % (Lk, v.shape[1]))
-        if v.shape[2] != self.vdim:
-            raise ValueError("value has width %d, but vdim is %d"
-                             % (v.shape[2], self.vdim))
+        _check_key_value(self, k, v)
         if Lq == 0 or Lk == 0 or B == 0:
             raise ValueError("batch %d and lengths %d, %d must be positive"
                              % (B, Lq, Lk))
@@ -772,6 +764,21 @@ def _int(value, name, bits=64):
         raise OverflowError("%s %d does not fit the library's %d-bit "
                             "integer" % (name, value, bits))
     return value
+
+
+def _check_key_value(layer, k, v):
+    """Refuses 3-D key k and value v [batch, S, width] (batch sizes already
+    checked) whose lengths differ or whose widths are not layer's kdim and
+    vdim, for forward and Memory.set."""
+    if k.shape[2] != layer.kdim:
+        raise ValueError("key has width %d, but kdim is %d"
+                         % (k.shape[2], layer.kdim))
+    if v.shape[1] != k.shape[1]:
+        raise ValueError("key has length %d but value has length %d"
+                         % (k.shape[1], v.shape[1]))
+    if v.shape[2] != layer.vdim:
+        raise ValueError("value has width %d, but vdim is %d"
+                         % (v.shape[2], layer.vdim))
 
 
 def _call_options(num_threads, core_code):
