@@ -5,6 +5,8 @@ arrays, copying only when the library could not read the data as it is."""
 import numpy as np
 
 _F32 = np.dtype(np.float32)
+_I64 = np.dtype(np.int64)
+_I64_MAX = np.uint64(np.iinfo(_I64).max)
 
 
 def to_numpy(x):
@@ -40,3 +42,25 @@ def as_float32(x):
                         "point data (or Python numbers), not an array of "
                         "dtype %s: convert it explicitly" % a.dtype)
     return np.ascontiguousarray(a, dtype=_F32)
+
+
+def as_int64(x, shape, name, broadcast=False, hint=""):
+    """x (integers: an array, a tensor, a list or, with broadcast, one
+    integer for the whole shape) as a C-contiguous int64 array of that
+    shape. TypeError for data that is not integer, OverflowError for an
+    unsigned value above int64's range (converting it would wrap it to a
+    negative number), ValueError for another shape (its message ends with
+    hint)."""
+    a = to_numpy(x)
+    if a.dtype.kind not in "iu":
+        raise TypeError("%s must hold integers, not %s" % (name, a.dtype))
+    # Compared as uint64, before any conversion.
+    if a.dtype.kind == "u" and a.size and a.max() > _I64_MAX:
+        raise OverflowError("%s does not fit the library's 64-bit integers"
+                            % name)
+    if broadcast and a.ndim == 0:
+        a = np.full(shape, a, dtype=_I64)
+    if a.shape != shape:
+        raise ValueError("%s must have shape %s%s, not %s"
+                         % (name, shape, hint, tuple(a.shape)))
+    return np.ascontiguousarray(a, dtype=_I64)

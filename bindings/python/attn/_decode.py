@@ -18,7 +18,7 @@ from typing import Any, Optional, Tuple, Union
 import numpy as np
 
 from . import _features, _lib, _mask
-from ._convert import as_float32, to_numpy
+from ._convert import as_float32, as_int64, to_numpy
 from ._lib import C, check
 
 _F32 = np.dtype(np.float32)
@@ -64,20 +64,7 @@ def _check_owner(layer, obj, cls, name):
 def _rows(value, batch, name, scalar=True):
     """value ([batch] integers, or with scalar one integer for every row)
     as a C-contiguous int64 array of batch elements."""
-    a = to_numpy(value)
-    if a.dtype.kind not in "iu":
-        raise TypeError("%s must hold integers, not %s" % (name, a.dtype))
-    # Before any conversion, which would wrap a large unsigned value.
-    if a.dtype.kind == "u" and a.size and (
-            a.max() > np.uint64(np.iinfo(_I64).max)):  # compared as uint64
-        raise OverflowError("%s does not fit the library's 64-bit integers"
-                            % name)
-    if a.ndim == 0 and scalar:
-        a = np.full(batch, a, dtype=_I64)
-    if a.shape != (batch,):
-        raise ValueError("%s must have shape (%d,) (one per batch row), not %s"
-                         % (name, batch, tuple(a.shape)))
-    return np.ascontiguousarray(a, dtype=_I64)
+    return as_int64(value, (batch,), name, scalar, " (one per batch row)")
 
 
 def _flags(value, shape, name):

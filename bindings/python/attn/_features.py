@@ -8,6 +8,7 @@ import ctypes
 import numpy as np
 
 from . import _lib
+from ._convert import as_int64, to_numpy
 
 _PAIRING = {"halves": _lib.ROPE_HALVES, "adjacent": _lib.ROPE_ADJACENT}
 _QK_NORM = {None: _lib.QK_NORM_NONE, "head": _lib.QK_NORM_HEAD,
@@ -125,17 +126,6 @@ def apply(cfg, keep, num_heads, bias_parts=None, rope=None, qk_norm=None,
     cfg.sinks = 1 if sinks else 0
 
 
-def _int_array(value, shape, name):
-    a = np.asarray(value)
-    if a.dtype.kind not in "iu":
-        raise TypeError("%s must hold integers, not %s" % (name, a.dtype))
-    a = np.ascontiguousarray(a, dtype=np.int64)
-    if a.shape != shape:
-        raise ValueError("%s must have shape %s, not %s"
-                         % (name, shape, a.shape))
-    return a
-
-
 def positions(opts, keep, B, Lq, Lk, unbatched, positions=None,
               key_positions=None, start=None):
     """Points opts at an attn_positions for forward's arguments (nothing
@@ -146,8 +136,7 @@ def positions(opts, keep, B, Lq, Lk, unbatched, positions=None,
         raise NotImplementedError("the loaded libattn has no positions")
     p = _lib.new_positions()
     if start is not None:
-        s = np.full(B, start) if np.ndim(start) == 0 else start
-        s = _int_array(s, (B,), "start")
+        s = as_int64(start, (B,), "start", broadcast=True)
         keep.append(s)
         p.start = s.ctypes.data
     for value, L, field, name in ((positions, Lq, "q_positions", "positions"),
@@ -155,10 +144,10 @@ def positions(opts, keep, B, Lq, Lk, unbatched, positions=None,
                                    "key_positions")):
         if value is None:
             continue
-        a = np.asarray(value)
+        a = to_numpy(value)
         if unbatched and a.ndim == 1:
             a = a[None]
-        a = _int_array(a, (B, L), name)
+        a = as_int64(a, (B, L), name)
         keep.append(a)
         setattr(p, field, a.ctypes.data)
     keep.append(p)

@@ -85,6 +85,34 @@ def test_sizes_that_do_not_fit_int64(value):
         attn.MultiheadAttention(value, 2)
 
 
+def test_positions_that_do_not_fit_int64():
+    """Unsigned positions and starts above int64's range are refused
+    before they reach the library, as the integer rows of decoding steps
+    are, rather than wrapped to negative positions."""
+    layer = attn.MultiheadAttention(8, 2, seed=0, rope=attn.RotaryEmbedding())
+    x = np.random.default_rng(0).standard_normal((1, 3, 8)).astype(np.float32)
+    # Unsigned values that fit are still taken as they are.
+    np.testing.assert_array_equal(
+        layer(x, x, x, positions=np.arange(3, dtype=np.uint64)[None],
+              start=np.uint64(0))[0],
+        layer(x, x, x)[0])
+    big = np.uint64(2**63)
+    for kw, message in (
+            (dict(start=big), "^start does not fit"),
+            (dict(start=2**63), "^start does not fit"),
+            (dict(start=np.array([big])), "^start does not fit"),
+            (dict(positions=np.array([[0, 1, big]], np.uint64)),
+             "^positions does not"),
+            (dict(key_positions=np.array([[0, 1, 2**64 - 1]], np.uint64)),
+             "^key_positions does not")):
+        with pytest.raises(OverflowError, match=message):
+            layer(x, x, x, **kw)
+    cache = attn.KVCache(layer, 1, 4)
+    with pytest.raises(OverflowError, match="^start does not fit"):
+        layer.decode_step(x, cache, start=[big])
+    assert list(cache.lengths()) == [0]
+
+
 @pytest.mark.parametrize("value", [2**32 + 2, 2**31, -2**31 - 1])
 def test_thread_counts_that_do_not_fit_int32(value):
     with pytest.raises(OverflowError, match="num_threads %d" % value):
