@@ -129,14 +129,8 @@ class KVCache(_lib.OwnsCObject):
         """The MultiheadAttention this cache was made for."""
         return self._layer
 
-    def close(self) -> None:
-        """Frees the C cache now (otherwise when the object is collected).
-        Waits for a call using it; later calls raise ValueError. Closing
-        twice is fine."""
-        with self._lock:
-            if self._handle is not None:
-                self._finalizer()
-                self._handle = None
+    def _exclusive(self):
+        return self._lock  # one call at a time uses a cache
 
     def __repr__(self) -> str:
         state = "closed" if self._handle is None else "%d bytes" % self.nbytes
@@ -233,15 +227,6 @@ class Memory(_lib.OwnsCObject):
         """Source positions per row given to the last successful set(), or
         None before the first."""
         return self._len_k
-
-    def close(self) -> None:
-        """Frees the C memory now (otherwise when the object is collected).
-        Waits for running cross steps; later calls raise ValueError.
-        Closing twice is fine."""
-        with self._lock.writing():
-            if self._handle is not None:
-                self._finalizer()
-                self._handle = None
 
     def __repr__(self) -> str:
         state = "closed" if self._handle is None else "%d bytes" % self.nbytes

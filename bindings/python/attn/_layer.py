@@ -204,17 +204,6 @@ class MultiheadAttention(_lib.OwnsCObject):
         if seed is not _LEAVE_UNSET:
             self.init_weights(seed)
 
-    # ------------------------------------------------------------ lifetime
-
-    def close(self) -> None:
-        """Frees the C layer now (otherwise when the object is collected).
-        Later calls raise ValueError. Waits for running calls."""
-        if self._handle is None:
-            return
-        with self._lock.writing():
-            self._finalizer()
-            self._handle = None
-
     def __repr__(self) -> str:
         extra = ""
         if not self._qkv_same_embed_dim:

@@ -138,6 +138,24 @@ class OwnsCObject:
         """True once close() has freed the C object."""
         return self._handle is None
 
+    def close(self) -> None:
+        """Frees the C object now (otherwise when the object is collected).
+        Waits for the calls using it (a layer's calls, a cache's steps, a
+        memory's cross steps and set); later calls raise ValueError.
+        Closing twice is fine."""
+        if self._handle is None:
+            return
+        with self._exclusive():
+            if self._handle is not None:  # not closed while waiting
+                self._finalizer()
+                self._handle = None
+
+    def _exclusive(self):
+        """A context manager holding the object's lock so that no other
+        call uses the C object (here the writing side of a _ReadWriteLock
+        in ``_lock``)."""
+        return self._lock.writing()
+
     def __enter__(self):
         return self
 
