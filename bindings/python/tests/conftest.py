@@ -114,6 +114,52 @@ def read_safetensors(path):
     return out
 
 
+def causal_mask(L, window=0):
+    """Boolean [L, L], True = hidden: later keys, and with a window the
+    keys window or more positions back."""
+    i = np.arange(L)[:, None]
+    j = np.arange(L)[None, :]
+    hidden = j > i
+    if window:
+        hidden |= i - j >= window
+    return hidden
+
+
+def mha_reference(layer, q, k, v, hidden):
+    """Multi-head attention in float64 numpy from the layer's weights:
+    q [B, L, E], k [B, S, kdim], v [B, S, vdim], hidden [B, L, S] (True =
+    masked). Returns (output [B, L, E], per-head weights [B, H, L, S]); a
+    query that sees no key gets zero weights."""
+    sd = {n: w.astype(np.float64) for n, w in layer.state_dict().items()}
+    Eq, Hq, Hkv = layer.embed_dim, layer.num_heads, layer.num_kv_heads
+    hd = Eq // Hq
+    KV = Hkv * hd
+    if "in_proj_weight" in sd:
+        wq, wk, wv = np.split(sd["in_proj_weight"], [Eq, Eq + KV])
+    else:
+        wq, wk, wv = (sd["q_proj_weight"], sd["k_proj_weight"],
+                      sd["v_proj_weight"])
+    bq, bk, bv = np.split(sd["in_proj_bias"], [Eq, Eq + KV])
+    q, k, v = (a.astype(np.float64) for a in (q, k, v))
+    B, L, _ = q.shape
+    S = k.shape[1]
+    Q = (q @ wq.T + bq).reshape(B, L, Hq, hd).transpose(0, 2, 1, 3)
+    K = (k @ wk.T + bk).reshape(B, S, Hkv, hd).transpose(0, 2, 1, 3)
+    V = (v @ wv.T + bv).reshape(B, S, Hkv, hd).transpose(0, 2, 1, 3)
+    K = np.repeat(K, Hq // Hkv, axis=1)
+    V = np.repeat(V, Hq // Hkv, axis=1)
+    s = Q @ K.transpose(0, 1, 3, 2) * layer.scale
+    s = np.where(hidden[:, None], -np.inf, s)
+    m = s.max(-1, keepdims=True)
+    m = np.where(np.isfinite(m), m, 0.0)
+    p = np.exp(s - m)
+    total = p.sum(-1, keepdims=True)
+    p = np.divide(p, total, out=np.zeros_like(p), where=total > 0)
+    ctx = (p @ V).transpose(0, 2, 1, 3).reshape(B, L, Eq)
+    out = ctx @ sd["out_proj.weight"].T + sd["out_proj.bias"]
+    return out, p
+
+
 def _inv_freq(spec, hd):
     rot = spec.get("rot", hd)
     if "inv_freq" in spec:
@@ -182,12 +228,8 @@ def decoder_reference(spec, t, x, pos, window=0):
         slopes = torch.from_numpy(_bloom_slopes(H))
         s = s + slopes[None, :, None, None] * torch.from_numpy(
             pos.astype(np.float64))[:, None, None, :]
-    i = torch.arange(L)[:, None]
-    j = torch.arange(L)[None, :]
-    hidden = j > i
-    if window:
-        hidden = hidden | (i - j >= window)
-    s = s.masked_fill(hidden, float("-inf"))
+    s = s.masked_fill(torch.from_numpy(causal_mask(L, window)),
+                      float("-inf"))
     if spec.get("sinks"):  # gpt-oss: one more logit per head, then dropped
         sink = W["sinks"].view(1, H, 1, 1).expand(B, H, L, 1)
         p = torch.softmax(torch.cat((s, sink), -1), -1)[..., :-1]

@@ -1,9 +1,10 @@
 # SPDX-License-Identifier: MIT
 """The caller's choice of attention core (``core=``, attn_options.core):
-each core against a float64 numpy reference written here from the
-documented semantics, the same bits on 1 and 2 threads, and the refusals
-(an unknown name, the packed core where it cannot run) raising before or
-with the library's status and leaving nothing half-done."""
+each core against the float64 numpy reference written from the documented
+semantics (conftest.mha_reference), the same bits on 1 and 2 threads, and
+the refusals (an unknown name, the packed core where it cannot run)
+raising before or with the library's status and leaving nothing
+half-done."""
 
 import inspect
 
@@ -12,39 +13,11 @@ import pytest
 
 import attn
 from attn import _lib
-from conftest import ATOL, RTOL
+from conftest import ATOL, RTOL, causal_mask, mha_reference
 
 
 def _cores():
     return [c for c in ("auto", "blas", "packed") if attn.core_available(c)]
-
-
-def _reference(layer, q, k, v, causal):
-    """Multi-head attention in float64 from the layer's own weights, and
-    the per-head probabilities."""
-    sd = {n: w.astype(np.float64) for n, w in layer.state_dict().items()}
-    E, H = layer.embed_dim, layer.num_heads
-    d = E // H
-    w_in, b_in = sd["in_proj_weight"], sd["in_proj_bias"]
-    Q = q @ w_in[:E].T + b_in[:E]
-    K = k @ w_in[E:2 * E].T + b_in[E:2 * E]
-    V = v @ w_in[2 * E:].T + b_in[2 * E:]
-    B, Lq, _ = q.shape
-    Lk = k.shape[1]
-    ctx = np.zeros((B, Lq, E))
-    probs = np.zeros((B, H, Lq, Lk))
-    for h in range(H):
-        s = slice(h * d, (h + 1) * d)
-        scores = Q[:, :, s] @ K[:, :, s].transpose(0, 2, 1) / np.sqrt(d)
-        if causal:
-            hide = np.triu(np.ones((Lq, Lk), bool), 1)
-            scores = np.where(hide, -np.inf, scores)
-        p = np.exp(scores - scores.max(-1, keepdims=True))
-        p /= p.sum(-1, keepdims=True)
-        probs[:, h] = p
-        ctx[:, :, s] = p @ V[:, :, s]
-    out = ctx @ sd["out_proj.weight"].T + sd["out_proj.bias"]
-    return out, probs
 
 
 def test_core_names_and_availability():
@@ -75,9 +48,9 @@ def test_each_core_matches_the_reference(core, shape):
             layer(q, k, k, core=core)
         assert e.value.status == attn.ERR_UNSUPPORTED
         return
-    want, want_w = _reference(layer, q.astype(np.float64),
-                              k.astype(np.float64), k.astype(np.float64),
-                              causal)
+    hidden = causal_mask(Lq) if causal else np.zeros((Lq, Lk), bool)
+    want, want_w = mha_reference(layer, q, k, k,
+                                 np.broadcast_to(hidden, (B, Lq, Lk)))
     got = []
     for threads in (1, 2):
         out, w = layer(q, k, k, need_weights=True, is_causal=causal,

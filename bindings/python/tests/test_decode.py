@@ -3,9 +3,9 @@
 and attn.Memory with cross_step. Every step is checked against what the
 same layer's forward pass over the whole sequence gives (is_causal=True,
 the window and padding as masks) and, where the library's own forward
-could share a mistake with the step, against a float64 numpy reference
-written here from the formulas. Tolerance: the suite's 1e-5 absolute /
-1e-4 relative."""
+could share a mistake with the step, against the float64 numpy reference
+written from the formulas (conftest.mha_reference). Tolerance: the
+suite's 1e-5 absolute / 1e-4 relative."""
 
 import copy
 import gc
@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 
 import attn
-from conftest import ATOL, RTOL
+from conftest import ATOL, RTOL, causal_mask, mha_reference
 
 E, H = 16, 4
 
@@ -46,52 +46,6 @@ def _x(seed, *shape):
 
 def _close(actual, expected):
     np.testing.assert_allclose(actual, expected, atol=ATOL, rtol=RTOL)
-
-
-def _causal(L, window=0):
-    """Boolean [L, L], True = hidden: later keys, and with a window the
-    keys window or more positions back."""
-    i = np.arange(L)[:, None]
-    j = np.arange(L)[None, :]
-    hidden = j > i
-    if window:
-        hidden |= i - j >= window
-    return hidden
-
-
-def _reference(layer, q, k, v, hidden):
-    """Multi-head attention in float64 numpy from the layer's weights:
-    q [B, L, E], k [B, S, kdim], v [B, S, vdim], hidden [B, L, S] (True =
-    masked). Returns (output [B, L, E], per-head weights [B, H, L, S]); a
-    query that sees no key gets zero weights."""
-    sd = {n: w.astype(np.float64) for n, w in layer.state_dict().items()}
-    Eq, Hq, Hkv = layer.embed_dim, layer.num_heads, layer.num_kv_heads
-    hd = Eq // Hq
-    KV = Hkv * hd
-    if "in_proj_weight" in sd:
-        wq, wk, wv = np.split(sd["in_proj_weight"], [Eq, Eq + KV])
-    else:
-        wq, wk, wv = (sd["q_proj_weight"], sd["k_proj_weight"],
-                      sd["v_proj_weight"])
-    bq, bk, bv = np.split(sd["in_proj_bias"], [Eq, Eq + KV])
-    q, k, v = (a.astype(np.float64) for a in (q, k, v))
-    B, L, _ = q.shape
-    S = k.shape[1]
-    Q = (q @ wq.T + bq).reshape(B, L, Hq, hd).transpose(0, 2, 1, 3)
-    K = (k @ wk.T + bk).reshape(B, S, Hkv, hd).transpose(0, 2, 1, 3)
-    V = (v @ wv.T + bv).reshape(B, S, Hkv, hd).transpose(0, 2, 1, 3)
-    K = np.repeat(K, Hq // Hkv, axis=1)
-    V = np.repeat(V, Hq // Hkv, axis=1)
-    s = Q @ K.transpose(0, 1, 3, 2) * layer.scale
-    s = np.where(hidden[:, None], -np.inf, s)
-    m = s.max(-1, keepdims=True)
-    m = np.where(np.isfinite(m), m, 0.0)
-    p = np.exp(s - m)
-    total = p.sum(-1, keepdims=True)
-    p = np.divide(p, total, out=np.zeros_like(p), where=total > 0)
-    ctx = (p @ V).transpose(0, 2, 1, 3).reshape(B, L, Eq)
-    out = ctx @ sd["out_proj.weight"].T + sd["out_proj.bias"]
-    return out, p
 
 
 def _decode(layer, cache, x, chunks, **kwargs):
@@ -126,8 +80,8 @@ def test_steps_equal_the_rows_of_a_causal_forward(chunks):
         pos += n
         assert list(cache.lengths()) == [pos, pos]
     assert list(cache.first()) == [0, 0]
-    ref, _ = _reference(layer, x, x, x, np.broadcast_to(_causal(7),
-                                                        (2, 7, 7)))
+    ref, _ = mha_reference(layer, x, x, x,
+                           np.broadcast_to(causal_mask(7), (2, 7, 7)))
     cache.reset()
     _close(_decode(layer, cache, x, chunks), ref)
 
@@ -150,8 +104,8 @@ def test_grouped_query_layers(num_kv_heads):
     layer = _layer(5, num_kv_heads=num_kv_heads)
     x = _x(6, 3, 6, E)
     full, _ = layer(x, x, x, is_causal=True)
-    ref, _ = _reference(layer, x, x, x, np.broadcast_to(_causal(6),
-                                                        (3, 6, 6)))
+    ref, _ = mha_reference(layer, x, x, x,
+                           np.broadcast_to(causal_mask(6), (3, 6, 6)))
     _close(full, ref)
     with attn.KVCache(layer, 3, 6) as cache:
         out = _decode(layer, cache, x, [2, 1, 3])
@@ -250,9 +204,9 @@ def test_sliding_window():
     W, L = 3, 11
     layer = _layer(18)
     x = _x(19, 2, L, E)
-    hidden = _causal(L, W)
-    ref, ref_w = _reference(layer, x, x, x, np.broadcast_to(hidden,
-                                                            (2, L, L)))
+    hidden = causal_mask(L, W)
+    ref, ref_w = mha_reference(layer, x, x, x,
+                               np.broadcast_to(hidden, (2, L, L)))
     full, _ = layer(x, x, x, attn_mask=hidden)
     _close(full, ref)
     # Capacity 4 with a window of 3: a step brings at most 2 tokens, and
@@ -344,7 +298,7 @@ def test_cross_steps_equal_forward_with_the_memory(num_kv_heads):
                              average_attn_weights=False)
         _close(out, want)
         _close(w, want_w)
-        ref, ref_w = _reference(layer, q, k, v, np.broadcast_to(
+        ref, ref_w = mha_reference(layer, q, k, v, np.broadcast_to(
             hidden[:, None], (B, n, S)))
         _close(out, ref)
         _close(w, ref_w)

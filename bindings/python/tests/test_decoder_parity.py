@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 import attn
-from conftest import (ATOL, RTOL, decoder_reference, require_torch,
-                      write_safetensors)
+from conftest import (ATOL, RTOL, causal_mask, decoder_reference,
+                      require_torch, write_safetensors)
 
 PREFIX = "model.layers.0.self_attn."
 
@@ -93,12 +93,6 @@ def _layer(spec):
         bias_parts=spec.get("bias", ""), scale=spec.get("scale"), **kw)
 
 
-def _window_mask(L, window):
-    i = np.arange(L)[:, None]
-    j = np.arange(L)[None, :]
-    return (j > i) | (window > 0) & (i - j >= window)
-
-
 @pytest.mark.parametrize("name", sorted(SPECS))
 def test_block_from_safetensors(name, tmp_path):
     require_torch()
@@ -117,7 +111,7 @@ def test_block_from_safetensors(name, tmp_path):
     B, L = 2, 23
     x = rng.uniform(-1, 1, (B, L, spec["E"])).astype(np.float32)
     window = spec.get("window", 0)
-    mask = _window_mask(L, window) if window else None
+    mask = causal_mask(L, window) if window else None
     pos = np.broadcast_to(np.arange(L), (B, L))
     out, _ = layer(x, x, x, need_weights=False, is_causal=True,
                    attn_mask=mask)
