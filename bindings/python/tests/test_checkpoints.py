@@ -188,15 +188,19 @@ def test_llama_snippet_refuses_what_the_layer_cannot_hold(extra, what):
         _run("llama", config=config, path=None, x=None)
 
 
-def test_llama_snippet_takes_a_window_that_is_off():
+def test_llama_snippet_takes_a_window_that_is_off(tmp_path):
     """Qwen2's configs carry a sliding_window with use_sliding_window
-    false: the snippet goes on (to the file, absent here)."""
+    false: the snippet goes on, builds the layer and stops only at loading
+    the file, absent here (the library's ERR_IO naming it)."""
     config = {"hidden_size": 64, "num_attention_heads": 4,
               "num_key_value_heads": 2, "head_dim": 16,
               "sliding_window": 4096, "use_sliding_window": False}
-    with pytest.raises(Exception) as e:
-        _run("llama", config=config, path=None, x=None)
-    assert not isinstance(e.value, NotImplementedError)
+    path = tmp_path / "absent.safetensors"
+    with pytest.raises(attn.AttnError,
+                       match="cannot open weight file .*absent") as e:
+        _run("llama", config=config, path=str(path), x=None)
+    assert type(e.value) is attn.AttnError
+    assert e.value.status == attn.ERR_IO
 
 
 def test_bert_style_attention(tmp_path):
