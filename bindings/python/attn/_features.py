@@ -90,7 +90,7 @@ def apply(cfg, keep, num_heads, bias_parts=None, rope=None, qk_norm=None,
     """Sets the feature fields of a Config; objects the struct points at
     are appended to keep (alive until attn_layer_create has copied them)."""
     wanted = (bias_parts is not None or rope is not None or qk_norm
-              or alibi or softcap or sinks)
+              or alibi or alibi_slopes is not None or softcap or sinks)
     if wanted and not _lib.has_features():
         raise NotImplementedError(
             "the loaded libattn (%s, %s) has no decoder attention features"
@@ -117,7 +117,9 @@ def apply(cfg, keep, num_heads, bias_parts=None, rope=None, qk_norm=None,
     cfg.alibi = _choice(_ALIBI, alibi, "alibi")
     if alibi_slopes is not None:
         slopes = np.ascontiguousarray(alibi_slopes, dtype=np.float32)
-        if slopes.shape != (num_heads,):
+        # Without ALiBi the library refuses any table (ERR_BAD_OPTION)
+        # before reading it: that, not the table's shape, is the mistake.
+        if alibi is not None and slopes.shape != (num_heads,):
             raise ValueError("alibi_slopes must have shape (%d,), not %s"
                              % (num_heads, slopes.shape))
         keep.append(slopes)

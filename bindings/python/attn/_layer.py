@@ -121,7 +121,8 @@ class MultiheadAttention(_lib.OwnsCObject):
       and k, with ``qk_norm_eps`` (default 1e-6) and
       ``qk_norm_unit_offset`` (Gemma's 1 + w);
     - ``alibi``: "causal" or "symmetric", with ``alibi_slopes`` (default:
-      the standard geometric slopes);
+      the standard geometric slopes; slopes without ``alibi`` are an
+      AttnError, ERR_BAD_OPTION);
     - ``softcap``: logit soft-capping, cap * tanh(s / cap) (Gemma 2);
     - ``sinks``: one learned sink logit per head (gpt-oss).
 

@@ -184,6 +184,26 @@ def test_bad_feature_arguments():
         layer(x, x, x, positions=[[0.5, 1, 2]])
 
 
+def test_alibi_slopes_without_alibi_are_a_bad_option(monkeypatch):
+    """A slope table given without an ALiBi mode is refused by the library
+    (ERR_BAD_OPTION), not ignored; whatever the table's shape, that is the
+    mistake reported."""
+    for slopes in ([0.5, 0.25, 0.125, 0.0625],
+                   np.ones(4, np.float32), [1.0, 2.0], []):
+        with pytest.raises(attn.AttnError, match="alibi_slopes given but "
+                           "alibi is ATTN_ALIBI_NONE") as e:
+            attn.MultiheadAttention(32, 4, alibi_slopes=slopes)
+        assert e.value.status == attn.ERR_BAD_OPTION, slopes
+    # With ALiBi on, the binding checks the table's shape itself.
+    with pytest.raises(ValueError, match=r"alibi_slopes must have shape "
+                       r"\(4,\), not \(2,\)"):
+        attn.MultiheadAttention(32, 4, alibi="causal", alibi_slopes=[1, 2])
+    # A library without the decoder features could only ignore the table.
+    monkeypatch.setattr(attn._lib, "has_features", lambda: False)
+    with pytest.raises(NotImplementedError, match="decoder attention"):
+        attn.MultiheadAttention(32, 4, alibi_slopes=[0.5] * 4)
+
+
 def test_from_torch_unchanged():
     """A plain torch module still converts exactly: the features stay
     off."""
