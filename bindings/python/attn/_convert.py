@@ -2,6 +2,8 @@
 """Turning what users pass (numpy arrays, torch tensors, lists) into numpy
 arrays, copying only when the library could not read the data as it is."""
 
+import numbers
+
 import numpy as np
 
 _F32 = np.dtype(np.float32)
@@ -52,10 +54,13 @@ def as_int64(x, shape, name, broadcast=False, hint=""):
     negative number), ValueError for another shape (its message ends with
     hint)."""
     a = to_numpy(x)
-    if a.dtype.kind not in "iu":
+    # numpy keeps Python integers beyond 64 bits as objects.
+    too_big = a.dtype == object and a.size and all(
+        isinstance(v, numbers.Integral) for v in a.flat)
+    if a.dtype.kind not in "iu" and not too_big:
         raise TypeError("%s must hold integers, not %s" % (name, a.dtype))
-    # Compared as uint64, before any conversion.
-    if a.dtype.kind == "u" and a.size and a.max() > _I64_MAX:
+    # Unsigned values compared as uint64, before any conversion.
+    if too_big or (a.dtype.kind == "u" and a.size and a.max() > _I64_MAX):
         raise OverflowError("%s does not fit the library's 64-bit integers"
                             % name)
     if broadcast and a.ndim == 0:

@@ -100,6 +100,9 @@ def test_positions_that_do_not_fit_int64():
     for kw, message in (
             (dict(start=big), "^start does not fit"),
             (dict(start=2**63), "^start does not fit"),
+            (dict(start=2**64), "^start does not fit"),
+            (dict(start=-2**63 - 1), "^start does not fit"),
+            (dict(positions=[[0, 1, 2**70]]), "^positions does not"),
             (dict(start=np.array([big])), "^start does not fit"),
             (dict(positions=np.array([[0, 1, big]], np.uint64)),
              "^positions does not"),
