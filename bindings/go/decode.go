@@ -123,8 +123,9 @@ func (c *KvCache) Reset() error {
 // nNew, capacity] or [batch, nNew, capacity]. mask and opts may be nil.
 // With rotary embeddings or ALiBi each new token is at its place in its
 // row (plus opts.Positions.Start[b] when given: pass the same Start at
-// every step) and its key is cached rotated; opts.Positions.Query and Key
-// must be nil (StatusBadOption).
+// every step) and its key is cached rotated; such a layer refuses
+// opts.Positions.Query and Key (StatusBadOption, from the library), other
+// layers ignore them.
 func (l *Layer) DecodeStep(cache *KvCache, nNew int, x []float32, mask *DecodeMask,
 	opts *Options, out []float32) error {
 	e, h, b := l.cfg.EmbedDim, l.cfg.NumHeads, cache.batch

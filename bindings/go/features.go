@@ -295,11 +295,15 @@ func (p *Positions) toC(mem *cmem, d positionDims) (*C.attn_positions, error) {
 		if f.src == nil {
 			continue
 		}
-		checked := !d.step || f.dst == &cp.start
-		if err := expectLen(len(f.src), f.name, f.shape, f.dims...); checked && err != nil {
-			return nil, err
+		src := f.src
+		if !d.step || f.dst == &cp.start {
+			if err := expectLen(len(src), f.name, f.shape, f.dims...); err != nil {
+				return nil, err
+			}
+		} else if len(src) > 1 {
+			src = src[:1] // only told apart from nil: one element will do
 		}
-		c, err := mem.int64s(f.src)
+		c, err := mem.int64s(src)
 		if err != nil {
 			return nil, err
 		}

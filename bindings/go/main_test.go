@@ -282,6 +282,12 @@ func reference(t *testing.T, l *Layer, cfg *Config, c refCall) ([]float64, []flo
 	t.Helper()
 	if cfg == nil {
 		own := l.Config()
+		// The features' settings must come from the test, not be read
+		// back from the layer under test.
+		if own.Rope != nil || own.Alibi != AlibiNone || own.QKNorm != QKNormNone ||
+			own.Softcap != 0 || own.Sinks {
+			t.Fatalf("reference: a layer with decoder features needs the test's own Config")
+		}
 		cfg = &own
 	}
 	e := cfg.EmbedDim

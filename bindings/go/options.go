@@ -67,9 +67,10 @@ type Options struct {
 	Core Core
 	// Positions of the call's tokens for a layer with rotary embeddings
 	// or ALiBi (nil = 0, 1, 2, ... in each row; see Positions). Their
-	// lengths are checked (StatusBadSize); they are copied into C memory
-	// for the call. Memory.Set and CrossStep take no positions: they are
-	// not passed there.
+	// lengths are checked (StatusBadSize), except a decoding step's Query
+	// and Key, which the library refuses or ignores unread; they are
+	// copied into C memory for the call. Memory.Set and CrossStep take no
+	// positions: they are not passed there.
 	Positions *Positions
 }
 
