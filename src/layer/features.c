@@ -65,7 +65,7 @@ static attn_status check_scores(const attn_config *c, int64_t H) {
     return attn_fail(ATTN_ERR_BAD_OPTION,
                      "alibi_slopes given but alibi is ATTN_ALIBI_NONE (set "
                      "alibi, or leave alibi_slopes NULL)");
-  for (int64_t h = 0; c->alibi && c->alibi_slopes && h < H; h++)
+  for (int64_t h = 0; c->alibi_slopes && h < H; h++)
     if (!isfinite(c->alibi_slopes[h]))
       return attn_fail(ATTN_ERR_NOT_FINITE,
                        "alibi_slopes[%lld] is not finite (the array must "
