@@ -9,6 +9,7 @@ import numpy as np
 _F32 = np.dtype(np.float32)
 _I64 = np.dtype(np.int64)
 _I64_MAX = np.uint64(np.iinfo(_I64).max)
+_I64_RANGE = range(np.iinfo(_I64).min, np.iinfo(_I64).max + 1)
 
 
 def to_numpy(x):
@@ -54,13 +55,15 @@ def as_int64(x, shape, name, broadcast=False, hint=""):
     negative number), ValueError for another shape (its message ends with
     hint)."""
     a = to_numpy(x)
-    # numpy keeps Python integers beyond 64 bits as objects.
-    too_big = a.dtype == object and a.size and all(
+    # numpy keeps Python integers beyond 64 bits as objects (and an
+    # object array may hold small ones too).
+    object_ints = a.dtype == object and a.size and all(
         isinstance(v, numbers.Integral) for v in a.flat)
-    if a.dtype.kind not in "iu" and not too_big:
+    if a.dtype.kind not in "iu" and not object_ints:
         raise TypeError("%s must hold integers, not %s" % (name, a.dtype))
     # Unsigned values compared as uint64, before any conversion.
-    if too_big or (a.dtype.kind == "u" and a.size and a.max() > _I64_MAX):
+    if (object_ints and any(int(v) not in _I64_RANGE for v in a.flat)) or (
+            a.dtype.kind == "u" and a.size and a.max() > _I64_MAX):
         raise OverflowError("%s does not fit the library's 64-bit integers"
                             % name)
     if broadcast and a.ndim == 0:

@@ -96,6 +96,11 @@ def test_positions_that_do_not_fit_int64():
         layer(x, x, x, positions=np.arange(3, dtype=np.uint64)[None],
               start=np.uint64(0))[0],
         layer(x, x, x)[0])
+    # So are integers that fit in an object array.
+    np.testing.assert_array_equal(
+        layer(x, x, x, positions=np.array([[0, 1, 2]], dtype=object),
+              start=np.array([0], dtype=object))[0],
+        layer(x, x, x)[0])
     big = np.uint64(2**63)
     for kw, message in (
             (dict(start=big), "^start does not fit"),
