@@ -513,12 +513,11 @@ fn alibi_steps_refuse_query_and_key_positions() {
     let mut cache = KvCache::new(&l, 2, 4).unwrap();
     let x = rand_vec(2 * E, 7);
     let pos = [0i64, 0];
-    for opts in [
+    for mut opts in [
         Options::new().query_positions(&pos),
         Options::new().key_positions(&pos),
         Options::new().start_positions(&pos).query_positions(&pos),
     ] {
-        let mut opts = opts;
         expect_err(Status::BAD_OPTION, STEP_POSITIONS, x.len(), |o| {
             l.decode_step(&mut cache, 1, &x, None, Some(&mut opts), o)
         });
